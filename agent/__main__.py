@@ -1,0 +1,5 @@
+"""`python -m agent` runs the `privacy-agent` command line."""
+
+from agent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""The analyzer interface.
+
+An analyzer looks at raw frames on the hub and reports what it saw. It never
+decides (that is `agent.policy`) and never changes the frame. Analyzers may
+keep state between frames (background model, detection cadence), but they
+are given time through the injected clock only.
+
+Invariant: an analyzer that raises, or takes longer than
+`analysis.timeout_s`, makes the pipeline withhold the frame with a reason;
+the pipeline enforces this, not the analyzer.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from agent.datatypes import Analysis, Frame
+
+
+class Analyzer(Protocol):
+    name: str
+
+    def analyze(self, frame: Frame) -> Analysis:
+        """Analyse one frame. May raise; the pipeline withholds on any failure."""
+
+
+def merge(parts: list[Analysis]) -> Analysis:
+    """Combine several analyzers' results. Faults add up; detection age is the oldest."""
+    dets = tuple(d for p in parts for d in p.detections)
+    zones = tuple(z for p in parts for z in p.zone_activity)
+    faults = tuple(f for p in parts for f in p.faults)
+    ages = [p.detections_age_s for p in parts if p.detections_age_s is not None]
+    return Analysis(dets, zones, faults, max(ages) if ages else None)

@@ -1,0 +1,137 @@
+"""Privacy-zone geometry: validation and exact rasterisation.
+
+Invariants:
+- Polygons are relative (0..1). They become pixels only in `zone_mask`.
+- Rasterisation is conservative: every pixel whose centre lies inside or on
+  the polygon is in the mask, and so is every pixel the outline touches, so
+  a polygon that reaches x=1 or y=1 covers the last column or row. Erring
+  outward costs a few pixels of over-masking; erring inward would leak.
+- Masks are cached per (polygon, width, height), so a resolution change
+  mid-stream produces a new, correct mask rather than a stale one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from agent.datatypes import BoxRel, PointRel
+
+Mask = npt.NDArray[np.uint8]
+
+# Sub-pixel precision for cv2.fillPoly (coordinates are multiplied by 2**_SHIFT).
+_SHIFT = 8
+
+
+class PolygonError(ValueError):
+    """A polygon is not usable as a privacy zone."""
+
+
+def _segments_intersect(
+    p1: tuple[float, float], p2: tuple[float, float], p3: tuple[float, float], p4: tuple[float, float]
+) -> bool:
+    def orient(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> float:
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    def on_seg(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> bool:
+        return min(a[0], b[0]) - 1e-12 <= c[0] <= max(a[0], b[0]) + 1e-12 and min(a[1], b[1]) - 1e-12 <= c[
+            1
+        ] <= max(a[1], b[1]) + 1e-12
+
+    d1, d2 = orient(p3, p4, p1), orient(p3, p4, p2)
+    d3, d4 = orient(p1, p2, p3), orient(p1, p2, p4)
+    eps = 1e-12
+    if ((d1 > eps and d2 < -eps) or (d1 < -eps and d2 > eps)) and (
+        (d3 > eps and d4 < -eps) or (d3 < -eps and d4 > eps)
+    ):
+        return True
+    if abs(d1) <= eps and on_seg(p3, p4, p1):
+        return True
+    if abs(d2) <= eps and on_seg(p3, p4, p2):
+        return True
+    if abs(d3) <= eps and on_seg(p1, p2, p3):
+        return True
+    return abs(d4) <= eps and on_seg(p1, p2, p4)
+
+
+def validate_polygon(points: Sequence[Sequence[float]]) -> tuple[PointRel, ...]:
+    """Check a zone polygon and return it as PointRel. Raises PolygonError with a homeowner-readable reason."""
+    if len(points) < 3:
+        raise PolygonError(f"polygon needs at least 3 points, got {len(points)}")
+    pts: list[tuple[float, float]] = []
+    for i, p in enumerate(points):
+        if len(p) != 2:
+            raise PolygonError(f"point {i} must be [x, y], got {list(p)!r}")
+        x, y = float(p[0]), float(p[1])
+        if not (math.isfinite(x) and math.isfinite(y)) or not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise PolygonError(
+                f"point {i} {[x, y]} is out of range: coordinates are relative to the frame, 0..1"
+            )
+        pts.append((x, y))
+    n = len(pts)
+    area2 = sum(pts[i][0] * pts[(i + 1) % n][1] - pts[(i + 1) % n][0] * pts[i][1] for i in range(n))
+    if abs(area2) < 1e-9:
+        raise PolygonError("polygon has zero area (points are collinear or repeated)")
+    for i in range(n):
+        a1, a2 = pts[i], pts[(i + 1) % n]
+        for j in range(i + 1, n):
+            if j == i or (j + 1) % n == i or j == (i + 1) % n:
+                continue  # adjacent edges share a vertex
+            b1, b2 = pts[j], pts[(j + 1) % n]
+            if _segments_intersect(a1, a2, b1, b2):
+                raise PolygonError(f"polygon is self-intersecting (edge {i} crosses edge {j})")
+    return tuple(PointRel(x, y) for x, y in pts)
+
+
+def _to_fixed(points: tuple[PointRel, ...], width_px: int, height_px: int) -> npt.NDArray[np.int32]:
+    # Pixel (col j, row i) covers [j, j+1) x [i, i+1) in continuous frame
+    # coordinates; its centre is (j + 0.5, i + 0.5). cv2 treats integer
+    # coordinates as pixel centres, so shift by -0.5.
+    arr = np.array([[p.x_rel * width_px - 0.5, p.y_rel * height_px - 0.5] for p in points], dtype=np.float64)
+    return np.round(arr * (1 << _SHIFT)).astype(np.int32)
+
+
+@lru_cache(maxsize=256)
+def zone_mask(points: tuple[PointRel, ...], width_px: int, height_px: int) -> Mask:
+    """Binary mask (255 inside) for a polygon at a resolution. Read-only, cached."""
+    mask = np.zeros((height_px, width_px), dtype=np.uint8)
+    fixed = _to_fixed(points, width_px, height_px)
+    cv2.fillPoly(mask, [fixed], 255, lineType=cv2.LINE_8, shift=_SHIFT)
+    # The outline, drawn 8-connected, adds every pixel the boundary passes
+    # through; then one pixel of dilation covers pixels whose centre is just
+    # outside but whose area the polygon still overlaps.
+    cv2.polylines(mask, [fixed], True, 255, thickness=1, lineType=cv2.LINE_8, shift=_SHIFT)
+    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    mask.setflags(write=False)
+    return mask
+
+
+def box_pixels(box: BoxRel, width_px: int, height_px: int) -> tuple[int, int, int, int]:
+    """Conservative pixel bounds (x0, y0, x1, y1), exclusive end, for a relative box."""
+    x0 = max(0, math.floor(box.x0_rel * width_px))
+    y0 = max(0, math.floor(box.y0_rel * height_px))
+    x1 = min(width_px, math.ceil(box.x1_rel * width_px))
+    y1 = min(height_px, math.ceil(box.y1_rel * height_px))
+    return x0, y0, x1, y1
+
+
+def polygon_bbox_px(points: tuple[PointRel, ...], width_px: int, height_px: int) -> tuple[int, int, int, int]:
+    """Pixel bounds (exclusive end) that contain the whole of `zone_mask` for the polygon."""
+    xs = [p.x_rel for p in points]
+    ys = [p.y_rel for p in points]
+    x0, y0, x1, y1 = box_pixels(BoxRel(min(xs), min(ys), max(xs), max(ys)), width_px, height_px)
+    # zone_mask adds an outline and one pixel of dilation: widen to match.
+    return max(0, x0 - 2), max(0, y0 - 2), min(width_px, x1 + 2), min(height_px, y1 + 2)
+
+
+def union_mask(polys: Sequence[tuple[PointRel, ...]], width_px: int, height_px: int) -> Mask:
+    """Union of several polygon masks (not cached: callers cache per resolution)."""
+    out = np.zeros((height_px, width_px), dtype=np.uint8)
+    for pts in polys:
+        cv2.bitwise_or(out, zone_mask(pts, width_px, height_px), dst=out)
+    return out
