@@ -43,6 +43,11 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+# MqttConfig subclasses StrictModel, so it is imported after StrictModel exists
+# (agent/mqtt/__init__.py imports this module first to keep the order).
+from agent.mqtt.config import MqttConfig  # noqa: E402
+
+
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -163,14 +168,15 @@ class ModesConfig(StrictModel):
 
 class MotionConfig(StrictModel):
     min_area_rel: float = Field(
-        default=0.01, gt=0, le=1,
-        description="Fraction of a withhold zone's area that must change to count as activity.",
+        default=0.005, gt=0, le=1,
+        description="Fraction of a withhold zone's area (plus a small guard band) that must move, or differ "
+        "from the zone's empty state, to count as activity or presence.",
     )
     hold_s: float = Field(default=3.0, ge=0, description="Seconds to keep withholding after a zone is empty again.")
     clear_diff: float = Field(
-        default=12.0, gt=0, le=255,
-        description="Mean absolute grey-level difference from the zone's empty reference below which "
-        "the zone counts as empty. A still person keeps the zone above it.",
+        default=25.0, gt=0, le=255,
+        description="Grey-level difference (0-255) from the zone's empty reference above which a pixel "
+        "counts as changed. A still person keeps their pixels changed, so the zone stays occupied.",
     )
     warmup_frames: int = Field(
         default=5, ge=1, description="Frames at start (or after a resolution change) withheld while the empty reference is learned."
@@ -219,6 +225,11 @@ class AgentConfig(StrictModel):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis stage settings.")
     cameras: list[CameraConfig] = Field(description="The cameras this hub processes.", min_length=1)
     sinks: list[SinkConfig] = Field(default_factory=list, description="Where redacted output goes.")
+    mqtt: MqttConfig | None = Field(
+        default=None,
+        description="MQTT broker for state, events, Home Assistant discovery, access requests and audit "
+        "checkpoints (see docs/mqtt.md). Absent: the hub does not use MQTT.",
+    )
 
     @field_validator("cameras")
     @classmethod

@@ -1,0 +1,321 @@
+"""The per-camera pipeline: source -> analysis -> policy.decide -> redact.apply -> sinks.
+
+Stages are connected by bounded queues (reader thread -> processing ->
+sink thread), so a slow sink or analyzer applies back-pressure instead of
+growing memory.
+
+Invariants (fail closed):
+- Every frame gets exactly one Decision, and only `redact.apply` turns a
+  frame plus its decision into something a sink accepts. A frame without a
+  decision never reaches a sink.
+- Any exception or timeout in analysis, any exception in policy or
+  redaction, lag on a live source, or a backlog in front of the sinks makes
+  the frame WITHHELD and records an event. Nothing falls back to "pass".
+- While a timed-out analyzer is still running, following frames are
+  withheld ("analysis_busy") without queueing more work; when it returns,
+  analysis resumes (recovery).
+- A sink that fails (unwritable directory, full disk) is reported and
+  skipped; the pipeline never writes raw frames anywhere as a fallback.
+- A source that cannot be opened or decoded gives an event, not a crash
+  loop: live sources are reopened with exponential backoff on the injected
+  clock; file sources end.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+from agent import redact
+from agent.analysis.base import Analyzer, merge
+from agent.clock import Clock, SystemClock
+from agent.datatypes import Action, Analysis, Decision, Event, Frame, Mode
+from agent.errors import SinkError, SourceError
+from agent.events import EventCallback
+from agent.policy import CameraPolicy, decide
+from agent.redact import RedactedFrame
+from agent.sinks.base import Sink
+from agent.sources import FrameDecodeError, FrameSource
+
+log = logging.getLogger(__name__)
+
+DecisionCallback = Callable[[Decision, int | None], None]
+
+_QUEUE_FRAMES = 8
+_BACKOFF_MAX_S = 60.0
+
+
+@dataclass
+class PipelineStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    passed: int = 0
+    masked: int = 0
+    withheld: int = 0
+    decode_errors: int = 0
+    sink_errors: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def count(self, d: Decision) -> None:
+        self.frames_in += 1
+        if d.action is Action.WITHHOLD:
+            self.withheld += 1
+        elif d.action is Action.MASK:
+            self.masked += 1
+        else:
+            self.passed += 1
+        if d.action is Action.WITHHOLD:
+            for r in d.reasons:
+                # "lag:2.31s" and "detections_stale:1.20s" vary per frame; count them by kind.
+                key = r.split(":")[0] if r.startswith(("lag:", "detections_stale:")) else r
+                self.reasons[key] = self.reasons.get(key, 0) + 1
+
+
+class AnalysisRunner:
+    """Runs analyzers on a worker thread so a hung analyzer can be timed out."""
+
+    def __init__(self, analyzers: Sequence[Analyzer], timeout_s: float) -> None:
+        self._analyzers = list(analyzers)
+        self._timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
+        self._pending: Future[Analysis] | None = None
+
+    def _run_all(self, frame: Frame) -> Analysis:
+        return merge([a.analyze(frame) for a in self._analyzers])
+
+    def analyze(self, frame: Frame) -> tuple[Analysis, str | None]:
+        """(analysis, problem). On any problem the analysis carries a fault, so policy withholds."""
+        if self._pending is not None and not self._pending.done():
+            return Analysis(faults=("analysis_busy",)), None
+        self._pending = None
+        fut = self._pool.submit(self._run_all, frame)
+        try:
+            return fut.result(timeout=self._timeout_s), None
+        except FutureTimeout:
+            self._pending = fut
+            return Analysis(faults=("analysis_timeout",)), f"analysis took longer than {self._timeout_s}s"
+        except Exception as e:  # noqa: BLE001 - stage boundary: any failure withholds
+            return Analysis(faults=(f"analysis_error:{type(e).__name__}",)), f"{type(e).__name__}: {e}"
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class CameraPipeline:
+    def __init__(
+        self,
+        policy: CameraPolicy,
+        analyzers: Sequence[Analyzer],
+        sinks: Sequence[Sink],
+        mode: Callable[[], Mode],
+        on_event: EventCallback,
+        *,
+        clock: Clock | None = None,
+        analysis_timeout_s: float = 2.0,
+        max_lag_s: float = 2.0,
+        on_decision: DecisionCallback | None = None,
+    ) -> None:
+        self.policy = policy
+        self.camera_id = policy.camera_id
+        self._runner = AnalysisRunner(analyzers, analysis_timeout_s)
+        self._sinks = list(sinks)
+        self._failed_sinks: set[int] = set()
+        self._mode = mode
+        self._on_event = on_event
+        self._clock = clock or SystemClock()
+        self._max_lag_s = max_lag_s
+        self._on_decision = on_decision
+        self.stats = PipelineStats()
+        self._stop = threading.Event()
+        self._last_withhold_reason: str | None = None
+
+    # -- events -----------------------------------------------------------------
+
+    def _event(self, kind: str, message: str, **details: object) -> None:
+        self._on_event(Event(kind, self.camera_id, message, self._clock.monotonic(), details))
+
+    # -- one frame ----------------------------------------------------------------
+
+    def process(self, frame: Frame, live: bool) -> tuple[Decision, RedactedFrame | None]:
+        """Decide and redact one frame. Never raises; every failure withholds."""
+        lag = self._clock.monotonic() - frame.captured_monotonic_s
+        if live and lag > self._max_lag_s:
+            decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, (f"lag:{lag:.2f}s",))
+        else:
+            analysis, problem = self._runner.analyze(frame)
+            if problem:
+                self._event("analysis_fault", problem, frame=frame.index)
+            try:
+                decision = decide(self.policy, frame, analysis, self._mode())
+            except Exception as e:  # noqa: BLE001 - stage boundary: policy failure withholds
+                self._event("policy_fault", f"{type(e).__name__}: {e}", frame=frame.index)
+                decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD,
+                                    (f"policy_error:{type(e).__name__}",))
+        out: RedactedFrame | None = None
+        if decision.action is not Action.WITHHOLD:
+            try:
+                out = redact.apply(frame, decision)
+            except Exception as e:  # noqa: BLE001 - stage boundary: redaction failure withholds
+                self._event("redact_fault", f"{type(e).__name__}: {e}", frame=frame.index)
+                decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD,
+                                    (f"redact_error:{type(e).__name__}",))
+                out = None
+            if out is None and decision.action is not Action.WITHHOLD:
+                decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, ("redact_refused",))
+        self._note_withhold(decision)
+        return decision, out
+
+    def _note_withhold(self, d: Decision) -> None:
+        # One event per change of withhold reason, not one per frame.
+        reason = ",".join(d.reasons) if d.action is Action.WITHHOLD else None
+        if reason != self._last_withhold_reason:
+            if reason is not None:
+                self._event("withheld", f"withholding frames: {reason}", frame=d.frame_index, reasons=list(d.reasons))
+            elif self._last_withhold_reason is not None:
+                self._event("released", "frames released again", frame=d.frame_index)
+            self._last_withhold_reason = reason
+
+    # -- sinks --------------------------------------------------------------------
+
+    def _write(self, item: RedactedFrame | Decision) -> None:
+        for i, s in enumerate(self._sinks):
+            if i in self._failed_sinks:
+                continue
+            try:
+                if isinstance(item, RedactedFrame):
+                    s.write(item)
+                else:
+                    s.withheld(item.camera_id, item.frame_index, item.t_s)
+            except SinkError as e:
+                self._failed_sinks.add(i)
+                self.stats.sink_errors += 1
+                self._event("sink_error", f"sink {s.name} failed: {e}; its output is withheld", sink=s.name)
+
+    def _close_sinks(self) -> None:
+        for i, s in enumerate(self._sinks):
+            if i in self._failed_sinks:
+                continue
+            try:
+                s.close()
+            except SinkError as e:
+                self.stats.sink_errors += 1
+                self._event("sink_error", f"sink {s.name} failed while closing: {e}", sink=s.name)
+
+    # -- the loop -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, open_source: Callable[[], FrameSource]) -> PipelineStats:
+        """Process a source to its end (files) or until `stop()` (live). Returns stats."""
+        frames: queue.Queue[Frame | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
+        out_q: queue.Queue[RedactedFrame | Decision | None] = queue.Queue(maxsize=_QUEUE_FRAMES * 2)
+        reader = threading.Thread(target=self._reader, args=(open_source, frames), name=f"src-{self.camera_id}",
+                                  daemon=True)
+        writer = threading.Thread(target=self._writer, args=(out_q,), name=f"sink-{self.camera_id}", daemon=True)
+        reader.start()
+        writer.start()
+        live = False
+        try:
+            while True:
+                item = frames.get()
+                if item is None:
+                    break
+                live = self._live
+                decision, out = self.process(item, live)
+                self.stats.count(decision)
+                out_index: int | None = None
+                if out is not None:
+                    if live and out_q.full():
+                        # Never let a slow sink turn into unbounded memory; a
+                        # dropped frame is a withheld frame, never a raw one.
+                        decision = Decision(self.camera_id, item.index, item.t_s, Action.WITHHOLD, ("sink_backlog",))
+                        self._note_withhold(decision)
+                    else:
+                        out_index = self.stats.frames_out
+                        self.stats.frames_out += 1
+                        out_q.put(out)
+                if out is None or out_index is None:
+                    out_q.put(decision)
+                if self._on_decision is not None:
+                    self._on_decision(decision, out_index)
+        finally:
+            self._stop.set()
+            out_q.put(None)
+            writer.join()
+            # Unblock the reader if it is waiting on a full queue.
+            while reader.is_alive():
+                try:
+                    frames.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._runner.close()
+        return self.stats
+
+    _live = False
+
+    def _reader(self, open_source: Callable[[], FrameSource], frames: queue.Queue[Frame | None]) -> None:
+        backoff_s = 1.0
+        index = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    src = open_source()
+                except SourceError as e:
+                    self._event("source_error", str(e))
+                    if not self._is_live_spec(open_source):
+                        return
+                    self._clock.sleep(backoff_s)
+                    backoff_s = min(_BACKOFF_MAX_S, backoff_s * 2)
+                    continue
+                self._live = src.info.live
+                start = self._clock.monotonic()
+                try:
+                    while not self._stop.is_set():
+                        try:
+                            img = src.read()
+                        except FrameDecodeError as e:
+                            self.stats.decode_errors += 1
+                            self._event("decode_error", str(e), frame=index)
+                            index += 1
+                            continue
+                        if img is None:
+                            expected = src.info.frame_count
+                            if expected is not None and index < expected:
+                                self._event("source_truncated",
+                                            f"source ended after {index} of {expected} frames",
+                                            frames=index, expected=expected)
+                            self._event("source_ended", f"source ended after {index} frames", frames=index)
+                            return
+                        now = self._clock.monotonic()
+                        t_s = (now - start) if src.info.live else index / src.info.fps
+                        frames.put(Frame(self.camera_id, index, t_s, now, img))
+                        index += 1
+                        backoff_s = 1.0
+                except SourceError as e:
+                    self._event("source_lost", str(e), frame=index)
+                    if not src.info.live:
+                        return
+                    self._clock.sleep(backoff_s)
+                    backoff_s = min(_BACKOFF_MAX_S, backoff_s * 2)
+                finally:
+                    src.close()
+        finally:
+            frames.put(None)
+
+    @staticmethod
+    def _is_live_spec(open_source: Callable[[], FrameSource]) -> bool:
+        return bool(getattr(open_source, "live", False))
+
+    def _writer(self, out_q: queue.Queue[RedactedFrame | Decision | None]) -> None:
+        while True:
+            item = out_q.get()
+            if item is None:
+                break
+            self._write(item)
+        self._close_sinks()
