@@ -76,27 +76,40 @@ def _stylize(out: Image, original: Image, mask: Mask, style: Style, bbox: tuple[
     x0, y0, x1, y1 = bbox
     if x1 <= x0 or y1 <= y0:
         return
+    m = mask[y0:y1, x0:x1]
+    sub = out[y0:y1, x0:x1]
     if style is Style.SOLID:
-        sub = out[y0:y1, x0:x1]
-        sub[mask[y0:y1, x0:x1] > 0] = 0
+        cv2.copyTo(_black(sub.shape), m, sub)
         return
     orig = original[y0:y1, x0:x1]
     fill = _coarse(orig, style)
-    m = mask[y0:y1, x0:x1] > 0
     # A pixel whose coarse value happens to equal its original (flat areas)
     # would survive unchanged; flip a high bit so nothing original remains.
-    same = np.all(fill == orig, axis=2) & m
+    # (cv2 calls throughout: numpy boolean indexing is ~50x slower here.)
+    b, g, r = cv2.split(cv2.absdiff(fill, orig))
+    diff = cv2.bitwise_or(cv2.bitwise_or(b, g), r).reshape(m.shape)
+    same = ((diff == 0) & (m > 0)).astype(np.uint8)
     if same.any():
-        fill[same] ^= np.uint8(0x40)
-    sub = out[y0:y1, x0:x1]
-    sub[m] = fill[m]
+        cv2.bitwise_xor(fill, np.full_like(fill, 0x40), dst=fill, mask=same)
+    cv2.copyTo(fill, m, sub)
+
+
+_BLACK: dict[tuple[int, ...], Image] = {}
+
+
+def _black(shape: tuple[int, ...]) -> Image:
+    b = _BLACK.get(shape)
+    if b is None:
+        if len(_BLACK) > 16:
+            _BLACK.clear()
+        b = _BLACK[shape] = np.zeros(shape, np.uint8)
+    return b
 
 
 def _solid_fast(out: Image, mask: Mask) -> None:
     # cv2.copyTo with a mask is ~200x faster than numpy boolean indexing on
     # a 1080p frame; masking must be nearly free at full frame rate.
-    black = np.zeros_like(out)
-    cv2.copyTo(black, mask, out)
+    cv2.copyTo(_black(out.shape), mask, out)
 
 
 class _MaskCache:

@@ -74,9 +74,6 @@ def validate_polygon(points: Sequence[Sequence[float]]) -> tuple[PointRel, ...]:
             )
         pts.append((x, y))
     n = len(pts)
-    area2 = sum(pts[i][0] * pts[(i + 1) % n][1] - pts[(i + 1) % n][0] * pts[i][1] for i in range(n))
-    if abs(area2) < 1e-9:
-        raise PolygonError("polygon has zero area (points are collinear or repeated)")
     for i in range(n):
         a1, a2 = pts[i], pts[(i + 1) % n]
         for j in range(i + 1, n):
@@ -85,6 +82,9 @@ def validate_polygon(points: Sequence[Sequence[float]]) -> tuple[PointRel, ...]:
             b1, b2 = pts[j], pts[(j + 1) % n]
             if _segments_intersect(a1, a2, b1, b2):
                 raise PolygonError(f"polygon is self-intersecting (edge {i} crosses edge {j})")
+    area2 = sum(pts[i][0] * pts[(i + 1) % n][1] - pts[(i + 1) % n][0] * pts[i][1] for i in range(n))
+    if abs(area2) < 1e-9:
+        raise PolygonError("polygon has zero area (points are collinear or repeated)")
     return tuple(PointRel(x, y) for x, y in pts)
 
 
@@ -96,15 +96,50 @@ def _to_fixed(points: tuple[PointRel, ...], width_px: int, height_px: int) -> np
     return np.round(arr * (1 << _SHIFT)).astype(np.int32)
 
 
+def _scanline_fill(points: tuple[PointRel, ...], width_px: int, height_px: int) -> Mask:
+    """Exact even-odd fill of pixel centres, computed analytically per row.
+
+    For each row the polygon's crossings with the horizontal line through the
+    row's pixel centres are paired into intervals; every pixel centre inside
+    an interval (closed, with a tiny tolerance) is set. Vectorised over rows.
+    """
+    xs = np.array([p.x_rel for p in points], dtype=np.float64) * width_px
+    ys = np.array([p.y_rel for p in points], dtype=np.float64) * height_px
+    x1, y1 = xs, ys
+    x2, y2 = np.roll(xs, -1), np.roll(ys, -1)
+    cy = np.arange(height_px, dtype=np.float64) + 0.5  # row centres
+    # Half-open rule (y1 <= cy < y2 or y2 <= cy < y1) counts each vertex once.
+    lo, hi = np.minimum(y1, y2)[:, None], np.maximum(y1, y2)[:, None]
+    crosses = (lo <= cy[None, :]) & (cy[None, :] < hi)
+    dy = (y2 - y1)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xi = x1[:, None] + (cy[None, :] - y1[:, None]) * (x2 - x1)[:, None] / dy
+    xi = np.where(crosses, xi, np.inf)
+    xi.sort(axis=0)
+    diff = np.zeros((height_px, width_px + 1), np.int32)
+    rows = np.arange(height_px)
+    eps = 1e-9
+    for k in range(0, xi.shape[0] - 1, 2):
+        a, b = xi[k], xi[k + 1]
+        ok = np.isfinite(a) & np.isfinite(b)
+        # Pixel j's centre is j + 0.5: inside when a <= j + 0.5 <= b.
+        start = np.clip(np.ceil(a - 0.5 - eps), 0, width_px).astype(np.int64)
+        end = np.clip(np.floor(b - 0.5 + eps) + 1, 0, width_px).astype(np.int64)
+        ok &= end > start
+        np.add.at(diff, (rows[ok], start[ok]), 1)
+        np.add.at(diff, (rows[ok], end[ok]), -1)
+    filled = np.cumsum(diff[:, :width_px], axis=1) > 0
+    return (filled * 255).astype(np.uint8)
+
+
 @lru_cache(maxsize=256)
 def zone_mask(points: tuple[PointRel, ...], width_px: int, height_px: int) -> Mask:
     """Binary mask (255 inside) for a polygon at a resolution. Read-only, cached."""
-    mask = np.zeros((height_px, width_px), dtype=np.uint8)
-    fixed = _to_fixed(points, width_px, height_px)
-    cv2.fillPoly(mask, [fixed], 255, lineType=cv2.LINE_8, shift=_SHIFT)
+    mask = _scanline_fill(points, width_px, height_px)
     # The outline, drawn 8-connected, adds every pixel the boundary passes
-    # through; then one pixel of dilation covers pixels whose centre is just
-    # outside but whose area the polygon still overlaps.
+    # through (thin slivers whose pixel centres all lie outside); then one
+    # pixel of dilation covers pixels the polygon only partly overlaps.
+    fixed = _to_fixed(points, width_px, height_px)
     cv2.polylines(mask, [fixed], True, 255, thickness=1, lineType=cv2.LINE_8, shift=_SHIFT)
     mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
     mask.setflags(write=False)

@@ -1,0 +1,238 @@
+"""Pipeline fails closed: analysis/policy/redaction failures, hangs, lag and sink faults withhold."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from agent import pipeline as pl
+from agent.clock import FakeClock
+from agent.datatypes import Action, Analysis, Frame, Mode, Style, ZoneAction, ZoneActivity
+from agent.errors import SinkError, SourceError
+from agent.events import EventLog
+from agent.pipeline import CameraPipeline
+from agent.policy import CameraPolicy, ZonePolicy
+from agent.redact import RedactedFrame
+from agent.sources import SourceInfo
+from agent.zones import validate_polygon
+
+ZONE = ZonePolicy("left", validate_polygon([[0, 0], [0.5, 0], [0.5, 1], [0, 1]]), ZoneAction.MASK, Style.SOLID, 1.0)
+
+
+class ListSource:
+    def __init__(self, n: int, live: bool = False, on_read: Callable[[int], None] | None = None,
+                 fail_after: int | None = None) -> None:
+        self.info = SourceInfo("list", live, 10.0, n)
+        self._n = n
+        self._i = 0
+        self._on_read = on_read
+        self._fail_after = fail_after
+
+    def read(self) -> np.ndarray | None:
+        if self._fail_after is not None and self._i >= self._fail_after:
+            raise SourceError("stream stopped")
+        if self._i >= self._n:
+            return None
+        if self._on_read:
+            self._on_read(self._i)
+        self._i += 1
+        img = np.full((24, 32, 3), 77, np.uint8)
+        img[:, :, 0] = np.arange(32, dtype=np.uint8)[None, :] * 7  # texture so nothing looks "covered"
+        return img
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingSink:
+    plaintext = True
+
+    def __init__(self, fail: bool = False) -> None:
+        self.name = "rec"
+        self.frames: list[RedactedFrame] = []
+        self.withheld_count = 0
+        self.fail = fail
+        self.closed = False
+
+    def write(self, frame: RedactedFrame) -> None:
+        assert isinstance(frame, RedactedFrame)
+        if self.fail:
+            raise SinkError("disk full")
+        self.frames.append(frame)
+
+    def withheld(self, camera_id: str, index: int, t_s: float) -> None:
+        self.withheld_count += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class OkAnalyzer:
+    name = "ok"
+
+    def analyze(self, frame: Frame) -> Analysis:
+        return Analysis()
+
+
+class BoomAnalyzer:
+    name = "boom"
+
+    def analyze(self, frame: Frame) -> Analysis:
+        if frame.index % 2:
+            raise RuntimeError("model exploded")
+        return Analysis()
+
+
+def make(analyzers: list, sinks: list, clock: FakeClock | None = None, timeout_s: float = 5.0,
+         policy: CameraPolicy | None = None) -> tuple[CameraPipeline, EventLog, list]:
+    events = EventLog()
+    decisions: list = []
+    p = CameraPipeline(
+        policy or CameraPolicy("cam", (ZONE,)), analyzers, sinks, lambda: Mode.HOME, events,
+        clock=clock or FakeClock(), analysis_timeout_s=timeout_s,
+        on_decision=lambda d, i: decisions.append((d, i)),
+    )
+    return p, events, decisions
+
+
+def test_happy_path_masks_every_frame_and_closes_sinks() -> None:
+    sink = RecordingSink()
+    p, _, decisions = make([OkAnalyzer()], [sink])
+    stats = p.run(lambda: ListSource(5))
+    assert stats.frames_in == 5 and stats.masked == 5 and len(sink.frames) == 5 and sink.closed
+    assert [i for _, i in decisions] == [0, 1, 2, 3, 4]
+    assert all((f.image[:, :16] == 0).all() for f in sink.frames)
+
+
+def test_analysis_exception_withholds_with_event() -> None:
+    sink = RecordingSink()
+    p, events, decisions = make([BoomAnalyzer()], [sink])
+    stats = p.run(lambda: ListSource(6))
+    assert stats.withheld == 3 and len(sink.frames) == 3
+    assert all(f.index % 2 == 0 for f in sink.frames)
+    assert decisions[1][0].reasons == ("analysis_error:RuntimeError",) and decisions[1][1] is None
+    assert "analysis_fault" in events.kinds()
+
+
+def test_hung_analyzer_times_out_then_recovers() -> None:
+    release = threading.Event()
+
+    class Hang:
+        name = "hang"
+
+        def analyze(self, frame: Frame) -> Analysis:
+            if frame.index == 0:
+                release.wait(10)
+            return Analysis()
+
+    sink = RecordingSink()
+    events = EventLog()
+    decisions: list = []
+
+    def on_decision(d: object, i: object) -> None:
+        decisions.append((d, i))
+        if len(decisions) == 4:
+            release.set()  # the analyzer comes back after three more frames
+
+    p = CameraPipeline(CameraPolicy("cam", (ZONE,)), [Hang()], [sink], lambda: Mode.HOME, events,
+                       clock=FakeClock(), analysis_timeout_s=0.05, on_decision=on_decision)
+    p.run(lambda: ListSource(40))
+    reasons = [d.reasons for d, _ in decisions]
+    assert reasons[0] == ("analysis_timeout",)
+    assert ("analysis_busy",) in reasons[1:4]
+    assert decisions[-1][0].action is Action.MASK, "analysis must recover once the analyzer returns"
+    assert all(f.index != 0 for f in sink.frames)
+    assert "analysis_fault" in events.kinds()
+
+
+def test_policy_exception_withholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*a: object) -> None:
+        raise ValueError("bad policy")
+
+    monkeypatch.setattr(pl, "decide", broken)
+    sink = RecordingSink()
+    p, events, _ = make([OkAnalyzer()], [sink])
+    stats = p.run(lambda: ListSource(3))
+    assert stats.withheld == 3 and not sink.frames and "policy_fault" in events.kinds()
+
+
+def test_redaction_exception_withholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*a: object) -> None:
+        raise MemoryError("no memory")
+
+    monkeypatch.setattr(pl.redact, "apply", broken)
+    sink = RecordingSink()
+    p, events, _ = make([OkAnalyzer()], [sink])
+    assert p.run(lambda: ListSource(2)).withheld == 2 and not sink.frames and "redact_fault" in events.kinds()
+
+
+def test_live_lag_withholds() -> None:
+    clock = FakeClock()
+    p, _, _ = make([OkAnalyzer()], [], clock=clock)
+    old = Frame("cam", 0, 0.0, clock.monotonic(), np.zeros((4, 4, 3), np.uint8))
+    clock.advance(5.0)
+    d, out = p.process(old, live=True)
+    assert d.action is Action.WITHHOLD and d.reasons[0].startswith("lag:") and out is None
+    d, out = p.process(old, live=False)  # replays are not real time
+    assert d.action is Action.MASK and out is not None
+
+
+def test_failing_sink_is_reported_and_skipped_without_losing_other_sinks() -> None:
+    bad, good = RecordingSink(fail=True), RecordingSink()
+    p, events, _ = make([OkAnalyzer()], [bad, good])
+    stats = p.run(lambda: ListSource(4))
+    assert stats.sink_errors == 1 and len(good.frames) == 4 and not bad.frames
+    assert events.kinds().count("sink_error") == 1
+
+
+def test_withhold_events_are_per_change_not_per_frame() -> None:
+    class Occupied:
+        name = "occ"
+
+        def analyze(self, frame: Frame) -> Analysis:
+            return Analysis(zone_activity=(ZoneActivity("door", frame.index < 5, "presence"),))
+
+    door = ZonePolicy("door", validate_polygon([[0.6, 0], [1, 0], [1, 1]]), ZoneAction.WITHHOLD, Style.SOLID, 0)
+    p, events, _ = make([Occupied()], [], policy=CameraPolicy("cam", (door,)))
+    p.run(lambda: ListSource(10))
+    assert events.kinds().count("withheld") == 1 and events.kinds().count("released") == 1
+
+
+def test_live_source_reconnects_with_backoff() -> None:
+    clock = FakeClock()
+    sink = RecordingSink()
+    calls = {"n": 0}
+    p, events, _ = make([OkAnalyzer()], [sink], clock=clock)
+
+    def opener() -> ListSource:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise SourceError("rtsp://cam: connection refused")
+        if calls["n"] == 3:
+            return ListSource(100, live=True, fail_after=3)
+        p.stop()
+        raise SourceError("rtsp://cam: connection refused")
+
+    opener.live = True  # type: ignore[attr-defined]
+    t0 = clock.monotonic()
+    stats = p.run(opener)
+    kinds = events.kinds()
+    assert kinds.count("source_error") == 3 and "source_lost" in kinds
+    # Every frame got a decision (with the fake clock jumping during backoff
+    # some may be withheld as lagging, which is the fail-closed outcome).
+    assert stats.frames_in == 3
+    # Backoff 1 s, 2 s; reset once frames flowed: 1 s, 2 s. No real sleeping.
+    assert clock.monotonic() - t0 == pytest.approx(1 + 2 + 1 + 2)
+
+
+def test_file_source_error_ends_without_crash_loop() -> None:
+    p, events, _ = make([OkAnalyzer()], [])
+
+    def opener() -> ListSource:
+        raise SourceError("video.mp4: file does not exist")
+
+    stats = p.run(opener)
+    assert stats.frames_in == 0 and events.kinds() == ["source_error"]
