@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 # Modules that contribute sub-commands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
     "agent.commands",
+    "agent.doctor",
     "agent.detect.cli",
     "agent.keycli",
 )

@@ -1,0 +1,159 @@
+"""`privacy-agent doctor`: tell an installer what is wrong, and how to fix it.
+
+Each check returns a `CheckResult` (ok / warn / fail, detail, hint). Checks
+never raise: a crashing check is reported as a failure of that check. Exit
+code is 1 when any check fails. Checks only read; they change nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import LoadedConfig, load_config
+from agent.errors import AgentError
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    status: str  # "ok" | "warn" | "fail"
+    detail: str
+    hint: str = ""
+
+
+Check = Callable[[LoadedConfig | None], list[CheckResult]]
+
+_CORE_MODULES = (
+    ("cv2", "opencv-python-headless"), ("numpy", "numpy"), ("onnxruntime", "onnxruntime"),
+    ("paho.mqtt", "paho-mqtt"), ("nacl", "pynacl"), ("pydantic", "pydantic"), ("av", "av"),
+    ("ruamel.yaml", "ruamel.yaml"),
+)
+
+
+def check_python(_: LoadedConfig | None) -> list[CheckResult]:
+    out = []
+    v = sys.version_info
+    out.append(CheckResult("python", "ok" if v >= (3, 11) else "fail", f"{v.major}.{v.minor}.{v.micro}",
+                           "" if v >= (3, 11) else "install Python 3.11 or later"))
+    for mod, pkg in _CORE_MODULES:
+        try:
+            m = importlib.import_module(mod)
+            out.append(CheckResult(f"import {mod}", "ok", str(getattr(m, "__version__", "present"))))
+        except ImportError as e:
+            out.append(CheckResult(f"import {mod}", "fail", str(e), f"pip install {pkg}"))
+    try:
+        import av
+
+        ok = "libx264" in av.codecs_available or "h264_v4l2m2m" in av.codecs_available
+        out.append(CheckResult("h264 encoder", "ok" if ok else "fail",
+                               "libx264" if "libx264" in av.codecs_available else "hardware only",
+                               "" if ok else "install a PyAV build with libx264"))
+    except ImportError:
+        pass
+    return out
+
+
+def check_sources(loaded: LoadedConfig | None) -> list[CheckResult]:
+    if loaded is None:
+        return []
+    from agent.sources import SourceOpener
+
+    out = []
+    for cam in loaded.config.cameras:
+        opener = SourceOpener(cam.source, loaded.path.parent, cam.fps)
+        if opener.live:
+            out.append(CheckResult(f"camera {cam.id} source", "warn", f"{cam.source}: live source not probed",
+                                   "run `privacy-agent run` and watch events for source_lost"))
+            continue
+        try:
+            src = opener()
+            img = src.read()
+            src.close()
+            if img is None:
+                raise AgentError("no frames")
+            out.append(CheckResult(f"camera {cam.id} source", "ok",
+                                   f"{img.shape[1]}x{img.shape[0]} at {src.info.fps:g} fps"))
+        except AgentError as e:
+            out.append(CheckResult(f"camera {cam.id} source", "fail", str(e),
+                                   "fix `source:` in the config or the file it points at"))
+    return out
+
+
+def check_storage(loaded: LoadedConfig | None) -> list[CheckResult]:
+    if loaded is None:
+        return []
+    from agent.config import DirectorySinkConfig
+    from agent.sinks.factory import plaintext_sinks
+
+    out = []
+    dirs = [("data_dir", loaded.data_dir)]
+    dirs += [(f"sinks[{i}]", loaded.resolve(s.path)) for i, s in enumerate(loaded.config.sinks)
+             if isinstance(s, DirectorySinkConfig)]
+    for name, d in dirs:
+        probe = d if d.exists() else next((p for p in d.parents if p.exists()), Path("/"))
+        if not os.access(probe, os.W_OK):
+            out.append(CheckResult(f"{name} writable", "fail", f"{d} is not writable",
+                                   f"create it and give the agent's user write access: {d}"))
+            continue
+        free = shutil.disk_usage(probe).free
+        st = "ok" if free > 1 << 30 else "warn"
+        out.append(CheckResult(f"{name} space", st, f"{d}: {free / (1 << 30):.1f} GiB free",
+                               "" if st == "ok" else "free space or point it at a larger disk"))
+    for p in plaintext_sinks(loaded):
+        out.append(CheckResult("plaintext sink", "warn", f"{p} writes unencrypted video",
+                               "remove `plaintext: true` outside of testing"))
+    if not loaded.config.sinks:
+        out.append(CheckResult("sinks", "warn", "no sinks: redacted output is discarded",
+                               "add a `sinks:` entry (directory or s3)"))
+    return out
+
+
+# Other modules append checks here (models, keys, MQTT).
+CHECKS: list[Check] = [check_python, check_sources, check_storage]
+
+_MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+
+
+def run_checks(loaded: LoadedConfig | None) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    for check in CHECKS:
+        try:
+            results.extend(check(loaded))
+        except Exception as e:  # noqa: BLE001 - a broken check is reported, not fatal
+            results.append(CheckResult(getattr(check, "__name__", "check"), "fail", f"check crashed: {e!r}"))
+    return results
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    loaded: LoadedConfig | None = None
+    results: list[CheckResult] = []
+    if args.config:
+        try:
+            loaded = load_config(args.config)
+            results.append(CheckResult("config", "ok", f"{args.config} (sha256 {loaded.sha256[:16]})"))
+        except AgentError as e:
+            results.append(CheckResult("config", "fail", str(e), "run `privacy-agent check-config FILE`"))
+    results += run_checks(loaded)
+    width = max(len(r.name) for r in results)
+    for r in results:
+        line = f"[{_MARK[r.status]}] {r.name:<{width}}  {r.detail}"
+        if r.hint and r.status != "ok":
+            line += f"\n       {'':<{width}}  fix: {r.hint}"
+        print(line)
+    fails = sum(r.status == "fail" for r in results)
+    warns = sum(r.status == "warn" for r in results)
+    print(f"\n{len(results)} checks: {fails} failed, {warns} warnings")
+    return 1 if fails else 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check this hub's installation and config, and say what to fix")
+    p.add_argument("--config", help="config file to check as well")
+    p.set_defaults(func=cmd_doctor)
