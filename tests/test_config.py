@@ -129,3 +129,40 @@ def _types(ann: object) -> list[object]:
     for a in args:
         out.extend(_types(a))
     return out
+
+
+# -- Hypothesis: the parser never fails with anything but a ConfigError ---------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(-2, 2) | st.just(float("nan")),
+                          st.text(max_size=8))
+_yaml_values = st.recursive(
+    _yaml_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["cameras", "id", "source", "zones", "name", "points", "action", "style", "modes",
+                         "sinks", "type", "path", "plaintext", "x"]), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_yaml_values)
+def test_arbitrary_documents_give_config_errors_only(doc: object) -> None:
+    import json
+
+    text = json.dumps(doc)  # JSON is YAML
+    try:
+        parse_config_text(text)
+    except ConfigError as e:
+        assert str(e)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_text_gives_config_errors_only(text: str) -> None:
+    try:
+        parse_config_text(text)
+    except ConfigError as e:
+        assert str(e)
