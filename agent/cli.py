@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.doctor",
     "agent.detect.cli",
     "agent.keycli",
+    "agent.fixtures",
+    "agent.evaluate",
 )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from agent.clock import SystemClock
 from agent.config import LoadedConfig, load_config
-from agent.datatypes import Mode
+from agent.datatypes import Event, Mode
 from agent.errors import AgentError, SinkError, SourceError
 from agent.events import EventLog
 from agent.modes import ModeController, read_override, write_override
@@ -197,9 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed or bad_sinks else 0
 
 
-def _event(clock: SystemClock, kind: str, cam: str, msg: str):  # type: ignore[no-untyped-def]
-    from agent.datatypes import Event
-
+def _event(clock: SystemClock, kind: str, cam: str, msg: str) -> Event:
     return Event(kind, cam, msg, clock.monotonic())
 
 

@@ -45,8 +45,9 @@ class StrictModel(BaseModel):
 
 # MqttConfig subclasses StrictModel, so it is imported after StrictModel exists
 # (agent/mqtt/__init__.py imports this module first to keep the order).
+# Same for the detection settings (agent/detect/__init__.py imports this module first).
+from agent.detect.config import CameraDetectionConfig, DetectionConfig  # noqa: E402
 from agent.mqtt.config import MqttConfig  # noqa: E402
-
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -111,6 +112,15 @@ class CameraConfig(StrictModel):
         description="Per-mode overrides for this camera. `privacy` always withholds everything; "
         "it cannot be weakened here.",
     )
+    recipients: list[str] | None = Field(
+        default=None,
+        description="Devices that can open this camera's clips (for example a bedroom camera: the owner "
+        "only). Same forms as the top-level `recipients`, which apply when this is absent.",
+    )
+    detection: CameraDetectionConfig | None = Field(
+        default=None,
+        description="Per-camera overrides of the hub-wide `detection` settings (unset keys inherit).",
+    )
 
     @field_validator("id")
     @classmethod
@@ -139,12 +149,13 @@ class CameraConfig(StrictModel):
         return self
 
 
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class ScheduleEntry(StrictModel):
     mode: Mode = Field(description="Mode that applies during this window.")
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+    days: list[Day] = Field(
         default_factory=lambda: list(_DAYS), description="Days of the week the window applies on."
     )
     start: str = Field(description="Start time, local `HH:MM`.")
@@ -209,10 +220,75 @@ class DirectorySinkConfig(StrictModel):
         description="Must be `true` to write unencrypted video. Plaintext output is for testing; "
         "`run` warns about it.",
     )
-    segment_s: float = Field(default=10.0, ge=1, le=600, description="Length of each segment in seconds.")
+    segment_s: float = Field(
+        default=10.0, ge=1, le=600,
+        description="Length of each segment in seconds. Encrypted clips (`plaintext: false`) take 10 to 60.",
+    )
+
+    @model_validator(mode="after")
+    def _encrypted_segment(self) -> DirectorySinkConfig:
+        if not self.plaintext:
+            _check_clip_segment(self.segment_s)
+        return self
 
 
-SinkConfig = Annotated[DirectorySinkConfig, Field(discriminator="type")]
+# Encrypted clips are cut into 10-60 s segments: shorter wastes a header and signatures per
+# clip, longer delays upload and makes one lost clip cost more (secretstream cannot seek).
+CLIP_SEGMENT_MIN_S = 10.0
+CLIP_SEGMENT_MAX_S = 60.0
+
+
+def _check_clip_segment(v: float) -> None:
+    if not (CLIP_SEGMENT_MIN_S <= v <= CLIP_SEGMENT_MAX_S):
+        raise ValueError(
+            f"segment_s {v:g} is outside {CLIP_SEGMENT_MIN_S:g}..{CLIP_SEGMENT_MAX_S:g} s for encrypted clips"
+        )
+
+
+class S3SinkConfig(StrictModel):
+    type: Literal["s3"] = Field(description="Upload encrypted clips to S3-compatible object storage.")
+    bucket: str = Field(min_length=3, max_length=63, description="Bucket name. It must exist.")
+    endpoint: str | None = Field(
+        default=None,
+        description="Endpoint URL of an S3-compatible service (MinIO, Garage, a NAS, ...), for example "
+        "`https://s3.example.net`. Absent: AWS S3 for `region`.",
+    )
+    prefix: str = Field(
+        default="",
+        description="Key prefix for uploaded clips, for example `hub1/`. Object names carry only an opaque "
+        "stream id and sequence number, never the camera name.",
+    )
+    region: str = Field(default="us-east-1", description="Region name passed to the S3 client.")
+    access_key_id: str | None = Field(
+        default=None, description="Access key id. Prefer `credentials_file` so secrets stay out of the config."
+    )
+    secret_access_key: str | None = Field(
+        default=None, description="Secret access key (with `access_key_id`). Prefer `credentials_file`."
+    )
+    credentials_file: str | None = Field(
+        default=None,
+        description="File (mode 0600) in AWS shared-credentials format with `aws_access_key_id` and "
+        "`aws_secret_access_key` under `[default]`. Relative paths are relative to the config file. "
+        "Absent with no keys given: the usual AWS environment variables.",
+    )
+    segment_s: float = Field(default=10.0, description="Length of each encrypted clip in seconds (10 to 60).")
+
+    @field_validator("segment_s")
+    @classmethod
+    def _segment(cls, v: float) -> float:
+        _check_clip_segment(v)
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> S3SinkConfig:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("give both access_key_id and secret_access_key, or neither")
+        if self.credentials_file is not None and self.access_key_id is not None:
+            raise ValueError("give either credentials_file or access_key_id/secret_access_key, not both")
+        return self
+
+
+SinkConfig = Annotated[DirectorySinkConfig | S3SinkConfig, Field(discriminator="type")]
 
 
 class AgentConfig(StrictModel):
@@ -225,10 +301,21 @@ class AgentConfig(StrictModel):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis stage settings.")
     cameras: list[CameraConfig] = Field(description="The cameras this hub processes.", min_length=1)
     sinks: list[SinkConfig] = Field(default_factory=list, description="Where redacted output goes.")
+    recipients: list[str] = Field(
+        default_factory=list,
+        description="Devices that can open encrypted clips: public key files (`owner.key.pub`, relative to "
+        "the config file) or encoded values (`epa1pub:...`). Empty: every device of the owner-signed roster "
+        "in `data_dir`. With a roster installed, only enrolled, non-revoked devices are used.",
+    )
     mqtt: MqttConfig | None = Field(
         default=None,
         description="MQTT broker for state, events, Home Assistant discovery, access requests and audit "
         "checkpoints (see docs/mqtt.md). Absent: the hub does not use MQTT.",
+    )
+    detection: DetectionConfig = Field(
+        default_factory=DetectionConfig,
+        description="On-device detection of faces, persons and private objects (beds, toilets, sinks). "
+        "On by default for every camera, even one without zones; turning a protection off is logged.",
     )
 
     @field_validator("cameras")

@@ -69,7 +69,7 @@ class VideoEncoder:
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(10)
         try:
             self._container = av.open(out, mode="w", format="mp4", options={"movflags": _FRAG})
-            self._stream = self._container.add_stream(codec, rate=rate)
+            self._stream: av.VideoStream = self._container.add_stream(codec, rate=rate)  # type: ignore[assignment]
             self._stream.width = self._enc_w
             self._stream.height = self._enc_h
             self._stream.pix_fmt = "yuv420p"

@@ -1,0 +1,34 @@
+"""Shared pytest fixtures. Keep each section small and say who uses it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+# --- generated fixtures with ground truth (agent.fixtures) --------------------
+# Used by test_fixtures.py, test_eval.py and test_canary.py. Scenarios are
+# rendered lazily, once per session, at a small size so the suite stays fast.
+# Treat the directories as read-only: copy one before changing it, and replay
+# into your own tmp_path rather than into the fixture directory.
+
+FIXTURE_SIZE = (320, 240)
+FIXTURE_SECONDS = 7.0
+
+
+@pytest.fixture(scope="session")
+def scenario_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`scenario_dir(name)` -> directory of that generated scenario (video/frames, config.yaml, truth.json)."""
+    from agent.fixtures import Params, make_scenario
+
+    root = tmp_path_factory.mktemp("scenarios")
+    made: dict[str, Path] = {}
+    params = Params(FIXTURE_SIZE[0], FIXTURE_SIZE[1], FIXTURE_SECONDS)
+
+    def get(name: str) -> Path:
+        if name not in made:
+            made[name] = make_scenario(name, root / name, params)
+        return made[name]
+
+    return get
