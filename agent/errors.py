@@ -55,3 +55,68 @@ class MqttError(AgentError):
 
 class FixtureError(AgentError):
     """A fixture cannot be generated or evaluated (missing shared file, sha256 mismatch)."""
+
+
+# --- keys and envelope (issue 4) --------------------------------------------
+# Each envelope failure has its own class and exit code so `open`/`verify`
+# tell wrong recipient, tampering and truncation apart.
+
+
+class KeyFileError(CryptoError):
+    """A key file is missing, malformed, or readable by others (permissions looser than 0600)."""
+
+
+class InvalidKey(CryptoError):
+    """A public or secret key has the wrong length, a bad encoding, or is a low-order point."""
+
+
+class RosterError(CryptoError):
+    """A recipient roster is malformed, badly signed, or signed by a device that is not an owner."""
+
+
+class RosterRollback(RosterError):
+    """A roster's version went backwards (or reused a version with other content)."""
+
+
+class EnvelopeError(CryptoError):
+    """Base for clip envelope failures."""
+
+
+class MalformedEnvelope(EnvelopeError):
+    """The clip is not a well-formed envelope (bad magic, version, lengths or encoding)."""
+
+    exit_code = 10
+
+
+class BadSignature(EnvelopeError):
+    """A header or trailer signature does not verify under the expected hub key."""
+
+    exit_code = 11
+
+
+class TamperedClip(EnvelopeError):
+    """Ciphertext, header or trailer was modified (authentication failed)."""
+
+    exit_code = 12
+
+
+class TruncatedClip(EnvelopeError):
+    """The clip ends before its final chunk or trailer (cut in transit or on disk)."""
+
+    exit_code = 13
+
+
+class WrongRecipient(EnvelopeError):
+    """None of the clip's wrapped keys opens with this identity."""
+
+    exit_code = 14
+
+
+# --- audit log (issue 5) ------------------------------------------------------
+
+
+class AuditError(AgentError):
+    """The audit log cannot be written, or it fails verification (edited, removed, reordered,
+    truncated entries, or a checkpoint that does not verify)."""
+
+    exit_code = 20

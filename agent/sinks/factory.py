@@ -10,7 +10,6 @@ import logging
 
 from agent.clock import Clock
 from agent.config import DirectorySinkConfig, LoadedConfig
-from agent.errors import ConfigError
 from agent.events import EventCallback
 from agent.sinks.base import Sink
 from agent.sinks.directory import PlaintextDirectorySink
@@ -36,7 +35,8 @@ def build_sinks(loaded: LoadedConfig, camera_id: str, fps: float, on_event: Even
         else:
             encrypted.append(s)
     if encrypted:
-        raise ConfigError(
-            "encrypted sinks are not available in this build; set `plaintext: true` on directory sinks for testing"
-        )
+        # Encrypted clips (issue 4): one ClipSink per distinct segment_s, sharing the outbox.
+        from agent.sinks.clips import build_clip_sinks
+
+        sinks.extend(build_clip_sinks(loaded, camera_id, fps, on_event, clock))
     return sinks
