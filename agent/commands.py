@@ -12,12 +12,14 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from agent.clock import SystemClock
+from agent.discover import add_discover_parser
 from agent.config import LoadedConfig, load_config
 from agent.datatypes import Event, Mode
 from agent.errors import AgentError, SinkError, SourceError
@@ -266,5 +268,5 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=cmd_mode)
 
 
-# Other modules add `zones` sub-commands here (zone discovery).
-ZONES_HOOKS: list = []
+# Modules that add `zones` sub-commands (zone discovery).
+ZONES_HOOKS: list[Callable[[argparse._SubParsersAction], None]] = [add_discover_parser]

@@ -32,3 +32,21 @@ def scenario_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pa
         return made[name]
 
     return get
+
+
+# --- model cache for every test (agent.detect) ---------------------------------
+# Detection is on by default, so any test that runs the pipeline needs the real
+# models. Install them once per session from ../shared/models (sha256-checked by
+# the real installer) and point EPA_MODEL_CACHE at that cache for the whole run,
+# subprocesses included. Tests about missing models pass their own empty cache.
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _installed_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import os
+
+    from detect_support import model_cache
+
+    cache = model_cache(tmp_path_factory)
+    os.environ["EPA_MODEL_CACHE"] = str(cache)
+    return cache

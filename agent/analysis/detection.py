@@ -1,0 +1,251 @@
+"""The detection analyzer: faces every frame, objects on a cadence, failing closed.
+
+It runs the face detector and the object detector (YuNet-s and YOLOX-Nano by
+default) at their own cadence and reports `Detection`s with policy labels.
+Between runs, the last result is carried forward with each box grown by
+`grow_rel_per_s` times its age, so something that moves between runs stays
+covered.
+
+Invariants (each has a test):
+- `Analysis.detections_age_s` is the age of the OLDEST detector result used
+  for the frame (0 on a frame a detector just ran on). The policy withholds a
+  frame whose age exceeds `max_detection_age_s`; the analyzer also forces a
+  run once a result is half that old, so withholding is the exception.
+- Age is measured on both stream time and the injected clock, taking the
+  larger: a replay that runs fast or a live camera that stalls can only make
+  a result look older, never younger.
+- A missing or corrupt model never passes frames: every frame gets the fault
+  `model_missing:<model>` until a reload (tried every `model_retry_s`)
+  succeeds; an event is raised when it goes missing and when it comes back.
+- A detector that raises yields the fault `detector_error:<model>` for that
+  frame (plus an event at the start of a failure streak and at recovery); its
+  stale result is not reused for that frame.
+- A frame from a new source (size change, stream time going backwards)
+  discards carried results instead of applying them to the wrong scene.
+- Time comes only from the injected clock; no sleeping, no wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.clock import Clock
+from agent.datatypes import Analysis, Detection, Event, Frame
+from agent.detect.base import Detector
+from agent.detect.config import DetectionConfig
+from agent.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[str, str], Detector]  # (role, model name) -> detector; raises ModelError
+EventSink = Callable[[Event], None]
+
+# Run a detector before its result is this fraction of max_detection_age_s old.
+_FORCE_RUN_AGE_REL = 0.5
+_EWMA = 0.2
+
+
+@dataclass
+class _Slot:
+    """Mutable per-detector state, private to one analyzer (one camera)."""
+
+    role: str  # "faces" | "objects"
+    model: str
+    every_n: int
+    detector: Detector | None = None
+    missing: str = ""  # why the model is unavailable ("" = loaded)
+    last_attempt_mono_s: float = -math.inf
+    result: tuple[Detection, ...] = ()
+    result_t_s: float | None = None
+    result_mono_s: float | None = None
+    frames_since_run: int = 0
+    infer_s: float | None = None  # EWMA of inference time on the injected clock
+    failing: bool = False
+    runs: int = 0  # successful detector runs, for stats
+
+    def age_s(self, frame: Frame) -> float | None:
+        if self.result_t_s is None or self.result_mono_s is None:
+            return None
+        return max(0.0, frame.t_s - self.result_t_s, frame.captured_monotonic_s - self.result_mono_s)
+
+    def forget(self) -> None:
+        self.result, self.result_t_s, self.result_mono_s = (), None, None
+        self.frames_since_run = 0
+
+
+class DetectionAnalyzer:
+    """`agent.analysis.base.Analyzer` for on-device detection on one camera."""
+
+    name = "detection"
+
+    def __init__(self, cfg: DetectionConfig, camera_id: str, clock: Clock, on_event: EventSink,
+                 loader: Loader) -> None:
+        self.cfg = cfg
+        self.camera_id = camera_id
+        self.clock = clock
+        self.on_event = on_event
+        self.loader = loader
+        self.slots: list[_Slot] = []
+        if cfg.faces_active:
+            self.slots.append(_Slot("faces", cfg.faces.model, cfg.faces.every_n_frames))
+        if cfg.objects_active:
+            self.slots.append(_Slot("objects", cfg.objects.model, cfg.objects.every_n_frames))
+        self._shape: tuple[int, int] | None = None
+        self._prev_t_s: float | None = None
+        self._frame_interval_s: float | None = None
+        for slot in self.slots:
+            self._load(slot)
+
+    def stats(self) -> dict[str, dict[str, object]]:
+        """Per role: model, runs so far, mean inference time (EWMA, ms), missing reason. No image data."""
+        return {
+            s.role: {
+                "model": s.model,
+                "runs": s.runs,
+                "infer_ms": None if s.infer_s is None else round(s.infer_s * 1000, 2),
+                "interval_frames": self._interval(s),
+                "missing": s.missing,
+            }
+            for s in self.slots
+        }
+
+    # --- model loading -----------------------------------------------------------
+
+    @property
+    def missing_models(self) -> list[str]:
+        return [s.missing for s in self.slots if s.missing]
+
+    def _load(self, slot: _Slot) -> None:
+        slot.last_attempt_mono_s = self.clock.monotonic()
+        was_missing = bool(slot.missing)
+        try:
+            slot.detector = self.loader(slot.role, slot.model)
+        except ModelError as e:
+            slot.detector = None
+            first = not was_missing
+            slot.missing = str(e)
+            if first:
+                log.error("camera %s: %s model unavailable, withholding its frames: %s",
+                          self.camera_id, slot.role, e)
+                self._emit("model_missing", f"{slot.role} model {slot.model} is missing or corrupt; "
+                           "frames are withheld", slot, error=str(e))
+            return
+        slot.missing = ""
+        slot.forget()
+        if was_missing:
+            log.warning("camera %s: %s model %s loaded; detection resumes", self.camera_id, slot.role, slot.model)
+            self._emit("model_loaded", f"{slot.role} model {slot.model} loaded; detection resumes", slot)
+
+    def _emit(self, kind: str, message: str, slot: _Slot, **details: object) -> None:
+        ev = Event(kind=kind, camera_id=self.camera_id, message=message, monotonic_s=self.clock.monotonic(),
+                   details={"role": slot.role, "model": slot.model, **details})
+        try:
+            self.on_event(ev)
+        # A broken event sink must not stop detection; frames still fail closed.
+        except Exception:
+            log.exception("camera %s: event sink failed for %s", self.camera_id, kind)
+
+    # --- cadence -----------------------------------------------------------------
+
+    def _interval(self, slot: _Slot) -> int:
+        if slot.role != "objects" or not self.cfg.objects.adaptive:
+            return slot.every_n
+        oc = self.cfg.objects
+        if slot.infer_s is None or not self._frame_interval_s:
+            return slot.every_n
+        # The small epsilon keeps float noise (0.2 / 0.05 = 4.000000000000001) from adding a frame.
+        n = math.ceil(slot.infer_s / (self._frame_interval_s * oc.budget_rel) - 1e-9)
+        return max(1, min(oc.max_every_n_frames, n))
+
+    def _due(self, slot: _Slot, frame: Frame) -> bool:
+        age = slot.age_s(frame)
+        if age is None or slot.failing:
+            return True
+        if age >= self.cfg.max_detection_age_s * _FORCE_RUN_AGE_REL:
+            return True
+        return slot.frames_since_run >= self._interval(slot)
+
+    def _new_source(self, frame: Frame) -> bool:
+        shape = (frame.width_px, frame.height_px)
+        new = (self._shape is not None and shape != self._shape) or (
+            self._prev_t_s is not None and frame.t_s < self._prev_t_s
+        )
+        if self._prev_t_s is not None and frame.t_s > self._prev_t_s and not new:
+            dt = frame.t_s - self._prev_t_s
+            self._frame_interval_s = dt if self._frame_interval_s is None else (
+                (1 - _EWMA) * self._frame_interval_s + _EWMA * dt)
+        self._shape = shape
+        self._prev_t_s = frame.t_s
+        return new
+
+    # --- the analyzer ------------------------------------------------------------
+
+    def analyze(self, frame: Frame) -> Analysis:
+        if not self.slots:
+            return Analysis()
+        if self._new_source(frame):
+            log.info("camera %s: new source geometry or timeline; dropping carried detections", self.camera_id)
+            self._frame_interval_s = None
+            for s in self.slots:
+                s.forget()
+        faults: list[str] = []
+        detections: list[Detection] = []
+        ages: list[float] = []
+        for slot in self.slots:
+            if slot.detector is None:
+                if self.clock.monotonic() - slot.last_attempt_mono_s >= self.cfg.model_retry_s:
+                    self._load(slot)
+                if slot.detector is None:
+                    faults.append(f"model_missing:{slot.model}")
+                    continue
+            slot.frames_since_run += 1
+            if self._due(slot, frame):
+                if not self._run(slot, frame):
+                    faults.append(f"detector_error:{slot.model}")
+                    continue
+            age = slot.age_s(frame)
+            if age is None:  # cannot happen after a successful run; fail closed anyway
+                faults.append(f"no_detection:{slot.model}")
+                continue
+            ages.append(age)
+            grow = self.cfg.grow_rel_per_s * age
+            if grow > 0:
+                detections.extend(
+                    Detection(d.label, d.score, d.box.grown_abs(grow), d.detector) for d in slot.result
+                )
+            else:
+                detections.extend(slot.result)
+        return Analysis(
+            detections=tuple(detections),
+            faults=tuple(faults),
+            detections_age_s=max(ages) if ages else None,
+        )
+
+    def _run(self, slot: _Slot, frame: Frame) -> bool:
+        assert slot.detector is not None
+        t0 = self.clock.monotonic()
+        try:
+            dets = slot.detector.detect(frame.image)
+        except Exception as e:  # noqa: BLE001  (stage boundary: any detector failure withholds the frame)
+            slot.forget()
+            if not slot.failing:
+                slot.failing = True
+                log.error("camera %s: %s detector %s failed: %s", self.camera_id, slot.role, slot.model, e)
+                self._emit("detector_error", f"{slot.role} detector {slot.model} failed; frames are withheld",
+                           slot, error=f"{type(e).__name__}: {e}")
+            return False
+        dt = max(0.0, self.clock.monotonic() - t0)
+        slot.infer_s = dt if slot.infer_s is None else (1 - _EWMA) * slot.infer_s + _EWMA * dt
+        if slot.failing:
+            slot.failing = False
+            log.warning("camera %s: %s detector %s recovered", self.camera_id, slot.role, slot.model)
+            self._emit("detector_recovered", f"{slot.role} detector {slot.model} recovered", slot)
+        slot.result = dets
+        slot.result_t_s = frame.t_s
+        slot.result_mono_s = frame.captured_monotonic_s
+        slot.frames_since_run = 0
+        slot.runs += 1
+        return True

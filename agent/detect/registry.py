@@ -1,0 +1,61 @@
+"""The explicit detector registry: manifest `decoder` name -> plugin class.
+
+Invariant: no discovery, no entry points. A plugin exists only if it is
+listed here, so what can run on the hub is visible in one place. Loading goes
+through `load_detector()`, which verifies the model file (size, sha256)
+before ONNX Runtime sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from agent.detect.base import Detector, OnnxDetector
+from agent.detect.centerface import CenterFaceDetector
+from agent.detect.config import OnnxRuntimeConfig
+from agent.detect.nanodet import NanoDetDetector
+from agent.detect.ultraface import UltraFaceDetector
+from agent.detect.yolox import YoloxDetector
+from agent.detect.yunet import YuNetDetector
+from agent.errors import ModelError
+from models.install import ManifestEntry, load_manifest, manifest_entry, model_path
+
+REGISTRY: dict[str, type[OnnxDetector]] = {
+    "yunet": YuNetDetector,
+    "yolox": YoloxDetector,
+    "nanodet": NanoDetDetector,
+    "ultraface": UltraFaceDetector,
+    "centerface": CenterFaceDetector,
+}
+
+
+def load_detector(
+    model: str,
+    *,
+    kind: str | None = None,
+    onnx: OnnxRuntimeConfig | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    wanted: frozenset[str] | None = None,
+    input_size: tuple[int, int] | None = None,
+    cache: str | Path | None = None,
+    manifest: dict[str, ManifestEntry] | None = None,
+) -> Detector:
+    """Verify and load one model. Raises ModelError for anything wrong with it.
+
+    `kind` ("face" or "objects") guards against configuring, say, an object
+    model as the face detector.
+    """
+    m = manifest if manifest is not None else load_manifest()
+    entry = manifest_entry(model, m)
+    if kind is not None and entry.kind != kind:
+        raise ModelError(f"model {model!r} is a {entry.kind} model, not a {kind} model")
+    plugin = REGISTRY.get(entry.decoder)
+    if plugin is None:
+        raise ModelError(f"model {model!r}: no detector plugin {entry.decoder!r} (known: {', '.join(REGISTRY)})")
+    path = model_path(model, cache=cache, manifest=m)
+    labels_path = None
+    for dep in entry.depends_on():
+        labels_path = model_path(dep, cache=cache, manifest=m)
+    return plugin(entry, path, onnx=onnx, thresholds=thresholds, wanted=wanted,
+                  input_size=input_size, labels_path=labels_path)

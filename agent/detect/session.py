@@ -1,0 +1,105 @@
+"""ONNX Runtime sessions built from config, with load-time checks against the manifest.
+
+Invariants:
+- A session is only built from a file that `models.install.model_path()` has
+  just verified (size and sha256), so a corrupted or swapped file never runs.
+- Every load failure (missing file, bad hash, ONNX Runtime refusing the file,
+  an input shape that differs from the manifest, no usable provider) raises
+  `ModelError` naming the model; the caller decides withhold vs refuse-start.
+- Thread settings come from config; by default one intra-op thread and no
+  spinning, so one camera's detector does not starve the others on a Pi.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from agent.detect.config import OnnxRuntimeConfig
+from agent.errors import ModelError
+from models.install import ManifestEntry
+
+log = logging.getLogger(__name__)
+
+_OPT_LEVEL = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def session_options(cfg: OnnxRuntimeConfig) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = cfg.intra_op_threads
+    so.inter_op_num_threads = cfg.inter_op_threads
+    so.graph_optimization_level = _OPT_LEVEL[cfg.graph_optimization]
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Some exported models list their weights as graph inputs; ONNX Runtime warns about each
+    # one at load. Errors still surface as exceptions.
+    so.log_severity_level = 3
+    spin = "1" if cfg.allow_spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return so
+
+
+def providers(cfg: OnnxRuntimeConfig, model: str) -> list[str]:
+    available = set(ort.get_available_providers())
+    chosen = [p for p in cfg.providers if p in available]
+    for p in cfg.providers:
+        if p not in available:
+            log.warning("model %s: ONNX Runtime provider %s is not available here; skipping it", model, p)
+    if not chosen:
+        raise ModelError(
+            f"model {model!r}: none of the configured providers {cfg.providers} is available "
+            f"(available: {sorted(available)})"
+        )
+    return chosen
+
+
+def shape_matches(declared: list[Any], expected: tuple[int | None, ...]) -> bool:
+    """Does the ONNX input's declared shape match the manifest (None = dynamic)?"""
+    if len(declared) != len(expected):
+        return False
+    for d, e in zip(declared, expected, strict=True):
+        d_dynamic = not isinstance(d, int) or d <= 0
+        if e is None:
+            continue  # the manifest allows any size here
+        if d_dynamic or d != e:
+            return False
+    return True
+
+
+def open_session(entry: ManifestEntry, path: Path, cfg: OnnxRuntimeConfig,
+                 model_bytes: bytes | None = None) -> ort.InferenceSession:
+    """Build a session for `entry` and check its single image input against the manifest.
+
+    `model_bytes` lets a plugin pass a rewritten model (e.g. dynamic dims);
+    `path` must still be the verified file it came from.
+    """
+    try:
+        sess = ort.InferenceSession(
+            model_bytes if model_bytes is not None else str(path),
+            sess_options=session_options(cfg),
+            providers=providers(cfg, entry.name),
+        )
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001  (ONNX Runtime raises several unrelated types for bad files)
+        raise ModelError(f"model {entry.name!r}: ONNX Runtime cannot load {path}: {e}") from None
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        raise ModelError(f"model {entry.name!r}: expected 1 input, {path} has {len(inputs)}")
+    declared = list(inputs[0].shape)
+    if model_bytes is None and entry.input_shape is not None and not shape_matches(declared, entry.input_shape):
+        want = "x".join("?" if v is None else str(v) for v in entry.input_shape)
+        raise ModelError(
+            f"model {entry.name!r}: {path} declares input shape {declared}, the manifest says {want}"
+        )
+    if inputs[0].type != "tensor(float)":
+        raise ModelError(f"model {entry.name!r}: input type is {inputs[0].type}, expected tensor(float)")
+    return sess
