@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 EventCallback = Callable[[Event], None]
 
 # Expected in normal operation: logged at INFO (they are all in the event file anyway).
-_ROUTINE = {"info", "source_ended", "segment_written", "released", "withheld", "clip_written"}
+_ROUTINE = {"info", "source_ended", "segment_written", "released", "withheld", "clip_sealed", "clip_uploaded"}
 
 
 class EventLog:
@@ -36,7 +36,7 @@ class EventLog:
         self._subscribers.append(cb)
 
     def __call__(self, ev: Event) -> None:
-        level = logging.INFO if ev.kind in {"info", "source_ended", "segment_written", "released", "clip_sealed", "clip_uploaded"} else logging.WARNING
+        level = logging.INFO if ev.kind in _ROUTINE else logging.WARNING
         log.log(level, "[%s] %s: %s", ev.camera_id or "-", ev.kind, ev.message)
         with self._lock:
             self.events.append(ev)
