@@ -124,7 +124,8 @@ class CameraPipeline:
         self.camera_id = policy.camera_id
         self._runner = AnalysisRunner(analyzers, analysis_timeout_s)
         self._sinks = list(sinks)
-        self._failed_sinks: set[int] = set()
+        # sink index -> (monotonic time of the next attempt, current backoff)
+        self._failed_sinks: dict[int, tuple[float, float]] = {}
         self._mode = mode
         self._on_event = on_event
         self._clock = clock or SystemClock()
@@ -183,23 +184,31 @@ class CameraPipeline:
     # -- sinks --------------------------------------------------------------------
 
     def _write(self, item: RedactedFrame | Decision) -> None:
+        now = self._clock.monotonic()
         for i, s in enumerate(self._sinks):
-            if i in self._failed_sinks:
-                continue
+            failed = self._failed_sinks.get(i)
+            if failed is not None and now < failed[0]:
+                continue  # still backing off: this sink misses the frame (never a raw fallback)
             try:
                 if isinstance(item, RedactedFrame):
                     s.write(item)
                 else:
                     s.withheld(item.camera_id, item.frame_index, item.t_s)
             except SinkError as e:
-                self._failed_sinks.add(i)
+                # A full disk or a vanished NAS may come back: retry with backoff
+                # rather than dropping the sink for the rest of the run.
+                backoff = min(_BACKOFF_MAX_S, failed[1] * 2) if failed else 1.0
+                self._failed_sinks[i] = (now + backoff, backoff)
                 self.stats.sink_errors += 1
-                self._event("sink_error", f"sink {s.name} failed: {e}; its output is withheld", sink=s.name)
+                self._event("sink_error", f"sink {s.name} failed: {e}; retrying in {backoff:g}s, its output is "
+                            "withheld meanwhile", sink=s.name)
+                continue
+            if failed is not None:
+                del self._failed_sinks[i]
+                self._event("sink_recovered", f"sink {s.name} works again", sink=s.name)
 
     def _close_sinks(self) -> None:
-        for i, s in enumerate(self._sinks):
-            if i in self._failed_sinks:
-                continue
+        for s in self._sinks:
             try:
                 s.close()
             except SinkError as e:

@@ -188,6 +188,35 @@ def test_failing_sink_is_reported_and_skipped_without_losing_other_sinks() -> No
     assert events.kinds().count("sink_error") == 1
 
 
+def test_failed_sink_is_retried_with_backoff_and_recovers() -> None:
+    clock = FakeClock()
+
+    class Flaky(RecordingSink):
+        calls = 0
+
+        def write(self, frame: RedactedFrame) -> None:
+            self.calls += 1
+            if self.calls <= 2:
+                raise SinkError("disk full")  # the first two attempts fail, then space comes back
+            self.frames.append(frame)
+
+    flaky = Flaky()
+    p, events, _ = make([OkAnalyzer()], [flaky], clock=clock)
+    src = ListSource(12)
+    for i in range(12):
+        img = src.read()
+        assert img is not None
+        _, out = p.process(Frame("cam", i, i * 0.5, clock.monotonic(), img), live=False)
+        assert out is not None
+        p._write(out)  # the sink stage, driven directly so the fake clock is exact
+        clock.advance(0.5)
+    p._close_sinks()
+    assert events.kinds().count("sink_error") == 2 and events.kinds().count("sink_recovered") == 1
+    # Fails at frame 0 (retry after 1 s), fails at frame 2 (retry after 2 s), works from frame 6 on.
+    assert [f.index for f in flaky.frames] == [6, 7, 8, 9, 10, 11]
+    assert flaky.closed
+
+
 def test_withhold_events_are_per_change_not_per_frame() -> None:
     class Occupied:
         name = "occ"
