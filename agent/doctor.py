@@ -115,8 +115,65 @@ def check_storage(loaded: LoadedConfig | None) -> list[CheckResult]:
     return out
 
 
-# Other modules append checks here (models, keys, MQTT).
-CHECKS: list[Check] = [check_python, check_sources, check_storage]
+def check_models(loaded: LoadedConfig | None) -> list[CheckResult]:
+    """The models each camera's detection uses are installed and match their sha256."""
+    from agent.detect.config import DetectionConfig, effective_detection
+    from agent.detect.factory import model_cache_path
+    from models.install import verify
+
+    det = loaded.config.detection if loaded else DetectionConfig()
+    wanted: dict[str, str] = {}
+    cams = loaded.config.cameras if loaded else []
+    for eff in [effective_detection(det, c.detection) for c in cams] or [det]:
+        if eff.enabled and eff.faces.enabled:
+            wanted[eff.faces.model] = "faces"
+        if eff.enabled and eff.objects_active:
+            wanted[eff.objects.model] = "objects"
+    if not wanted:
+        return [CheckResult("models", "warn", "detection is off for every camera",
+                            "faces, persons and private objects are not protected")]
+    cache = model_cache_path(det, loaded.path.parent if loaded else None)
+    out = []
+    for r in verify(sorted(wanted), cache=cache):
+        out.append(CheckResult(f"model {r.name}", "ok" if r.ok else "fail",
+                               str(r.path) if r.ok else r.problem,
+                               "" if r.ok else f"privacy-agent models install {r.name} (offline: --from DIR); "
+                               "until then that camera withholds every frame"))
+    return out
+
+
+def check_keys(loaded: LoadedConfig | None) -> list[CheckResult]:
+    """Hub identity present with safe permissions; every camera has recipients that load."""
+    if loaded is None:
+        return []
+    from agent.config import DirectorySinkConfig
+    from agent.keys import load_hub_identity
+    from agent.sinks.clips import camera_recipients
+
+    encrypted = [s for s in loaded.config.sinks if not (isinstance(s, DirectorySinkConfig) and s.plaintext)]
+    if not encrypted:
+        return []
+    out = []
+    try:
+        hub = load_hub_identity(loaded.data_dir)
+        out.append(CheckResult("hub identity", "ok", f"key id {hub.public.key_id}"))
+    except AgentError as e:
+        out.append(CheckResult("hub identity", "fail", str(e),
+                               f"privacy-agent keys init --data {loaded.data_dir}"))
+    for cam in loaded.config.cameras:
+        try:
+            rec = camera_recipients(loaded, cam.id)
+            out.append(CheckResult(f"camera {cam.id} recipients", "ok" if rec else "fail",
+                                   ", ".join(r.key_id for r in rec) or "none",
+                                   "" if rec else "add `recipients:` or enroll devices in the roster"))
+        except AgentError as e:
+            out.append(CheckResult(f"camera {cam.id} recipients", "fail", str(e),
+                                   "fix `recipients:` (paths to .pub files or epa1pub: values)"))
+    return out
+
+
+# Other modules append checks here (MQTT).
+CHECKS: list[Check] = [check_python, check_sources, check_storage, check_models, check_keys]
 
 _MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
