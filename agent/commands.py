@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from agent.clock import SystemClock
-from agent.discover import add_discover_parser
 from agent.config import LoadedConfig, load_config
 from agent.datatypes import Event, Mode
+from agent.discover import add_discover_parser
 from agent.errors import AgentError, SinkError, SourceError
 from agent.events import EventLog
 from agent.modes import ModeController, read_override, write_override
@@ -71,7 +71,7 @@ def render_zones(img: np.ndarray, zones: list[tuple[str, tuple, str]]) -> np.nda
     h, w = img.shape[:2]
     out = img.copy()
     overlay = img.copy()
-    for i, (name, pts, action) in enumerate(zones):
+    for i, (_name, pts, _action) in enumerate(zones):
         colour = _ZONE_COLOURS[i % len(_ZONE_COLOURS)]
         m = zone_mask(pts, w, h)
         overlay[m > 0] = colour

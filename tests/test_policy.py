@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.datatypes import Action, Analysis, BoxRel, Detection, Frame, Mode, Style, ZoneAction, ZoneActivity
+from agent.datatypes import (
+    Action,
+    Analysis,
+    BoxRel,
+    Detection,
+    Frame,
+    Mode,
+    Style,
+    ZoneAction,
+    ZoneActivity,
+)
 from agent.policy import CameraPolicy, DetectionRule, ModeOverride, ZonePolicy, decide
 from agent.zones import validate_polygon
 

@@ -50,7 +50,7 @@ class PlaintextDirectorySink:
         name = f"{self._camera_id}-{self._seq:06d}-{frame.index:08d}.mp4"
         self._partial = self._dir / (name + ".partial")
         try:
-            fh = open(self._partial, "wb")  # noqa: SIM115 - closed in _finish
+            fh = open(self._partial, "wb")
         except OSError as e:
             raise SinkError(f"cannot create segment {self._partial}: {e.strerror or e}") from e
         self._file = fh

@@ -29,7 +29,7 @@ class ReplayVideoSink:
         rf = require_redacted(frame)
         if self._enc is None:
             try:
-                self._fh = open(self._path, "wb")  # noqa: SIM115
+                self._fh = open(self._path, "wb")
             except OSError as e:
                 raise SinkError(f"cannot create {self._path}: {e.strerror or e}") from e
             self._enc = VideoEncoder(self._fh, rf.width_px, rf.height_px, self._fps)
