@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 
 DecisionCallback = Callable[[Decision, int | None], None]
 
-_QUEUE_FRAMES = 8
+# Small queues: enough to overlap decode, analysis and encode on separate
+# cores, while a 1080p frame is 6 MiB and memory on a Pi is scarce.
+_QUEUE_FRAMES = 3
 _BACKOFF_MAX_S = 60.0
 
 
@@ -223,7 +225,7 @@ class CameraPipeline:
     def run(self, open_source: Callable[[], FrameSource]) -> PipelineStats:
         """Process a source to its end (files) or until `stop()` (live). Returns stats."""
         frames: queue.Queue[Frame | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
-        out_q: queue.Queue[RedactedFrame | Decision | None] = queue.Queue(maxsize=_QUEUE_FRAMES * 2)
+        out_q: queue.Queue[RedactedFrame | Decision | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
         reader = threading.Thread(target=self._reader, args=(open_source, frames), name=f"src-{self.camera_id}",
                                   daemon=True)
         writer = threading.Thread(target=self._writer, args=(out_q,), name=f"sink-{self.camera_id}", daemon=True)
