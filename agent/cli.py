@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.keycli",
     "agent.fixtures",
     "agent.evaluate",
+    "agent.accesscli",
 )
 
 

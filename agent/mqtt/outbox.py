@@ -1,0 +1,300 @@
+"""Durable, ordered event outbox for MQTT (SQLite).
+
+An event is committed to `DATA/mqtt/outbox.sqlite` before `put` returns, so
+it survives a broker outage and an agent restart (kill -9 included: SQLite
+WAL with `synchronous=NORMAL` loses nothing on a process crash; on power loss
+the last few events may be lost but the file stays consistent).
+
+Delivery:
+- One pump thread publishes rows in `seq` order at QoS 1 and deletes a row
+  only after the broker's PUBACK. paho keeps unacknowledged messages across
+  reconnects and resends them in order; after a restart the pump starts again
+  from the oldest row. So delivery is at-least-once and in order.
+- Every event carries `id = "<stream>:<seq>"`, `stream` and `seq`. `stream` is
+  random per outbox file and `seq` strictly increases (SQLite AUTOINCREMENT
+  never reuses a number), so a consumer drops duplicates by remembering the
+  highest `seq` per `stream` (`Deduper`).
+- The outbox is bounded (`max_rows`). When full, the oldest rows are dropped
+  and the next delivered event says how many (`dropped_total`), so a loss is
+  never silent.
+
+Invariant: event fields are JSON scalars, lists and objects: counts, names,
+reasons. Never images, frames, keys or tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agent.clock import Clock, SystemClock
+from agent.errors import MqttError
+from agent.mqtt.client import MqttClient
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    body TEXT NOT NULL,
+    retain INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+"""
+
+
+class Outbox:
+    """Durable FIFO of events. `put` from any thread; `attach` a client to start delivering."""
+
+    def __init__(
+        self,
+        path: Path,
+        clock: Clock | None = None,
+        *,
+        max_rows: int = 200_000,
+        window: int = 100,
+        retry_s: float = 1.0,
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock or SystemClock()
+        self._max_rows = max_rows
+        self._window = window
+        self._retry_s = retry_s
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise MqttError(f"cannot open MQTT outbox {self.path}: {e}") from None
+        try:
+            os.chmod(self.path, 0o600)
+        except OSError:
+            pass  # best effort; the data dir itself is private
+        self._db_lock = threading.Lock()
+        self.stream = self._meta_get("stream") or self._new_stream()
+        self._dropped_total = int(self._meta_get("dropped_total") or 0)
+        self._rows = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        self._cond = threading.Condition()
+        self._acks: list[tuple[int, bool]] = []
+        self._inflight: dict[int, int] = {}  # paho mid -> seq
+        self._last_sent = 0
+        self._sent_epoch = -1  # client.connect_count when the in-flight messages were sent
+        self._closing = False
+        self._client: MqttClient | None = None
+        self._thread: threading.Thread | None = None
+        self.delivered = 0
+
+    # --- storage --------------------------------------------------------------
+
+    def _meta_get(self, k: str) -> str | None:
+        row = self._db.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _meta_set(self, k: str, v: str) -> None:
+        self._db.execute("INSERT INTO meta(k, v) VALUES(?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (k, v))
+
+    def _new_stream(self) -> str:
+        s = os.urandom(8).hex()
+        with self._db_lock:
+            self._meta_set("stream", s)
+        return s
+
+    def put(self, topic: str, body: Mapping[str, Any], retain: bool = False) -> str:
+        """Commit one message; returns its id `<stream>:<seq>`. Safe from any thread."""
+        text = json.dumps(dict(body), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        with self._db_lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                cur = self._db.execute(
+                    "INSERT INTO outbox(topic, body, retain) VALUES(?, ?, ?)", (topic, text, int(retain))
+                )
+                seq = int(cur.lastrowid or 0)
+                # Rows delivered meanwhile are deleted by the pump; this count is an upper bound
+                # kept in memory (COUNT(*) on every put would scan the table).
+                self._rows += 1
+                if self._rows > self._max_rows:
+                    self._rows = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+                n = self._rows
+                if n > self._max_rows:
+                    drop = n - self._max_rows
+                    self._db.execute(
+                        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (drop,)
+                    )
+                    self._dropped_total += drop
+                    self._rows -= drop
+                    self._meta_set("dropped_total", str(self._dropped_total))
+                    log.error("MQTT outbox full (%d rows): dropped the %d oldest events", self._max_rows, drop)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise MqttError(f"cannot write MQTT outbox {self.path}: {e}") from None
+        with self._cond:
+            self._cond.notify_all()
+        return f"{self.stream}:{seq}"
+
+    def put_event(self, topic: str, kind: str, camera_id: str | None = None, **fields: Any) -> str:
+        """An event for `P/events`: kind, camera, wall time and fields (no images, no keys)."""
+        return self.put(
+            topic,
+            {"kind": kind, "camera": camera_id, "wall_s": round(self._clock.wall(), 3), "fields": fields},
+        )
+
+    def pending(self) -> int:
+        with self._db_lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def _payload(self, seq: int, body_text: str) -> bytes:
+        body = json.loads(body_text)
+        body.update({"id": f"{self.stream}:{seq}", "stream": self.stream, "seq": seq})
+        if self._dropped_total:
+            body["dropped_total"] = self._dropped_total
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    # --- delivery -------------------------------------------------------------
+
+    def attach(self, client: MqttClient) -> None:
+        """Start delivering through `client` (its own reconnects are handled by paho)."""
+        if self._thread is not None:
+            raise MqttError("outbox is already attached to a client")
+        self._client = client
+        client.add_ack_listener(self._on_ack)
+        client.add_connect_hook(self._wake)
+        self._thread = threading.Thread(target=self._pump, name="mqtt-outbox", daemon=True)
+        self._thread.start()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _on_ack(self, mid: int, refused: bool) -> None:
+        # paho's network thread: only record and wake the pump, never block here.
+        with self._cond:
+            self._acks.append((mid, refused))
+            self._cond.notify_all()
+
+    def _pump(self) -> None:
+        client = self._client
+        assert client is not None
+        while True:
+            with self._cond:
+                while True:
+                    if self._closing:
+                        return
+                    acks, self._acks = self._acks, []
+                    if acks:
+                        break
+                    if self._may_send(client) and self._has_unsent():
+                        break
+                    self._cond.wait(0.5)
+            if acks:
+                self._handle_acks(acks)
+            if self._may_send(client):
+                self._send_some(client)
+
+    def _may_send(self, client: MqttClient) -> bool:
+        if not client.connected or len(self._inflight) >= self._window:
+            return False
+        # After a reconnect paho first resends what was in flight. A new message published
+        # before those are acknowledged could overtake them, so wait until they are.
+        return not (self._inflight and client.connect_count != self._sent_epoch)
+
+    def _has_unsent(self) -> bool:
+        with self._db_lock:
+            row = self._db.execute("SELECT 1 FROM outbox WHERE seq > ? LIMIT 1", (self._last_sent,)).fetchone()
+        return row is not None
+
+    def _send_some(self, client: MqttClient) -> None:
+        room = self._window - len(self._inflight)
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT seq, topic, body, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (self._last_sent, room),
+            ).fetchall()
+        for seq, topic, body, retain in rows:
+            try:
+                info = client.publish(topic, self._payload(int(seq), str(body)), qos=1, retain=bool(retain))
+            except MqttError as e:
+                log.error("outbox: %s; will retry", e)
+                with self._cond:
+                    self._cond.wait(self._retry_s)
+                return
+            self._inflight[info.mid] = int(seq)
+            self._last_sent = int(seq)
+            self._sent_epoch = client.connect_count
+
+    def _handle_acks(self, acks: list[tuple[int, bool]]) -> None:
+        done: list[int] = []
+        refused_seq: int | None = None
+        for mid, refused in acks:
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                continue  # not ours (another publisher on the same client)
+            if refused:
+                refused_seq = seq if refused_seq is None else min(refused_seq, seq)
+            else:
+                done.append(seq)
+        if done:
+            with self._db_lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in done])
+                self._db.execute("COMMIT")
+            self.delivered += len(done)
+            self._rows = max(0, self._rows - len(done))
+        if refused_seq is not None:
+            # Keep the row and send again from it later: a refusal (ACL) is a setup error the
+            # installer must see, not a reason to lose the event.
+            log.error("outbox: broker refused event seq %d; retrying in %.1f s", refused_seq, self._retry_s)
+            self._last_sent = min(self._last_sent, refused_seq - 1)
+            with self._cond:
+                self._cond.wait(self._retry_s)
+        with self._cond:
+            self._cond.notify_all()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait (real time) until every committed event was acknowledged. True if empty."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while self.pending() > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with self._cond:
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        with self._db_lock:
+            self._db.close()
+
+
+class Deduper:
+    """Consumer side: accept each event once, using `stream` and `seq`."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def accept(self, event: Mapping[str, Any]) -> bool:
+        stream, seq = event.get("stream"), event.get("seq")
+        if not isinstance(stream, str) or not isinstance(seq, int):
+            return False
+        if seq <= self._last.get(stream, 0):
+            return False
+        self._last[stream] = seq
+        return True

@@ -1,0 +1,162 @@
+"""Every MQTT topic the agent uses, in one place (docs/mqtt.md lists the same table).
+
+All hub topics live under one prefix (config `mqtt.topic_prefix`, default
+`privacy-agent`). Use one prefix per hub: the broker ACL is written per prefix.
+
+| topic                                    | dir   | retained | QoS | payload                         |
+|------------------------------------------|-------|----------|-----|---------------------------------|
+| P/available                              | hub → | yes      | 1   | `online` / `offline` (last will)|
+| P/camera/<cam>/state                     | hub → | yes      | 1   | `clear` / `masked` / `withheld` |
+| P/camera/<cam>/counters                  | hub → | yes      | 1   | JSON counters                   |
+| P/events                                 | hub → | no       | 1   | JSON event from the outbox      |
+| P/mode/state                             | hub → | yes      | 1   | `home` / `away` / `privacy`     |
+| P/mode/set                               | → hub | no       | 1   | signed `mode_set` (owner device)|
+| P/access/request/<request_id>            | → hub | no       | 1   | signed `request` (requester)    |
+| P/access/challenge/<challenge_id>        | hub → | yes*     | 1   | signed `challenge` (hub)        |
+| P/access/decision/<challenge_id>         | → hub | no       | 1   | signed `decision` (owner device)|
+| P/access/grant/<request_id>              | hub → | no       | 1   | signed `grant` or `denial` (hub)|
+| P/access/status/<request_id>             | hub → | no       | 1   | signed `status` (hub): refusals |
+| P/audit/checkpoint                       | hub → | yes      | 1   | signed `checkpoint` (hub)       |
+| P/ha/access_event                        | hub → | no       | 1   | `{"event_type": ...}` for HA    |
+| homeassistant/device/<node>/config       | hub → | yes      | 1   | HA device discovery             |
+| homeassistant/status                     | → hub | -        | 1   | `online` when HA restarts       |
+
+(*) a challenge stays retained while it is pending; the hub clears it (empty
+retained payload) when it is granted, denied or expires.
+
+Invariants:
+- Topic levels built from data (camera ids, request and challenge ids) are
+  checked: no `+`, `#`, `/` or NUL, so a crafted id cannot widen a filter
+  or address another topic.
+- No topic ever carries images, plaintext video or secret keys. Wrapped clip
+  keys (sealed to one requester) appear only inside signed grants.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from agent.errors import MqttError
+
+DEFAULT_PREFIX = "privacy-agent"
+HA_DISCOVERY_PREFIX = "homeassistant"
+
+ONLINE = "online"
+OFFLINE = "offline"
+
+_LEVEL_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,3}$")
+
+
+def check_level(value: str, what: str) -> str:
+    """One topic level taken from data. Wildcards and separators are refused."""
+    if not isinstance(value, str) or not _LEVEL_RE.match(value):
+        raise MqttError(
+            f"{what} {value!r} cannot be used in an MQTT topic: use 1-128 of A-Z a-z 0-9 _ . : -"
+        )
+    return value
+
+
+def check_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise MqttError(
+            f"topic prefix {prefix!r} must be 1-4 levels of A-Z a-z 0-9 _ . - separated by '/'"
+        )
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names for one hub prefix. Build with `Topics(prefix)`; all methods are pure."""
+
+    prefix: str = DEFAULT_PREFIX
+    discovery_prefix: str = HA_DISCOVERY_PREFIX
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+        check_prefix(self.discovery_prefix)
+
+    # --- hub state ---------------------------------------------------------
+    @property
+    def available(self) -> str:
+        return f"{self.prefix}/available"
+
+    def camera_state(self, camera_id: str) -> str:
+        return f"{self.prefix}/camera/{check_level(camera_id, 'camera id')}/state"
+
+    def camera_counters(self, camera_id: str) -> str:
+        return f"{self.prefix}/camera/{check_level(camera_id, 'camera id')}/counters"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}/events"
+
+    @property
+    def mode_state(self) -> str:
+        return f"{self.prefix}/mode/state"
+
+    @property
+    def mode_set(self) -> str:
+        return f"{self.prefix}/mode/set"
+
+    # --- access flow -------------------------------------------------------
+    def access_request(self, request_id: str) -> str:
+        return f"{self.prefix}/access/request/{check_level(request_id, 'request id')}"
+
+    @property
+    def access_request_filter(self) -> str:
+        return f"{self.prefix}/access/request/+"
+
+    def access_challenge(self, challenge_id: str) -> str:
+        return f"{self.prefix}/access/challenge/{check_level(challenge_id, 'challenge id')}"
+
+    @property
+    def access_challenge_filter(self) -> str:
+        return f"{self.prefix}/access/challenge/+"
+
+    def access_decision(self, challenge_id: str) -> str:
+        return f"{self.prefix}/access/decision/{check_level(challenge_id, 'challenge id')}"
+
+    @property
+    def access_decision_filter(self) -> str:
+        return f"{self.prefix}/access/decision/+"
+
+    def access_grant(self, request_id: str) -> str:
+        return f"{self.prefix}/access/grant/{check_level(request_id, 'request id')}"
+
+    @property
+    def access_grant_filter(self) -> str:
+        return f"{self.prefix}/access/grant/+"
+
+    def access_status(self, request_id: str) -> str:
+        return f"{self.prefix}/access/status/{check_level(request_id, 'request id')}"
+
+    @property
+    def access_status_filter(self) -> str:
+        return f"{self.prefix}/access/status/+"
+
+    # --- audit -------------------------------------------------------------
+    @property
+    def audit_checkpoint(self) -> str:
+        return f"{self.prefix}/audit/checkpoint"
+
+    # --- Home Assistant ----------------------------------------------------
+    @property
+    def ha_access_event(self) -> str:
+        return f"{self.prefix}/ha/access_event"
+
+    def ha_device_config(self, node_id: str) -> str:
+        return f"{self.discovery_prefix}/device/{check_level(node_id, 'node id')}/config"
+
+    @property
+    def ha_status(self) -> str:
+        return f"{self.discovery_prefix}/status"
+
+    # --- helpers -----------------------------------------------------------
+    def last_level(self, topic: str, filter_: str) -> str:
+        """The `+` level of `topic` matched against a one-`+`-at-the-end filter like `P/x/+`."""
+        head = filter_[:-1]
+        if not filter_.endswith("/+") or not topic.startswith(head):
+            raise MqttError(f"topic {topic!r} does not match {filter_!r}")
+        return check_level(topic[len(head):], "topic level")

@@ -1,0 +1,66 @@
+"""Deterministic identities, roster and clips for the access-flow tests and vectors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent import access as A
+from agent.envelope import seal, unwrap_key, wrap_key
+from agent.keys import DeviceIdentity, HubIdentity, Roster, RosterEntry, sign_roster, updated_roster
+
+
+def dev(n: int, name: str) -> DeviceIdentity:
+    return DeviceIdentity.from_secrets(bytes([n]) * 32, bytes([n + 100]) * 32, name)
+
+
+HUB = HubIdentity.from_seed(bytes([7]) * 32)
+OTHER_HUB = HubIdentity.from_seed(bytes([8]) * 32)
+ALICE = dev(11, "alice-phone")  # owner
+BOB = dev(12, "bob-laptop")  # owner
+TEEN = dev(13, "teen-tablet")  # member: receives clips, cannot approve
+VENDOR = dev(21, "acme-support")
+POLICE = dev(22, "city-police")
+PLUMBER = dev(23, "plumber")
+MALLORY = dev(24, "mallory")  # not enrolled anywhere
+
+ROSTER_V1: Roster = sign_roster(
+    ALICE, 1,
+    [RosterEntry(ALICE.public, "owner"), RosterEntry(BOB.public, "owner"), RosterEntry(TEEN.public, "member")],
+    hub_key_id=HUB.key_id,
+)
+# Version 2 revokes Bob's laptop (signed by Alice).
+ROSTER_V2: Roster = updated_roster(ALICE, ROSTER_V1, revoke=[BOB.key_id])
+
+T0_WALL_MS = 1_790_000_000_000
+STREAM = bytes(range(16))
+
+
+@dataclass(frozen=True)
+class Clip:
+    data: bytes
+    clip_id: str
+    payload: bytes
+
+
+def make_clip(n: int, recipients: tuple[DeviceIdentity, ...] = (ALICE, BOB)) -> Clip:
+    payload = b"\x00\x00\x00\x18ftypisom" + bytes([n]) * 3000  # looks like MP4 (for the leak test)
+    data, info = seal(payload, {"camera_id": "porch", "n": n}, HUB, [r.public for r in recipients], STREAM,
+                      seq=n, clip_id=bytes([n]) * 16, clip_key=bytes([n + 50]) * 32)
+    return Clip(data, info.clip_id_hex, payload)
+
+
+def rewrap(owner: DeviceIdentity, clip: Clip, requester: DeviceIdentity) -> A.WrappedKey:
+    """What an owner device does for an approval: unwrap K, seal it to the requester."""
+    from agent.envelope import verify_clip
+
+    info = verify_clip(clip.data, HUB.public)
+    k = unwrap_key(owner, info.header)
+    st = wrap_key(requester.public, info.header.clip_id, k)
+    return A.WrappedKey(clip.clip_id, st.sealed)
+
+
+def request(requester: DeviceIdentity = VENDOR, role: str = "contractor", *, n: int = 1,
+            scope: A.Scope | None = None, hub: HubIdentity = HUB) -> bytes:
+    scope = scope or A.Scope.make(["porch"], [], T0_WALL_MS - 3_600_000, T0_WALL_MS)
+    return A.make_request(requester, hub.key_id, bytes([n]) * 16, role, scope,
+                          "router firmware support", "ticket #4711", T0_WALL_MS)
