@@ -14,13 +14,14 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from agent.clock import SystemClock
 from agent.config import LoadedConfig, load_config
-from agent.datatypes import Event, Mode
+from agent.datatypes import Action, Decision, Event, Mode
 from agent.discover import add_discover_parser
 from agent.errors import AgentError, SinkError, SourceError
 from agent.events import EventLog
@@ -31,6 +32,9 @@ from agent.runtime import build_analyzers, camera_policy
 from agent.sinks.factory import build_sinks, plaintext_sinks
 from agent.sources import SourceOpener
 from agent.zones import zone_mask
+
+if TYPE_CHECKING:
+    from agent.mqtt.service import HubMqtt
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("warning: no sinks configured: redacted output is discarded", file=sys.stderr)
     modes = ModeController(cfg.modes, data_dir, clock)
     cams = [c for c in cfg.cameras if not args.camera or c.id in args.camera]
+    hub = _start_mqtt(loaded, events, clock)
     pipes: list[tuple[CameraPipeline, SourceOpener]] = []
     for cam in cams:
         opener = SourceOpener(cam.source, loaded.path.parent, cam.fps)
@@ -165,6 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 clock=clock,
                 analysis_timeout_s=cfg.analysis.timeout_s,
                 max_lag_s=cfg.analysis.max_lag_s,
+                on_decision=_state_publisher(hub, cam.id) if hub is not None else None,
             ),
             opener,
         ))
@@ -184,11 +190,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 "masked": s.masked, "sink_errors": s.sink_errors}
 
     threads = [threading.Thread(target=work, args=po, name=f"cam-{po[0].camera_id}") for po in pipes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(0.5)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    finally:
+        if hub is not None:
+            for cam_id, r in results.items():
+                hub.reporter.counters(cam_id, r)
+            hub.stop()
     for cam_id, r in results.items():
         print(f"{cam_id}: {r['frames_in']} frames in, {r['frames_out']} out, {r['masked']} masked, "
               f"{r['withheld']} withheld, {r['sink_errors']} sink errors")
@@ -197,6 +209,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failed:
         print(f"no frames processed for: {', '.join(failed)} (see {data_dir / 'events.jsonl'})", file=sys.stderr)
     return 1 if failed or bad_sinks else 0
+
+
+_STATE = {Action.PASS: "clear", Action.MASK: "masked", Action.WITHHOLD: "withheld"}
+
+
+def _start_mqtt(loaded: LoadedConfig, events: EventLog, clock: SystemClock) -> HubMqtt | None:
+    """With an `mqtt:` section: connect in the background and feed it events and camera state.
+
+    The broker being down never stops the cameras: events wait in the durable outbox.
+    """
+    if loaded.config.mqtt is None:
+        return None
+    from agent.mqtt.service import HubMqtt
+
+    hub = HubMqtt.from_config(loaded, clock)
+    hub.record_boot()
+    events.subscribe(hub.on_event)
+    hub.start()
+    return hub
+
+
+def _state_publisher(hub: HubMqtt, camera_id: str) -> Callable[[Decision, int | None], None]:
+    def on_decision(d: Decision, _out_index: int | None) -> None:
+        try:
+            hub.reporter.camera_state(camera_id, _STATE[d.action])
+        except AgentError as e:
+            log.warning("cannot publish camera state: %s", e)
+
+    return on_decision
 
 
 def _event(clock: SystemClock, kind: str, cam: str, msg: str) -> Event:

@@ -14,9 +14,14 @@ reports three figures, prints them as a table and saves them as JSON:
 3. `over_masking_ratio`: masked or withheld pixels outside the truth's private
    area, over all pixels of all input frames; plus `over_withheld_frames`.
 
-Face and person coverage (a truth box counts as covered when at least 80% of
-its pixels are under the frame's regions, or the frame is withheld) is
-reported too, for the detection work.
+Face recall and person coverage (a truth box counts as masked when at least
+80% of its pixels are under the frame's regions, or the frame is withheld)
+are reported too, for the detection work.
+
+`privacy-agent eval --photos` scores the pipeline on the shared photos
+instead (face recall, private-object recall, false-withhold rate; see
+`agent.quality`), and `--deface [BIN]` adds the same face recall for the
+`deface` CLI, measured on output pixels for both tools.
 
 Invariants:
 - The evaluation only reads; it never changes the replay or the fixture.
@@ -275,6 +280,8 @@ class EvalReport:
             "frames_released": self.frames_released,
             "frames_withheld": self.frames_withheld,
             "faces": self.faces.to_json() if has_faces else None,
+            # Face recall: ground-truth faces with >= COVERED_MIN of the box masked (withheld = masked).
+            "face_recall": round(self.faces.covered / self.faces.boxes, 6) if has_faces else None,
             "persons": self.persons.to_json() if self.persons.boxes else None,
             "integrity": {
                 "missing_decisions": self.missing_decisions[:50],
@@ -489,7 +496,8 @@ def format_report(rep: EvalReport) -> str:
         f"   {flag(rep.withhold_misses == 0)}",
         f"  {'over-masking ratio':24} {rep.over_masking_ratio:>10.4f}   (over-withheld frames: {rep.over_withheld_frames})",
     ]
-    for name, cov in (("faces covered", rep.faces), ("persons covered", rep.persons)):
+    for name, cov in ((f"face recall (>={COVERED_MIN:.0%})", rep.faces),
+                      (f"persons covered (>={COVERED_MIN:.0%})", rep.persons)):
         if cov.boxes:
             lines.append(f"  {name:24} {cov.covered:>5}/{cov.boxes:<4}   ({100 * cov.covered / cov.boxes:.1f}%)")
     if rep.withhold_miss_frames:
@@ -516,6 +524,10 @@ def _replay_fixture(fixture_dir: Path, replay_dir: Path) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.photos:
+        return _cmd_eval_photos(args)
+    if not args.fixture:
+        raise FixtureError("eval needs --fixture DIR or --photos")
     fixture_dir = Path(args.fixture)
     replay_dir = Path(args.replay) if args.replay else fixture_dir / "replay"
     load_truth(fixture_dir)  # fail early on a directory that is not a fixture
@@ -523,19 +535,72 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"no replay in {replay_dir}; replaying {fixture_dir / 'config.yaml'} first", file=sys.stderr)
         _replay_fixture(fixture_dir, replay_dir)
     rep = evaluate(fixture_dir, replay_dir)
+    doc = rep.to_json()
+    comparison = None
+    if args.deface is not None:
+        comparison = _compare_deface_video(fixture_dir, replay_dir, args)
+        doc["face_recall_pixel_rule"] = {r.tool: r.to_json() for r in comparison}
     out = Path(args.out) if args.out else replay_dir / "eval.json"
     try:
-        out.write_text(json.dumps(rep.to_json(), indent=1) + "\n", encoding="utf-8")
+        out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     except OSError as e:
         raise FixtureError(f"cannot write report {out}: {e.strerror or e}") from e
     print(format_report(rep))
+    if comparison is not None:
+        from agent.quality import format_video_comparison
+
+        print(format_video_comparison(comparison, rep.scenario))
     print(f"  report: {out}")
     return 0 if rep.ok else 1
 
 
+def _deface_bin(args: argparse.Namespace) -> Path:
+    from agent.quality import check_deface, default_deface_bin
+
+    return check_deface(Path(args.deface) if args.deface else default_deface_bin())
+
+
+def _compare_deface_video(fixture_dir: Path, replay_dir: Path, args: argparse.Namespace) -> list[Any]:
+    from agent.quality import video_face_recall_deface, video_face_recall_ours, work_dir
+
+    binary = _deface_bin(args)
+    ours = video_face_recall_ours(fixture_dir, replay_dir)
+    with work_dir(Path(args.work) if args.work else None) as work:
+        print(f"running deface on {fixture_dir} ...", file=sys.stderr)
+        theirs = video_face_recall_deface(fixture_dir, binary, work)
+    return [ours, theirs]
+
+
+def _cmd_eval_photos(args: argparse.Namespace) -> int:
+    from agent.quality import evaluate_photos, format_photo_report, work_dir, write_json
+
+    if args.fixture or args.replay:
+        raise FixtureError("--photos cannot be combined with --fixture/--replay")
+    binary = _deface_bin(args) if args.deface is not None else None
+    with work_dir(Path(args.work) if args.work else None) as work:
+        rep = evaluate_photos(work, names=args.photo or None, deface_bin=binary)
+    print(format_photo_report(rep))
+    if args.out:
+        write_json(Path(args.out), rep.to_json())
+        print(f"  report: {args.out}")
+    return 0 if rep.ok else 1
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("eval", help="compare a replay of a fixture with its ground truth")
-    ev.add_argument("--fixture", required=True, help="fixture directory (from `fixtures make`)")
+    ev = sub.add_parser(
+        "eval", help="measure privacy and quality against ground truth (a fixture replay, or the shared photos)"
+    )
+    what = ev.add_mutually_exclusive_group(required=True)
+    what.add_argument("--fixture", help="fixture directory (from `fixtures make`)")
+    what.add_argument("--photos", action="store_true",
+                      help="run each shared photo through the pipeline and report face recall, private-object "
+                      "recall and the false-withhold rate against agent/data/photos_truth.json")
     ev.add_argument("--replay", help="replay output directory (default FIXTURE/replay; replayed if empty)")
-    ev.add_argument("--out", help="report JSON path (default REPLAY/eval.json)")
+    ev.add_argument("--photo", action="append", metavar="NAME",
+                    help="with --photos: only this photo (repeatable; default all)")
+    ev.add_argument("--deface", nargs="?", const="", metavar="BIN",
+                    help="also measure the deface CLI (default settings) the same way; BIN defaults to "
+                    "$EPA_DEFACE or .cache/deface-venv/bin/deface")
+    ev.add_argument("--work", help="keep intermediate outputs (inputs, deface outputs) in this directory")
+    ev.add_argument("--out", help="report JSON path (default REPLAY/eval.json; --photos: not saved unless given)")
     ev.set_defaults(func=_cmd_eval)

@@ -42,6 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from agent.data import photo_truth
 from agent.datatypes import Image
 from agent.errors import FixtureError
 from agent.shared_data import shared_file
@@ -87,17 +88,6 @@ class Sprite:
     faces_px: tuple[BoxPx, ...] = ()
 
 
-# Crop rectangles measured on the photos (x0, y0, x1, y1; end exclusive).
-SPRITES: Mapping[str, Sprite] = {
-    # Boy in the red shirt, front right of the tennis group.
-    "boy_red": Sprite("coco_val2017_000000001000.jpg", (416, 214, 522, 480), "person", ((458, 228, 503, 274),)),
-    # Boy in the white shirt and cap, far right of the tennis group.
-    "boy_white": Sprite("coco_val2017_000000001000.jpg", (526, 188, 640, 478), "person", ((548, 215, 592, 262),)),
-    # Head and shoulders of the astronaut portrait: one frontal face.
-    "astronaut": Sprite("skimage_astronaut.png", (150, 30, 310, 210), "head", ((188, 75, 272, 180),)),
-}
-
-
 @dataclass(frozen=True, slots=True)
 class PhotoTruth:
     """Hand-measured boxes in a whole photo (photo pixels)."""
@@ -107,25 +97,37 @@ class PhotoTruth:
     private_objects: tuple[tuple[str, BoxPx], ...] = ()
 
 
+# The one source of truth for what is in each shared photo is
+# agent/data/photos_truth.json (also scored by `eval --photos`); here it is
+# only converted to photo pixels.
 PHOTO_TRUTH: Mapping[str, PhotoTruth] = {
-    "coco_val2017_000000000632.jpg": PhotoTruth(private_objects=(("bed", (0, 290, 400, 483)),)),
-    "coco_val2017_000000001993.jpg": PhotoTruth(private_objects=(("bed", (262, 195, 615, 419)),)),
-    "coco_val2017_000000006213.jpg": PhotoTruth(
-        private_objects=(("sink", (400, 262, 500, 292)), ("sink", (560, 270, 640, 300)))
-    ),
-    "coco_val2017_000000000802.jpg": PhotoTruth(),
-    "coco_val2017_000000001000.jpg": PhotoTruth(
-        faces=(
-            (64, 196, 94, 224), (150, 163, 176, 194), (226, 130, 254, 162), (232, 183, 262, 215),
-            (296, 108, 327, 142), (364, 132, 399, 156), (412, 134, 442, 164), (440, 118, 474, 158),
-            (364, 164, 401, 198), (416, 176, 460, 214), (458, 228, 503, 274), (548, 215, 592, 262),
-        ),
-        persons=(
-            (45, 185, 112, 395), (118, 150, 198, 385), (185, 120, 275, 392), (205, 175, 305, 418),
-            (265, 98, 355, 410), (355, 120, 400, 220), (405, 120, 445, 220), (400, 108, 498, 300),
-            (330, 150, 415, 460), (390, 160, 465, 480), (412, 210, 522, 480), (505, 190, 640, 465),
-        ),
-    ),
+    name: PhotoTruth(
+        tuple(t.px(b) for b in t.faces),
+        tuple(t.px(b) for b in t.persons),
+        tuple((label, t.px(b)) for label, b in t.private_objects),
+    )
+    for name, t in photo_truth().items()
+}
+
+
+def _faces_in(photo: str, crop_px: tuple[int, int, int, int]) -> tuple[BoxPx, ...]:
+    """The photo's ground-truth faces that lie wholly inside a crop rectangle."""
+    x0, y0, x1, y1 = crop_px
+    return tuple(f for f in PHOTO_TRUTH[photo].faces if x0 <= f[0] and y0 <= f[1] and f[2] <= x1 and f[3] <= y1)
+
+
+def _sprite(photo: str, crop_px: tuple[int, int, int, int], kind: str) -> Sprite:
+    return Sprite(photo, crop_px, kind, _faces_in(photo, crop_px))
+
+
+# Crop rectangles measured on the photos (x0, y0, x1, y1; end exclusive).
+SPRITES: Mapping[str, Sprite] = {
+    # Boy in the red shirt, front right of the tennis group.
+    "boy_red": _sprite("coco_val2017_000000001000.jpg", (416, 214, 522, 480), "person"),
+    # Boy in the white shirt and cap, far right of the tennis group.
+    "boy_white": _sprite("coco_val2017_000000001000.jpg", (526, 188, 640, 478), "person"),
+    # Head and shoulders of the astronaut portrait: one frontal face.
+    "astronaut": _sprite("skimage_astronaut.png", (150, 30, 310, 210), "head"),
 }
 
 

@@ -1,0 +1,95 @@
+"""`privacy-agent run` with an `mqtt:` section, against the real broker.
+
+Camera state (retained), counters and events reach the broker; the audit log
+records the boot and every sealed clip; nothing on the broker is an image,
+video or key.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+from conftest import PREFIX, Connect
+from mosquitto import USERS, Broker
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from videokit import walker_frames, write_video
+
+from agent.audit import LOG_FILE, audit_dir, read_entries
+from agent.cli import main
+from agent.mqtt.client import Message
+
+MAGIC = (b"ftyp", b"mdat", b"moof", b"\xff\xd8\xff", b"\x1aE\xdf\xa3", b"epa1sec:", b"epa1hubsec:")
+
+
+def test_run_publishes_state_events_and_audits_clips(broker: Broker, connect: Connect, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert main(["keys", "init", "--data", str(data)]) == 0
+    assert main(["owner", "keygen", "--out", str(tmp_path / "owner.key")]) == 0
+    assert main(["owner", "enroll", "--identity", str(tmp_path / "owner.key"), "--roster",
+                 str(tmp_path / "roster.json"), "--hub", str(data), "--install", str(data)]) == 0
+    write_video(tmp_path / "v.mp4", walker_frames(40))
+    pw = tmp_path / "hub.pw"
+    pw.write_text(USERS["hub"])
+    pw.chmod(0o600)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"""\
+data_dir: {data}
+detection: {{enabled: false}}
+recipients: [{tmp_path / 'owner.key.pub'}]
+cameras:
+  - id: porch
+    source: v.mp4
+    zones:
+      - name: door
+        points: [[0.7, 0], [1, 0], [1, 1], [0.7, 1]]
+        action: withhold
+sinks:
+  - type: directory
+    path: clips
+    segment_s: 10
+mqtt:
+  host: 127.0.0.1
+  port: {broker.port}
+  ca_file: {broker.ca_file}
+  username: hub
+  password_file: {pw}
+  topic_prefix: {PREFIX}
+  client_id: hub-run-test
+  reconnect_min_s: 0.05
+  reconnect_max_s: 0.2
+""")
+    seen: list[Message] = []
+    lock = threading.Lock()
+    got_state = threading.Event()
+
+    def on_msg(m: Message) -> None:
+        with lock:
+            seen.append(m)
+        if m.topic == f"{PREFIX}/camera/porch/state":
+            got_state.set()
+
+    spy = connect(broker, "spy")
+    spy.subscribe("#", on_msg)
+
+    assert main(["run", "--config", str(cfg)]) == 0
+    assert got_state.wait(10), "camera state never reached the broker"
+    with lock:
+        topics = {m.topic for m in seen}
+        payloads = [m.payload for m in seen]
+    states = [m.payload.decode() for m in seen if m.topic == f"{PREFIX}/camera/porch/state"]
+    assert set(states) <= {"clear", "masked", "withheld"} and "withheld" in states
+    assert f"{PREFIX}/events" in topics
+    kinds = {json.loads(m.payload).get("kind") for m in seen if m.topic == f"{PREFIX}/events"}
+    assert "withheld" in kinds
+    for p in payloads:
+        assert not any(x in p for x in MAGIC), "an image, video or key reached the broker"
+
+    entries, problems = read_entries(audit_dir(data) / LOG_FILE)
+    assert not problems
+    audit_kinds = [e.kind for e in entries]
+    assert audit_kinds[0] == "boot" and "clip_created" in audit_kinds
+    assert list((tmp_path / "clips").rglob("*.epaclip"))
