@@ -1,4 +1,4 @@
-"""Every MQTT topic the agent uses, in one place (docs/mqtt.md lists the same table).
+"""Every MQTT topic the agent uses, in one place (README.md lists the same table).
 
 All hub topics live under one prefix (config `mqtt.topic_prefix`, default
 `privacy-agent`). Use one prefix per hub: the broker ACL is written per prefix.
