@@ -145,9 +145,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"warning: {warn} writes PLAINTEXT video (testing only)", file=sys.stderr)
     if not cfg.sinks:
         print("warning: no sinks configured: redacted output is discarded", file=sys.stderr)
-    modes = ModeController(cfg.modes, data_dir, clock)
-    cams = [c for c in cfg.cameras if not args.camera or c.id in args.camera]
     hub = _start_mqtt(loaded, events, clock)
+
+    def mode_changed(mode: Mode, why: str) -> None:
+        events(Event("mode_changed", None, f"household mode is {mode} ({why})", clock.monotonic(),
+                     {"mode": str(mode), "source": why}))
+        if hub is not None:
+            hub.access.publish_mode(str(mode))
+
+    modes = ModeController(cfg.modes, data_dir, clock, on_change=mode_changed)
+    cams = [c for c in cfg.cameras if not args.camera or c.id in args.camera]
     pipes: list[tuple[CameraPipeline, SourceOpener]] = []
     for cam in cams:
         opener = SourceOpener(cam.source, loaded.path.parent, cam.fps)

@@ -310,7 +310,7 @@ class AgentConfig(StrictModel):
     mqtt: MqttConfig | None = Field(
         default=None,
         description="MQTT broker for state, events, Home Assistant discovery, access requests and audit "
-        "checkpoints (see README.md, "MQTT"). Absent: the hub does not use MQTT.",
+        "checkpoints (see the MQTT section of README.md). Absent: the hub does not use MQTT.",
     )
     detection: DetectionConfig = Field(
         default_factory=DetectionConfig,

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.clock import Clock, SystemClock
@@ -88,7 +89,7 @@ class ModeController:
     """Current mode for the pipeline; thread-safe; `set` is the small runtime interface MQTT drives later."""
 
     def __init__(self, cfg: ModesConfig, data_dir: Path | None, clock: Clock | None = None,
-                 fixed: Mode | None = None) -> None:
+                 fixed: Mode | None = None, on_change: Callable[[Mode, str], None] | None = None) -> None:
         self._cfg = cfg
         self._data_dir = data_dir
         self._clock = clock or SystemClock()
@@ -97,6 +98,7 @@ class ModeController:
         self._cached: Mode | None = None
         self._checked_at: float | None = None
         self._override: Mode | None = None
+        self._on_change = on_change
 
     def set(self, mode: Mode | None, by: str = "local") -> None:
         if self._data_dir is not None:
@@ -119,10 +121,14 @@ class ModeController:
                     except AgentError as e:
                         log.warning("%s; using privacy mode until it is fixed", e)
                         self._override = Mode.PRIVACY
+                before = self._cached
                 if self._override is not None:
-                    self._cached = self._override
+                    self._cached, why = self._override, "override"
                 else:
                     local = dt.datetime.fromtimestamp(self._clock.wall())
-                    self._cached = scheduled_mode(self._cfg, local)
+                    self._cached, why = scheduled_mode(self._cfg, local), "schedule"
+                if self._cached is not before and self._on_change is not None:
+                    # Reported (and audited) on every change, the first decision included.
+                    self._on_change(self._cached, why)
             assert self._cached is not None
             return self._cached

@@ -179,6 +179,9 @@ class CameraPipeline:
         if reason != self._last_withhold_reason:
             if reason is not None:
                 self._event("withheld", f"withholding frames: {reason}", frame=d.frame_index, reasons=list(d.reasons))
+                tamper = [r for r in d.reasons if r.startswith("tamper:")]
+                if tamper:
+                    self._event("tamper", f"camera tampering suspected: {', '.join(tamper)}", frame=d.frame_index)
             elif self._last_withhold_reason is not None:
                 self._event("released", "frames released again", frame=d.frame_index)
             self._last_withhold_reason = reason

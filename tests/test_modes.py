@@ -50,3 +50,14 @@ def test_malformed_state_file_means_privacy(tmp_path: Path) -> None:
     assert ModeController(ModesConfig(), tmp_path, FakeClock()).current() is Mode.PRIVACY
     f.write_text('{"mode": "party"}')
     assert ModeController(ModesConfig(), tmp_path, FakeClock()).current() is Mode.PRIVACY
+
+
+def test_mode_changes_are_reported_once_each(tmp_path: Path) -> None:
+    clock = FakeClock()
+    seen: list[tuple[Mode, str]] = []
+    mc = ModeController(ModesConfig(), tmp_path, clock, on_change=lambda m, why: seen.append((m, why)))
+    mc.current()
+    mc.current()
+    mc.set(Mode.AWAY, by="test")
+    mc.current()
+    assert seen == [(Mode.HOME, "schedule"), (Mode.AWAY, "override")]

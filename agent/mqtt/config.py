@@ -81,7 +81,7 @@ class MqttConfig(StrictModel):
     )
     topic_prefix: str = Field(
         default=DEFAULT_PREFIX,
-        description="First level(s) of every topic of this hub; see README.md, "MQTT". One prefix per hub.",
+        description="First level(s) of every topic of this hub; see the MQTT section of README.md. One prefix per hub.",
     )
     discovery: bool = Field(
         default=True, description="Publish Home Assistant MQTT discovery so the hub appears as a device."

@@ -150,6 +150,12 @@ class HubAccessService:
         """AuditLog's `on_checkpoint`: retained, so an owner device can pin it any time."""
         self.client.publish(self.topics.audit_checkpoint, cp.encode(), qos=1, retain=True)
 
+    def publish_mode(self, mode: str) -> None:
+        """The household mode as the pipeline applies it (schedule, local override or MQTT), retained."""
+        with self._lock:
+            self.mode = mode
+        self.client.publish(self.topics.mode_state, mode, retain=True)
+
     def republish(self) -> None:
         """Retained state a restarted broker may have lost: open challenges, mode, checkpoint."""
         with self._lock:

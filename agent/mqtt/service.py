@@ -45,9 +45,12 @@ AUDITED_EVENTS: dict[str, str] = {
     "analysis_fault": "model_fault",
     "tamper": "tamper",
     "camera_covered": "tamper",
+    "mode_changed": "mode_change",
+    "model_missing": "model_fault",
+    "detector_error": "model_fault",
 }
 #: Event details copied into the audit entry (ids and counts only).
-_AUDIT_DETAILS = ("clip_id", "seq", "dest", "object", "frames", "bytes", "frame")
+_AUDIT_DETAILS = ("clip_id", "seq", "dest", "object", "frames", "bytes", "frame", "mode", "source")
 
 
 class HubMqtt:

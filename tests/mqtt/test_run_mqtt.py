@@ -91,5 +91,6 @@ mqtt:
     entries, problems = read_entries(audit_dir(data) / LOG_FILE)
     assert not problems
     audit_kinds = [e.kind for e in entries]
-    assert audit_kinds[0] == "boot" and "clip_created" in audit_kinds
+    assert audit_kinds[0] == "boot" and "clip_created" in audit_kinds and "mode_change" in audit_kinds
+    assert any(m.topic == f"{PREFIX}/mode/state" and m.payload == b"home" for m in seen)
     assert list((tmp_path / "clips").rglob("*.epaclip"))
