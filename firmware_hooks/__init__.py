@@ -1,0 +1,6 @@
+"""Entry points that hub firmware calls: boot check, the physical privacy switch, shutdown.
+
+Firmware (init scripts, a GPIO daemon, udev rules) calls these as
+`python -m firmware_hooks HOOK ...`; each exits 0 on success and non-zero
+with a one-line reason otherwise, so firmware can light an LED.
+"""
