@@ -34,8 +34,6 @@ keys in clear: only SealedBox stanzas to the requester's key.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,13 +46,14 @@ import nacl.exceptions
 import nacl.hash
 from nacl.signing import SigningKey, VerifyKey
 
-from agent.errors import AccessError, AgentError
+from agent.errors import AccessError, AgentError, InvalidKey
 from agent.keys import (
     DeviceIdentity,
     DevicePublic,
     HubIdentity,
     HubPublic,
     Roster,
+    b64url_decode,
     b64url_encode,
     canonical_json,
 )
@@ -83,15 +82,12 @@ def sig_domain(msg_type: str) -> bytes:
 
 
 def _b64d(text: Any, what: str) -> bytes:
-    if not isinstance(text, str) or not _B64_RE.match(text) or len(text) % 4 == 1:
+    if not isinstance(text, str):
         raise AccessError(f"{what}: not base64url without padding")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise AccessError(f"{what}: not base64url without padding") from None
-    if b64url_encode(raw) != text:
-        raise AccessError(f"{what}: non-canonical base64url")
-    return raw
+        return b64url_decode(text, what)
+    except InvalidKey as e:
+        raise AccessError(str(e)) from None
 
 
 def _hash_hex(data: bytes, person: bytes) -> str:

@@ -51,6 +51,7 @@ from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
 from agent.errors import InvalidKey, KeyFileError, RosterError, RosterRollback
+from agent.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -322,19 +323,6 @@ def _value_lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (tmpfs quirks, network mounts) cannot fsync a directory
-    finally:
-        os.close(fd)
-
-
 def write_new_file(path: Path, text: str, mode: int) -> None:
     """Create `path` with `mode` (O_EXCL: never overwrite a key), write, fsync."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -350,7 +338,7 @@ def write_new_file(path: Path, text: str, mode: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def read_secret_file(path: Path) -> str:
@@ -753,7 +741,7 @@ def install_roster(data_dir: str | Path, roster: Roster) -> bool:
         os.replace(tmp, final)
     except OSError as e:
         raise RosterError(f"cannot write {final}: {e.strerror}") from None
-    _fsync_dir(kd)
+    fsync_dir(kd)
     log.info("installed roster version %d (%d devices)", roster.version, len(roster.entries))
     return True
 

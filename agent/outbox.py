@@ -35,6 +35,7 @@ from agent.datatypes import Event
 from agent.envelope import ZERO_HASH, ClipInfo
 from agent.errors import EnvelopeError, SinkError
 from agent.events import EventCallback
+from agent.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +89,6 @@ def object_name_for(info: ClipInfo) -> str:
     """Destination name: opaque stream id + sequence + clip id. No camera name, no time."""
     h = info.header
     return f"{h.stream_id.hex()}/{h.seq:012d}-{h.clip_id.hex()}{CLIP_SUFFIX}"
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not every filesystem fsyncs directories; the file itself was fsynced
-    finally:
-        os.close(fd)
 
 
 class Outbox:
@@ -213,7 +201,7 @@ class Outbox:
         except OSError as e:
             # The row is committed and the .part complete: recovery renames it on next start.
             raise SinkError(f"cannot rename {part} in the outbox: {e.strerror or e}") from e
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return final
 
     # --- recovery --------------------------------------------------------------------
@@ -240,7 +228,7 @@ class Outbox:
                             log.info("outbox: removed unfinished segment %s after a restart", cid)
                     elif p.name.endswith(CLIP_SUFFIX) and p.name[: -len(CLIP_SUFFIX)] not in known:
                         p.unlink()
-                _fsync_dir(d)
+                fsync_dir(d)
                 # Backoff deadlines are monotonic times of a previous process: make them due.
                 self._db.execute(
                     "UPDATE deliveries SET next_due_mono=0 WHERE clip_id IN (SELECT clip_id FROM clips WHERE stream=?)",

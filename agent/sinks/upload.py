@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from agent.envelope import ClipInfo, verify_clip
 from agent.errors import SinkError
+from agent.fsutil import fsync_dir
 from agent.keys import HubPublic, read_secret_file
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,7 @@ class DirectoryUploader:
             # EnvelopeError (gate refused) or anything else: leave nothing half-written behind.
             _remove_quietly(tmp)
             raise
-        try:
-            fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            log.debug("cannot fsync directory %s: %s", target.parent, e)
+        fsync_dir(target.parent)
 
 
 def read_credentials_file(path: Path) -> tuple[str, str]:
