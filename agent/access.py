@@ -72,7 +72,6 @@ MODES: tuple[str, ...] = ("home", "away", "privacy")
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _CAMERA_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_B64_RE = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
 def sig_domain(msg_type: str) -> bytes:
