@@ -195,10 +195,24 @@ class MotionConfig(StrictModel):
 
 
 class TamperConfig(StrictModel):
-    enabled: bool = Field(default=True, description="Withhold frames when the camera looks covered.")
+    enabled: bool = Field(default=True, description="Withhold frames when the camera looks covered or moved.")
     covered_std: float = Field(
         default=6.0, ge=0, description="A frame whose grey-level standard deviation is below this counts as covered."
     )
+    moved_enabled: bool = Field(
+        default=True,
+        description="Withhold every frame once the scene no longer matches the one learned at start "
+        "(camera turned or re-mounted): the zones would no longer cover what they were drawn over.",
+    )
+    moved_threshold: float = Field(
+        default=0.6, gt=0, lt=1,
+        description="Share of the learned scene's edges that must still be found; below it for "
+        "`moved_hold_s` the camera counts as moved. People crossing the view cost about the share they cover.",
+    )
+    moved_hold_s: float = Field(
+        default=1.0, ge=0, description="Seconds the scene must stay unmatched before the camera counts as moved."
+    )
+    warmup_frames: int = Field(default=5, ge=1, description="Frames used to learn the scene at start.")
 
 
 class AnalysisConfig(StrictModel):

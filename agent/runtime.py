@@ -13,6 +13,7 @@ import logging
 
 from agent.analysis.base import Analyzer
 from agent.analysis.motion import MotionAnalyzer
+from agent.analysis.tamper import TamperAnalyzer
 from agent.clock import Clock
 from agent.config import CameraConfig, LoadedConfig
 from agent.detect.config import detection_rules, effective_detection
@@ -32,7 +33,10 @@ def camera_policy(loaded: LoadedConfig, cam: CameraConfig) -> CameraPolicy:
 def build_analyzers(loaded: LoadedConfig, cam: CameraConfig, policy: CameraPolicy, clock: Clock,
                     on_event: EventCallback) -> list[Analyzer]:
     a = loaded.config.analysis
-    analyzers: list[Analyzer] = [MotionAnalyzer(policy.withhold_capable_zones(), a.motion, a.tamper)]
+    analyzers: list[Analyzer] = [TamperAnalyzer(a.tamper)]
+    zones = policy.withhold_capable_zones()
+    if zones:
+        analyzers.append(MotionAnalyzer(zones, a.motion))
     if policy.detection_rules:
         analyzers.append(build_detection_analyzer(
             loaded.config.detection, cam.id, clock, on_event, camera=cam.detection, base_dir=loaded.path.parent,

@@ -7,7 +7,7 @@ import numpy as np
 from videokit import textured
 
 from agent.analysis.motion import MotionAnalyzer
-from agent.config import MotionConfig, TamperConfig
+from agent.config import MotionConfig
 from agent.datatypes import Frame, Style, ZoneAction
 from agent.policy import ZonePolicy
 from agent.zones import validate_polygon
@@ -17,7 +17,7 @@ DOOR = ZonePolicy("door", validate_polygon([[0.6, 0], [1, 0], [1, 1], [0.6, 1]])
 
 
 def run(frames: list[np.ndarray], fps: float = 10.0) -> list[tuple[bool, str]]:
-    a = MotionAnalyzer((DOOR,), MotionConfig(warmup_frames=3), TamperConfig())
+    a = MotionAnalyzer((DOOR,), MotionConfig(warmup_frames=3))
     out = []
     for i, img in enumerate(frames):
         za = a.analyze(Frame("cam", i, i / fps, 0.0, img)).zone_activity[0]
@@ -47,13 +47,6 @@ def test_still_person_stays_withheld_until_gone_plus_hold() -> None:
     after = res[311:]
     # Released only after hold_s (1 s = 10 frames) of an empty zone.
     assert all(o for o, _ in after[:10]) and not any(o for o, _ in after[11:])
-
-
-def test_covered_camera_is_a_fault() -> None:
-    a = MotionAnalyzer((), MotionConfig(), TamperConfig())
-    black = np.zeros((120, 160, 3), np.uint8)
-    assert a.analyze(Frame("cam", 0, 0.0, 0.0, black)).faults == ("tamper:covered",)
-    assert a.analyze(Frame("cam", 1, 0.1, 0.0, textured(160, 120))).faults == ()
 
 
 def test_resolution_change_restarts_warmup() -> None:

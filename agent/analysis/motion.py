@@ -1,4 +1,4 @@
-"""Activity and presence in `withhold` zones, plus covered-camera detection.
+"""Activity and presence in `withhold` zones.
 
 Invariants:
 - Presence counts, not only motion. Each withhold zone keeps an *empty
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from agent.config import MotionConfig, TamperConfig
+from agent.config import MotionConfig
 from agent.datatypes import Analysis, Frame, Image, ZoneActivity
 from agent.policy import ZonePolicy
 from agent.zones import zone_mask
@@ -50,10 +50,9 @@ class MotionAnalyzer:
 
     name = "motion"
 
-    def __init__(self, zones: tuple[ZonePolicy, ...], motion: MotionConfig, tamper: TamperConfig) -> None:
+    def __init__(self, zones: tuple[ZonePolicy, ...], motion: MotionConfig) -> None:
         self._zones = zones
         self._cfg = motion
-        self._tamper = tamper
         self._size: tuple[int, int] | None = None
         self._work: tuple[int, int] = (0, 0)
         self._states: dict[str, _ZoneState] = {}
@@ -85,12 +84,9 @@ class MotionAnalyzer:
         w, h = frame.width_px, frame.height_px
         if self._size != (w, h):
             self._reset(w, h)
-        grey = self._grey(frame.image)
-        faults: list[str] = []
-        if self._tamper.enabled and float(grey.std()) < self._tamper.covered_std:
-            faults.append("tamper:covered")
         if not self._zones:
-            return Analysis(faults=tuple(faults))
+            return Analysis()
+        grey = self._grey(frame.image)
 
         assert self._bg is not None
         any_occupied = any(s.occupied for s in self._states.values())
@@ -110,10 +106,7 @@ class MotionAnalyzer:
                     st.occupied, st.reason, st.clear_since_s = False, "", None
                 self._warm = []
             else:
-                return Analysis(
-                    zone_activity=tuple(ZoneActivity(n, True, "warmup") for n in self._states),
-                    faults=tuple(faults),
-                )
+                return Analysis(zone_activity=tuple(ZoneActivity(n, True, "warmup") for n in self._states))
 
         acts = []
         for z in self._zones:
@@ -142,4 +135,4 @@ class MotionAnalyzer:
                 # Follow slow lighting drift only while the zone is empty.
                 cv2.accumulateWeighted(greyf, st.empty_ref, 0.05, mask=st.mask.astype(np.uint8))
             acts.append(ZoneActivity(z.name, st.occupied, st.reason))
-        return Analysis(zone_activity=tuple(acts), faults=tuple(faults))
+        return Analysis(zone_activity=tuple(acts))
