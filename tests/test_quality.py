@@ -25,6 +25,7 @@ from agent.evaluate import _source_frames, evaluate, format_report
 from agent.fixtures import PHOTO_TRUTH, SPRITES, load_truth
 from agent.quality import (
     COVERED_MIN,
+    SingleFrameRun,
     box_change_fraction,
     changed_pixels,
     masked_by_pixels,
@@ -108,11 +109,11 @@ def _photo(name: str) -> np.ndarray:
     return np.asarray(cv2.imread(str(check_photo(photo_truth()[name])), cv2.IMREAD_COLOR))
 
 
-def _run(img: np.ndarray, action: Action, boxes: Sequence[BoxRel]) -> tuple[Decision, np.ndarray | None]:
+def _run(img: np.ndarray, action: Action, boxes: Sequence[BoxRel]) -> SingleFrameRun:
     regions = tuple(MaskRegion("face", "detection", b.to_points()) for b in boxes)
     d = Decision("photo", 0, 0.0, action, ("test",), regions if action is Action.MASK else ())
     rf = apply(Frame("photo", 0, 0.0, 0.0, img.copy()), d)
-    return d, None if rf is None else np.asarray(rf.image)
+    return SingleFrameRun(d, None if rf is None else np.asarray(rf.image), (), ())
 
 
 def _shift(b: BoxRel, dx: float) -> BoxRel:
@@ -127,8 +128,7 @@ def test_face_recall_perfect_and_broken(name: str) -> None:
     n = len(faces)
 
     def recall(action: Action, boxes: Sequence[BoxRel]) -> tuple[int, int]:
-        d, out = _run(img, action, boxes)
-        o = score_ours(t, img, d, out, [])
+        o = score_ours(t, img, _run(img, action, boxes))
         assert o.faces.total == o.faces_px.total == n and not o.problems
         return o.faces.hits, o.faces_px.hits
 
@@ -147,15 +147,16 @@ def test_face_recall_perfect_and_broken(name: str) -> None:
 
 def test_no_decision_scores_nothing_and_is_a_problem() -> None:
     t = photo_truth()[ASTRONAUT]
-    o = score_ours(t, _photo(ASTRONAUT), None, None, ["expected one decision, got 0"])
+    o = score_ours(t, _photo(ASTRONAUT), SingleFrameRun(None, None, ("expected one decision, got 0",), ()))
     assert o.faces.hits == 0 and o.faces.total == 1 and o.problems
 
 
 def test_mask_claim_without_black_pixels_is_a_failure() -> None:
     t = photo_truth()[ASTRONAUT]
     img = _photo(ASTRONAUT)
-    d, out = _run(img, Action.MASK, [BoxRel(*t.faces[0])])
-    o = score_ours(t, img, d, img, [])  # the decision says masked, the pixels are the input
+    run = _run(img, Action.MASK, [BoxRel(*t.faces[0])])
+    # The decision says masked, the pixels are the input.
+    o = score_ours(t, img, SingleFrameRun(run.decision, img, (), ()))
     assert o.faces.hits == 1 and o.faces_px.hits == 0
     assert any("not black" in p for p in o.problems)
 
@@ -274,6 +275,8 @@ def test_video_face_recall_of_our_replay_and_eval_labels(scenario_dir: ScenarioD
     ours = video_face_recall_ours(fx, rd)
     assert ours.faces.hits == ours.faces.total == total and not ours.problems
     assert ours.frames_withheld == len(truth["per_frame"]) // 2
+    released = sum(len(fr["faces"]) for fr in truth["per_frame"][::2])
+    assert ours.faces_released.hits == ours.faces_released.total == released
     rep = evaluate(fx, rd)
     assert rep.to_json()["face_recall"] == 1.0
     assert f"face recall (>={COVERED_MIN:.0%})" in format_report(rep)
