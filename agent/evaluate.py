@@ -5,7 +5,7 @@ reports three figures, prints them as a table and saves them as JSON:
 
 1. `zone_pixels_leaked` (must be 0): pixels of the truth's `mask` zones that a
    released frame does not hide. Counted twice: geometrically (truth zones
-   rasterised with `agent.zones.zone_mask` against the union of the decision's
+   rasterised with `agent.redact.regions_mask` against the union of the decision's
    regions) and on the decoded pixels of `redacted.mp4`. The headline is the
    larger of the two.
 2. `withhold_misses` (must be 0): frames whose truth says `must_withhold`
@@ -50,7 +50,7 @@ from agent.errors import FixtureError
 from agent.fixtures import load_truth
 from agent.redact import regions_mask
 from agent.video import fit_into
-from agent.zones import Mask, box_pixels, zone_mask
+from agent.zones import Mask, box_pixels
 
 log = logging.getLogger(__name__)
 
@@ -297,12 +297,12 @@ class EvalReport:
 
 
 def _truth_mask(zones: Sequence[Mapping[str, Any]], w: int, h: int) -> Mask:
-    m = np.zeros((h, w), np.uint8)
-    for z in zones:
-        if z["action"] == "mask":
-            pts = tuple(PointRel(float(x), float(y)) for x, y in z["points"])
-            cv2.bitwise_or(m, zone_mask(pts, w, h), dst=m)
-    return m
+    # The same rasterisation redaction uses, so a perfect replay scores exactly 0 both ways.
+    regions = tuple(
+        MaskRegion(str(z["name"]), "zone", tuple(PointRel(float(x), float(y)) for x, y in z["points"]))
+        for z in zones if z["action"] == "mask"
+    )
+    return regions_mask(regions, w, h)
 
 
 def _box_mask(boxes: Sequence[Sequence[float]], w: int, h: int) -> Mask:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from agent.datatypes import Action, Decision, Frame, Image, MaskRegion, Style
+from agent.datatypes import Action, Decision, Frame, Image, MaskRegion, PointRel, Style
 from agent.errors import PrivacyViolation
-from agent.zones import Mask, polygon_bbox_px, zone_mask
+from agent.zones import Mask, polygon_bbox_px, rect_pixels, zone_mask
 
 _MINT = object()
 
@@ -71,12 +71,11 @@ def _coarse(region: Image, style: Style) -> Image:
     return cv2.resize(small, (w, h), interpolation=interp)
 
 
-def _stylize(out: Image, original: Image, mask: Mask, style: Style, bbox: tuple[int, int, int, int]) -> None:
-    """Replace pixels of `out` under `mask` (limited to `bbox`) in place."""
+def _stylize(out: Image, original: Image, m: Mask, style: Style, bbox: tuple[int, int, int, int]) -> None:
+    """Replace pixels of `out` inside `bbox` where the bbox-sized mask `m` is set, in place."""
     x0, y0, x1, y1 = bbox
     if x1 <= x0 or y1 <= y0:
         return
-    m = mask[y0:y1, x0:x1]
     sub = out[y0:y1, x0:x1]
     if style is Style.SOLID:
         cv2.copyTo(_black(sub.shape), m, sub)
@@ -94,6 +93,17 @@ def _stylize(out: Image, original: Image, mask: Mask, style: Style, bbox: tuple[
     cv2.copyTo(fill, m, sub)
 
 
+def region_raster(points: tuple[PointRel, ...], width_px: int, height_px: int) -> tuple[Mask, tuple[int, int, int, int]]:
+    """(bbox-sized mask, bbox) of one region: the one rasterisation redaction and evaluation share."""
+    rect = rect_pixels(points, width_px, height_px)
+    if rect is not None:
+        x0, y0, x1, y1 = rect
+        return _ones((y1 - y0, x1 - x0)), rect
+    bbox = polygon_bbox_px(points, width_px, height_px)
+    x0, y0, x1, y1 = bbox
+    return zone_mask(points, width_px, height_px)[y0:y1, x0:x1], bbox
+
+
 _BLACK: dict[tuple[int, ...], Image] = {}
 
 
@@ -104,6 +114,10 @@ def _black(shape: tuple[int, ...]) -> Image:
             _BLACK.clear()
         b = _BLACK[shape] = np.zeros(shape, np.uint8)
     return b
+
+
+def _ones(shape: tuple[int, int]) -> Mask:
+    return np.full(shape, 255, np.uint8)
 
 
 def _solid_fast(out: Image, mask: Mask) -> None:
@@ -140,29 +154,38 @@ def apply(frame: Frame, decision: Decision) -> RedactedFrame | None:
         return None
     if decision.action is Action.WITHHOLD:
         return None
-    if decision.action is Action.PASS and decision.regions:
-        # A pass with regions is contradictory; treat the regions as binding.
-        pass
+    # A PASS that carries regions is contradictory; the regions are applied anyway.
     w, h = frame.width_px, frame.height_px
     out = frame.image.copy()
-    solid = tuple(r.points for r in decision.regions if r.style is Style.SOLID)
-    if solid:
-        _solid_fast(out, _region_union(solid, w, h))
+    # Solid non-rectangular regions (homeowner polygons) repeat every frame:
+    # one cached full-frame union, applied with one masked copy.
+    polys = tuple(r.points for r in decision.regions
+                  if r.style is Style.SOLID and rect_pixels(r.points, w, h) is None)
+    if polys:
+        _solid_fast(out, _region_union(polys, w, h))
     for r in decision.regions:
-        if r.style is not Style.SOLID:
-            _stylize(out, frame.image, zone_mask(r.points, w, h), r.style, polygon_bbox_px(r.points, w, h))
+        rect = rect_pixels(r.points, w, h)
+        if r.style is Style.SOLID:
+            if rect is not None:
+                x0, y0, x1, y1 = rect
+                out[y0:y1, x0:x1] = 0
+            continue
+        m, bbox = region_raster(r.points, w, h)
+        _stylize(out, frame.image, m, r.style, bbox)
     return RedactedFrame(frame.camera_id, frame.index, frame.t_s, out, decision, _MINT)
 
 
-def _region_union(polys: tuple[tuple, ...], w: int, h: int) -> Mask:
+def _region_union(polys: tuple[tuple[PointRel, ...], ...], w: int, h: int) -> Mask:
     if len(polys) == 1:
         return zone_mask(polys[0], w, h)
     return _solid_cache.get(polys, w, h)
 
 
 def regions_mask(regions: tuple[MaskRegion, ...], width_px: int, height_px: int) -> Mask:
-    """Union mask of regions (for evaluation and previews)."""
-    m = np.zeros((height_px, width_px), np.uint8)
+    """Union mask of regions, rasterised exactly as `apply` does (for evaluation and previews)."""
+    out = np.zeros((height_px, width_px), np.uint8)
     for r in regions:
-        cv2.bitwise_or(m, zone_mask(r.points, width_px, height_px), dst=m)
-    return m
+        m, (x0, y0, x1, y1) = region_raster(r.points, width_px, height_px)
+        sub = out[y0:y1, x0:x1]
+        cv2.bitwise_or(sub, m, dst=sub)
+    return out

@@ -132,7 +132,7 @@ def _scanline_fill(points: tuple[PointRel, ...], width_px: int, height_px: int) 
     return (filled * 255).astype(np.uint8)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
 def zone_mask(points: tuple[PointRel, ...], width_px: int, height_px: int) -> Mask:
     """Binary mask (255 inside) for a polygon at a resolution. Read-only, cached."""
     mask = _scanline_fill(points, width_px, height_px)
@@ -153,6 +153,28 @@ def box_pixels(box: BoxRel, width_px: int, height_px: int) -> tuple[int, int, in
     x1 = min(width_px, math.ceil(box.x1_rel * width_px))
     y1 = min(height_px, math.ceil(box.y1_rel * height_px))
     return x0, y0, x1, y1
+
+
+def rect_pixels(points: tuple[PointRel, ...], width_px: int, height_px: int) -> tuple[int, int, int, int] | None:
+    """Pixel bounds (x0, y0, x1, y1; exclusive end) of an axis-aligned rectangle, or None for other polygons.
+
+    Detection boxes are rectangles: they are filled by slicing instead of
+    rasterising a full-frame mask per box per frame. Like `zone_mask`, the
+    bounds cover every pixel the box touches plus a two-pixel guard, a superset
+    of what `zone_mask` (outline rounding plus one pixel of dilation) covers for
+    the same rectangle; a degenerate box still hides a few pixels.
+    """
+    if len(points) != 4:
+        return None
+    xs = sorted({p.x_rel for p in points})
+    ys = sorted({p.y_rel for p in points})
+    if len(xs) > 2 or len(ys) > 2:
+        return None
+    if {(p.x_rel, p.y_rel) for p in points} != {(x, y) for x in xs for y in ys}:
+        return None
+    x0, y0, x1, y1 = box_pixels(BoxRel(xs[0], ys[0], xs[-1], ys[-1]), width_px, height_px)
+    g = 2
+    return max(0, x0 - g), max(0, y0 - g), min(width_px, max(x1, x0 + 1) + g), min(height_px, max(y1, y0 + 1) + g)
 
 
 def polygon_bbox_px(points: tuple[PointRel, ...], width_px: int, height_px: int) -> tuple[int, int, int, int]:

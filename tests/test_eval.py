@@ -26,7 +26,6 @@ from agent.evaluate import _source_frames, evaluate, format_report, parse_decisi
 from agent.fixtures import load_truth
 from agent.redact import apply, regions_mask
 from agent.video import VideoEncoder
-from agent.zones import zone_mask
 
 ScenarioDir = Callable[[str], Path]
 Regions = Callable[[Mapping[str, Any]], tuple[MaskRegion, ...]]
@@ -110,8 +109,8 @@ def test_missing_mask_region_is_counted_both_ways(scenario_dir: ScenarioDir, tmp
     rep = evaluate(fx, rd)
     released = [fr for fr in truth["per_frame"] if not fr["must_withhold"]]
     mirror = next(z for z in truth["zones"] if z["name"] == "mirrors")
-    per_frame = int(np.count_nonzero(zone_mask(tuple(PointRel(x, y) for x, y in mirror["points"]),
-                                               truth["width_px"], truth["height_px"])))
+    mirror_region = MaskRegion("mirrors", "zone", tuple(PointRel(x, y) for x, y in mirror["points"]))
+    per_frame = int(np.count_nonzero(regions_mask((mirror_region,), truth["width_px"], truth["height_px"])))
     assert rep.leaked_geometric == per_frame * len(released)
     assert rep.leaked_decoded is not None and rep.leaked_decoded > per_frame * len(released) // 4
     assert rep.leak_frames == [fr["frame"] for fr in released]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from agent import redact
 from agent.datatypes import Action, BoxRel, Decision, Frame, MaskRegion, Style
 from agent.errors import PrivacyViolation
-from agent.redact import RedactedFrame, require_redacted
+from agent.redact import RedactedFrame, regions_mask, require_redacted
 from agent.zones import validate_polygon, zone_mask
 
 
@@ -39,7 +39,9 @@ def test_every_masked_pixel_changes(w: int, h: int, style: Style, seed: int, x0:
     d = Decision("cam", 0, 0.0, Action.MASK, ("zone:z",), (r,))
     out = redact.apply(frame(img), d)
     assert out is not None
-    m = zone_mask(r.points, w, h) > 0
+    m = regions_mask((r,), w, h) > 0
+    # The applied mask covers at least the polygon rasterisation every zone gets.
+    assert not (zone_mask(r.points, w, h) > 0)[~m].any()
     changed = np.any(out.image != img, axis=2)
     assert changed[m].all(), "a pixel inside the mask kept its original value"
     assert np.array_equal(out.image[~m], img[~m]), "pixels outside the mask must not change"
