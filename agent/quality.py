@@ -68,7 +68,7 @@ from agent.clock import SystemClock
 from agent.config import LoadedConfig, config_hash, parse_config_text
 from agent.data import TRUTH_FILE, PhotoTruth, check_photo, photo_truth
 from agent.datatypes import Action, BoxRel, Decision, Image, Mode, Style
-from agent.errors import FixtureError
+from agent.errors import FixtureError, ModelError
 from agent.events import EventLog
 from agent.redact import RedactedFrame, regions_mask, require_redacted
 from agent.shared_data import repo_dir
@@ -498,6 +498,20 @@ class PhotoReport:
         return doc
 
 
+def _require_models(loaded: LoadedConfig) -> None:
+    """A missing model withholds every frame, which would score as perfect recall: refuse instead."""
+    from agent.detect.factory import model_cache_path
+    from models.install import verify
+
+    det = loaded.config.detection
+    names = [m for m, on in ((det.faces.model, det.enabled and det.faces.enabled),
+                             (det.objects.model, det.objects_active)) if on]
+    bad = [r for r in verify(names, cache=model_cache_path(det, loaded.path.parent)) if not r.ok]
+    if bad:
+        raise ModelError("cannot measure detection quality: " + "; ".join(r.problem for r in bad)
+                         + " (run `privacy-agent models install`, offline with --from DIR)")
+
+
 def evaluate_photos(
     work: Path, *, names: Sequence[str] | None = None, variants: Sequence[str] = ("default", "faces_only"),
     deface_bin: Path | None = None,
@@ -507,6 +521,7 @@ def evaluate_photos(
     rep = PhotoReport()
     for v in variants:
         loaded = eval_config(v)
+        _require_models(loaded)
         rows = []
         for t, png, img in inputs:
             t0 = time.perf_counter()

@@ -44,7 +44,7 @@ MANIFEST_PATH = Path(__file__).with_name("MANIFEST.tsv")
 CACHE_ENV = "EPA_MODEL_CACHE"
 DEFAULT_CACHE = Path("~/.cache/edge-privacy-agent/models")
 # Models the default detection config needs (faces: YuNet-s, objects: YOLOX-Nano).
-DEFAULT_MODELS: tuple[str, ...] = ("yunet_s_640", "yolox_nano")
+DEFAULT_MODELS: tuple[str, ...] = ("yunet_s_dynamic", "yolox_nano")
 
 _COLUMNS = (
     "name", "kind", "file", "size_bytes", "sha256", "licence", "source",

@@ -38,7 +38,7 @@ class Rig:
         self.events: list[Event] = []
         self.fps = fps
         self.missing = missing if missing is not None else set()
-        self.faces = FakeDetector("yunet_s_640", frozenset({"face"}), (FACE,), self.clock)
+        self.faces = FakeDetector("yunet_s_dynamic", frozenset({"face"}), (FACE,), self.clock)
         self.objects = FakeDetector("yolox_nano", frozenset({"bed"}), (BED,), self.clock)
         self.loads: list[str] = []
         self.analyzer = build_detection_analyzer(self.cfg, "cam", self.clock, self.events.append, loader=self.load)
@@ -142,10 +142,10 @@ def test_default_loader_with_an_empty_cache_fails_closed(tmp_path: Path) -> None
     events: list[Event] = []
     a = build_detection_analyzer(DetectionConfig(model_cache=str(tmp_path)), "cam", FakeClock(), events.append)
     out = a.analyze(Frame("cam", 0, 0.0, 0.0, IMG.copy()))
-    assert out.faults == ("model_missing:yunet_s_640", "model_missing:yolox_nano")
+    assert out.faults == ("model_missing:yunet_s_dynamic", "model_missing:yolox_nano")
     assert out.detections == ()
     assert [e.kind for e in events] == ["model_missing", "model_missing"]
-    assert "models install yunet_s_640" in str(events[0].details["error"])
+    assert "models install yunet_s_dynamic" in str(events[0].details["error"])
 
 
 def test_relative_model_cache_is_relative_to_the_config(tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_detector_error_is_a_fault_with_one_event_and_recovery() -> None:
     rig.step()
     rig.faces.fail = AnalysisError("boom")
     outs = [rig.step() for _ in range(3)]
-    assert all("detector_error:yunet_s_640" in o.faults for o in outs)
+    assert all("detector_error:yunet_s_dynamic" in o.faults for o in outs)
     assert all(not any(d.label == "face" for d in o.detections) for o in outs)  # no stale faces reused
     assert [e.kind for e in rig.events] == ["detector_error"]
     assert "AnalysisError: boom" in str(rig.events[0].details["error"])
@@ -177,7 +177,7 @@ def test_broken_event_sink_does_not_stop_fail_closed(caplog: pytest.LogCaptureFi
     a = DetectionAnalyzer(DetectionConfig(), "cam", FakeClock(), sink,
                           loader=lambda role, model: (_ for _ in ()).throw(ModelError("gone")))
     out = a.analyze(Frame("cam", 0, 0.0, 0.0, IMG.copy()))
-    assert out.faults == ("model_missing:yunet_s_640", "model_missing:yolox_nano")
+    assert out.faults == ("model_missing:yunet_s_dynamic", "model_missing:yolox_nano")
     assert "event sink failed" in caplog.text
 
 
@@ -218,7 +218,7 @@ def test_defaults_protect_a_camera_without_zones() -> None:
     cfg = parse_config_text("cameras:\n  - id: hall\n    source: hall.mp4\n")
     d = cfg.detection
     assert d.faces_active and d.objects_active and protections_off(d) == []
-    assert (d.faces.model, d.objects.model) == ("yunet_s_640", "yolox_nano")
+    assert (d.faces.model, d.objects.model) == ("yunet_s_dynamic", "yolox_nano")
     rules = {r["label"]: r for r in detection_rules(d)}
     assert set(rules) == {"face", "person", "bed", "toilet", "sink"}
     assert rules["face"] == {"label": "face", "action": Action.MASK, "min_score": 0.5, "margin_rel": 0.25,

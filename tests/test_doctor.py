@@ -17,7 +17,7 @@ def test_doctor_healthy_plaintext_setup(tmp_path: Path, capsys: pytest.CaptureFi
                    "sinks: [{type: directory, path: out, plaintext: true}]\n")
     assert main(["doctor", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
-    assert "[ok  ] model yunet_s_640" in out and "[ok  ] camera cam source" in out
+    assert "[ok  ] model yunet_s_dynamic" in out and "[ok  ] camera cam source" in out
     assert "[WARN] plaintext sink" in out
 
 
@@ -30,7 +30,7 @@ def test_doctor_reports_each_problem_with_a_fix(tmp_path: Path, capsys: pytest.C
     assert main(["doctor", "--config", str(cfg)]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] camera cam source" in out and "does not exist" in out
-    assert "[FAIL] model yunet_s_640" in out and "privacy-agent models install yunet_s_640" in out
+    assert "[FAIL] model yunet_s_dynamic" in out and "privacy-agent models install yunet_s_dynamic" in out
     assert "[FAIL] hub identity" in out and "privacy-agent keys init" in out
 
 

@@ -29,9 +29,9 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     # Low on purpose: a missed face or bed leaks, an extra mask costs only pixels.
     "face": 0.5,
     "person": 0.35,
-    "bed": 0.3,
-    "toilet": 0.3,
-    "sink": 0.3,
+    "bed": 0.2,
+    "toilet": 0.2,
+    "sink": 0.2,
 }
 FALLBACK_THRESHOLD = 0.35
 
@@ -66,14 +66,15 @@ class FaceDetectionConfig(StrictModel):
         description="Detect and mask faces. Turning this off is logged as a warning.",
     )
     model: str = Field(
-        default="yunet_s_640",
-        description="Face model name from models/MANIFEST.tsv: yunet_s_640 (default), yunet_s_320, "
+        default="yunet_s_dynamic",
+        description="Face model name from models/MANIFEST.tsv: yunet_s_dynamic (default; YuNet-s with its "
+        "input fitted to the frame's aspect, long side 640), yunet_s_640, yunet_s_320, "
         "yunet_s_dynamic, ultraface_rfb_320 or centerface.",
     )
     input_size: tuple[int, int] | None = Field(
         default=None,
         description="[width, height] for models with a dynamic input (yunet_s_dynamic, centerface); "
-        "multiples of 32. Default: 640x480 for yunet_s_dynamic, the frame size rounded up for centerface.",
+        "multiples of 32. Default: fitted to each frame (long side 640, aspect kept) for yunet_s_dynamic, the frame size rounded up for centerface.",
     )
     margin_rel: float = Field(
         default=0.25, ge=0, le=2,

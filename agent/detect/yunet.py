@@ -23,7 +23,16 @@ from agent.detect.prep import FloatArray, Letterbox
 from agent.errors import ModelError
 
 STRIDES = (8, 16, 32)
+# Dynamic-input YuNet without an explicit input_size: the long side of the
+# frame maps to this many pixels and the short side to the next multiple of
+# 32 that keeps the aspect. A 16:9 frame runs at 640x384 instead of being
+# letterboxed into 640x640, about 40% less compute for the same face sizes.
+AUTO_LONG_SIDE_PX = 640
 DEFAULT_DYNAMIC_SIZE = (640, 480)
+
+
+def _up32(v: float) -> int:
+    return max(32, int(-(-v // 32) * 32))
 
 
 def decode_yunet(outputs: Mapping[str, FloatArray], in_w_px: int, in_h_px: int,
@@ -55,11 +64,23 @@ class YuNetDetector(OnnxDetector):
     plugin = "yunet"
     nms_iou = 0.3  # FaceDetectorYN's default
 
+    _auto = False
+
     def choose_input_size(self, declared: Sequence[object], requested: tuple[int, int] | None) -> tuple[int, int]:
         h, w = declared[2], declared[3]
         if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0) and requested is None:
+            self._auto = True
             requested = DEFAULT_DYNAMIC_SIZE
         return super().choose_input_size(declared, requested)
+
+    def input_size_for(self, src_w_px: int, src_h_px: int) -> tuple[int, int]:
+        if not self._auto:
+            return self.in_w_px, self.in_h_px
+        long = max(src_w_px, src_h_px)
+        short = min(src_w_px, src_h_px) * AUTO_LONG_SIDE_PX / long
+        if src_w_px >= src_h_px:
+            return AUTO_LONG_SIDE_PX, _up32(short)
+        return _up32(short), AUTO_LONG_SIDE_PX
 
     def decode(self, outputs: Mapping[str, FloatArray], box: Letterbox) -> tuple[FloatArray, FloatArray, npt.NDArray[np.int64]]:
         boxes, scores, _ = decode_yunet(outputs, box.in_w_px, box.in_h_px)
