@@ -66,6 +66,11 @@ def _coarse(region: Image, style: Style) -> Image:
     # low resolution; at least 12 px so small zones are still destroyed.
     block = max(12, int(math.ceil(max(h, w) / 10)))
     gw, gh = max(1, w // block), max(1, h // block)
+    # Each cell is the mean of 64 bilinear samples spread over its block:
+    # as destructive as an exact block mean, and ~50x cheaper than a direct
+    # INTER_AREA reduction by a large factor.
+    if w > gw * 8 and h > gh * 8:
+        region = cv2.resize(region, (gw * 8, gh * 8), interpolation=cv2.INTER_LINEAR)
     small = cv2.resize(region, (gw, gh), interpolation=cv2.INTER_AREA)
     interp = cv2.INTER_NEAREST if style is Style.PIXELATE else cv2.INTER_LINEAR
     return cv2.resize(small, (w, h), interpolation=interp)
@@ -84,11 +89,13 @@ def _stylize(out: Image, original: Image, m: Mask, style: Style, bbox: tuple[int
     fill = _coarse(orig, style)
     # A pixel whose coarse value happens to equal its original (flat areas)
     # would survive unchanged; flip a high bit so nothing original remains.
-    # (cv2 calls throughout: numpy boolean indexing is ~50x slower here.)
-    b, g, r = cv2.split(cv2.absdiff(fill, orig))
-    diff = cv2.bitwise_or(cv2.bitwise_or(b, g), r).reshape(m.shape)
-    same = ((diff == 0) & (m > 0)).astype(np.uint8)
-    if same.any():
+    # The grey of the difference is 0 for every equal pixel (and for a few
+    # that differ by a level or two, whose flip is harmless: 64 levels away
+    # from the fill in every channel is still not the original). cv2 calls
+    # throughout: numpy boolean indexing is ~50x slower here.
+    grey = cv2.cvtColor(cv2.absdiff(fill, orig), cv2.COLOR_BGR2GRAY).reshape(m.shape)
+    if cv2.countNonZero(grey) < grey.size:
+        same = ((grey == 0) & (m > 0)).astype(np.uint8)
         cv2.bitwise_xor(fill, np.full_like(fill, 0x40), dst=fill, mask=same)
     cv2.copyTo(fill, m, sub)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from agent.analysis.base import shrink
 from agent.config import MotionConfig
 from agent.datatypes import Analysis, Frame, Image, ZoneActivity
 from agent.policy import ZonePolicy
@@ -76,7 +77,7 @@ class MotionAnalyzer:
         self._warm = []
 
     def _grey(self, img: Image) -> np.ndarray:
-        small = cv2.resize(img, self._work, interpolation=cv2.INTER_AREA)
+        small = shrink(img, self._work)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         return cv2.GaussianBlur(grey, (5, 5), 0)
 

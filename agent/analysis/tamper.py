@@ -22,6 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from agent.analysis.base import shrink
 from agent.config import TamperConfig
 from agent.datatypes import Analysis, Frame
 
@@ -44,7 +45,7 @@ class TamperAnalyzer:
         self.last_persistence: float | None = None
 
     def _edges(self, frame: Frame) -> tuple[np.ndarray, float]:
-        small = cv2.resize(frame.image, _WORK_PX, interpolation=cv2.INTER_AREA)
+        small = shrink(frame.image, _WORK_PX)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         std = float(grey.std())
         edges = cv2.Canny(cv2.GaussianBlur(grey, (3, 3), 0), 40, 120)
