@@ -525,7 +525,9 @@ class ClipWriter:
         self.header = Header(bytes(hub.signing_key.verify_key), cid, stream_id, seq, prev_hash, ss_header, stanzas)
         raw = self.header.encode()
         self._hdig = header_digest_of(raw)
-        self._buf = bytearray()
+        # Pending plaintext as pieces (copied once, by join, into the chunk pushed).
+        self._buf: list[bytes] = []
+        self._buf_len = 0
         self._hasher = _BackgroundHasher(b"epa1-chunks")
         self._count = 0
         self._size = 0
@@ -557,18 +559,20 @@ class ClipWriter:
         mv = memoryview(data).cast("B")
         n = len(mv)
         pos = 0
-        if self._buf:
-            take = min(CHUNK_BYTES - len(self._buf), n)
-            self._buf += mv[:take]
+        if self._buf_len:
+            take = min(CHUNK_BYTES - self._buf_len, n)
+            self._buf.append(bytes(mv[:take]))
+            self._buf_len += take
             pos = take
-            if len(self._buf) == CHUNK_BYTES:
-                self._push(bytes(self._buf), TAG_MESSAGE)
-                self._buf.clear()
+            if self._buf_len == CHUNK_BYTES:
+                self._push(b"".join(self._buf), TAG_MESSAGE)
+                self._buf, self._buf_len = [], 0
         while n - pos >= CHUNK_BYTES:
             self._push(bytes(mv[pos : pos + CHUNK_BYTES]), TAG_MESSAGE)
             pos += CHUNK_BYTES
         if pos < n:
-            self._buf += mv[pos:]
+            self._buf.append(bytes(mv[pos:]))
+            self._buf_len += n - pos
         return n
 
     @property
@@ -600,9 +604,9 @@ class ClipWriter:
         meta = canonical_json(dict(metadata))
         if len(meta) > CHUNK_BYTES:
             raise MalformedEnvelope(f"clip metadata is {len(meta)} bytes; the limit is {CHUNK_BYTES}")
-        if self._buf:
-            self._push(bytes(self._buf), TAG_MESSAGE)
-            self._buf.clear()
+        if self._buf_len:
+            self._push(b"".join(self._buf), TAG_MESSAGE)
+            self._buf, self._buf_len = [], 0
         self._push(meta, TAG_FINAL)
         self._done = True
         ct_hash = self._hasher.digest()
@@ -616,7 +620,7 @@ class ClipWriter:
     def abort(self) -> None:
         self._done = True
         self._hasher.cancel()
-        self._buf.clear()
+        self._buf, self._buf_len = [], 0
         self._state = None  # type: ignore[assignment]
 
     def close(self) -> None:
