@@ -49,7 +49,7 @@ from agent.datatypes import BoxRel, Image, MaskRegion, PointRel, Style
 from agent.errors import FixtureError
 from agent.fixtures import load_truth
 from agent.redact import regions_mask
-from agent.video import fit_into
+from agent.video import fit_into, video_frames
 from agent.zones import Mask, box_pixels
 
 log = logging.getLogger(__name__)
@@ -171,17 +171,7 @@ def _source_frames(fixture_dir: Path, truth: Mapping[str, Any]) -> Iterator[Imag
 def _video_frames(path: Path) -> Iterator[Image]:
     if not path.is_file():
         raise FixtureError(f"video {path} does not exist")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise FixtureError(f"cannot open video {path}")
-    try:
-        while True:
-            ok, img = cap.read()
-            if not ok or img is None:
-                return
-            yield np.asarray(img, dtype=np.uint8)
-    finally:
-        cap.release()
+    yield from video_frames(path)
 
 
 # --- the report --------------------------------------------------------------

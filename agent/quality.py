@@ -72,6 +72,7 @@ from agent.errors import FixtureError, ModelError
 from agent.events import EventLog
 from agent.redact import RedactedFrame, regions_mask, require_redacted
 from agent.shared_data import repo_dir
+from agent.video import video_frames
 from agent.zones import Mask, box_pixels
 
 log = logging.getLogger(__name__)
@@ -614,20 +615,6 @@ def format_photo_report(rep: PhotoReport) -> str:
 # --- fixture videos ----------------------------------------------------------------
 
 
-def _frames(path: Path) -> Iterator[Image]:
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise FixtureError(f"cannot open video {path}")
-    try:
-        while True:
-            ok, img = cap.read()
-            if not ok or img is None:
-                return
-            yield np.asarray(img, dtype=np.uint8)
-    finally:
-        cap.release()
-
-
 @dataclass
 class VideoFaceRecall:
     tool: str
@@ -671,7 +658,7 @@ def video_face_recall_ours(fixture_dir: Path, replay_dir: Path) -> VideoFaceReca
     decisions = read_decisions(replay_dir)
     res = VideoFaceRecall("ours")
     video = replay_dir / "redacted.mp4"
-    outs = _frames(video) if video.exists() else iter(())
+    outs = video_frames(video) if video.exists() else iter(())
     next_out = 0
     for i, src in enumerate(_source_frames(fixture_dir, truth)):
         fr = truth["per_frame"][i]
@@ -731,7 +718,7 @@ def video_face_recall_output(fixture_dir: Path, video: Path, tool: str) -> Video
 
     truth = load_truth(fixture_dir)
     res = VideoFaceRecall(tool)
-    outs = _frames(video)
+    outs = video_frames(video)
     for i, src in enumerate(_source_frames(fixture_dir, truth)):
         res.frames_in += 1
         out = next(outs, None)

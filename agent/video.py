@@ -14,7 +14,9 @@ Invariants:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from fractions import Fraction
+from pathlib import Path
 from typing import BinaryIO
 
 import av
@@ -22,7 +24,7 @@ import cv2
 import numpy as np
 
 from agent.datatypes import Image
-from agent.errors import SinkError
+from agent.errors import SinkError, SourceError
 from agent.redact import RedactedFrame, require_redacted
 
 log = logging.getLogger(__name__)
@@ -112,3 +114,18 @@ class VideoEncoder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def video_frames(path: Path) -> Iterator[Image]:
+    """Decode every frame of a video file (for evaluation and tests, not for camera sources)."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise SourceError(f"cannot open video {path}")
+    try:
+        while True:
+            ok, img = cap.read()
+            if not ok or img is None:
+                return
+            yield np.asarray(img, dtype=np.uint8)
+    finally:
+        cap.release()
