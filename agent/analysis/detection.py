@@ -22,6 +22,11 @@ Invariants (each has a test):
   stale result is not reused for that frame.
 - A frame from a new source (size change, stream time going backwards)
   discards carried results instead of applying them to the wrong scene.
+- With `objects.asynchronous`, the object detector runs on a worker thread:
+  frames never wait for it (except the very first, which has no result to
+  carry), a result is aged from the frame it was computed on, a hung worker
+  shows as a growing age (so the policy withholds), and a result computed
+  before a source change is discarded.
 - Time comes only from the injected clock; no sleeping, no wall time.
 """
 
@@ -29,8 +34,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.clock import Clock
 from agent.datatypes import Analysis, Detection, Event, Frame
@@ -65,6 +71,9 @@ class _Slot:
     infer_s: float | None = None  # EWMA of inference time on the injected clock
     failing: bool = False
     runs: int = 0  # successful detector runs, for stats
+    asynchronous: bool = False
+    pending: _Job | None = None
+    generation: int = 0  # bumped by forget(): a job from an older generation is discarded
 
     def age_s(self, frame: Frame) -> float | None:
         if self.result_t_s is None or self.result_mono_s is None:
@@ -74,6 +83,22 @@ class _Slot:
     def forget(self) -> None:
         self.result, self.result_t_s, self.result_mono_s = (), None, None
         self.frames_since_run = 0
+        self.pending = None
+        self.generation += 1
+
+
+@dataclass
+class _Job:
+    """One asynchronous detector run; written by its worker thread once, then `done` is set."""
+
+    t_s: float
+    mono_s: float
+    started_mono_s: float
+    generation: int
+    done: threading.Event = field(default_factory=threading.Event)
+    detections: tuple[Detection, ...] = ()
+    error: BaseException | None = None
+    finished_mono_s: float = 0.0
 
 
 class DetectionAnalyzer:
@@ -92,7 +117,8 @@ class DetectionAnalyzer:
         if cfg.faces_active:
             self.slots.append(_Slot("faces", cfg.faces.model, cfg.faces.every_n_frames))
         if cfg.objects_active:
-            self.slots.append(_Slot("objects", cfg.objects.model, cfg.objects.every_n_frames))
+            self.slots.append(_Slot("objects", cfg.objects.model, cfg.objects.every_n_frames,
+                                    asynchronous=cfg.objects.asynchronous))
         self._shape: tuple[int, int] | None = None
         self._prev_t_s: float | None = None
         self._frame_interval_s: float | None = None
@@ -202,7 +228,11 @@ class DetectionAnalyzer:
                     faults.append(f"model_missing:{slot.model}")
                     continue
             slot.frames_since_run += 1
-            if self._due(slot, frame):
+            if slot.asynchronous and slot.result_t_s is not None:
+                if not self._step_async(slot, frame):
+                    faults.append(f"detector_error:{slot.model}")
+                    continue
+            elif self._due(slot, frame):
                 if not self._run(slot, frame):
                     faults.append(f"detector_error:{slot.model}")
                     continue
@@ -230,22 +260,63 @@ class DetectionAnalyzer:
         try:
             dets = slot.detector.detect(frame.image)
         except Exception as e:  # noqa: BLE001  (stage boundary: any detector failure withholds the frame)
-            slot.forget()
-            if not slot.failing:
-                slot.failing = True
-                log.error("camera %s: %s detector %s failed: %s", self.camera_id, slot.role, slot.model, e)
-                self._emit("detector_error", f"{slot.role} detector {slot.model} failed; frames are withheld",
-                           slot, error=f"{type(e).__name__}: {e}")
-            return False
-        dt = max(0.0, self.clock.monotonic() - t0)
+            return self._failed(slot, e)
+        return self._succeeded(slot, dets, frame.t_s, frame.captured_monotonic_s,
+                               max(0.0, self.clock.monotonic() - t0))
+
+    def _failed(self, slot: _Slot, e: BaseException) -> bool:
+        slot.forget()
+        if not slot.failing:
+            slot.failing = True
+            log.error("camera %s: %s detector %s failed: %s", self.camera_id, slot.role, slot.model, e)
+            self._emit("detector_error", f"{slot.role} detector {slot.model} failed; frames are withheld",
+                       slot, error=f"{type(e).__name__}: {e}")
+        return False
+
+    def _succeeded(self, slot: _Slot, dets: tuple[Detection, ...], t_s: float, mono_s: float, dt: float) -> bool:
         slot.infer_s = dt if slot.infer_s is None else (1 - _EWMA) * slot.infer_s + _EWMA * dt
         if slot.failing:
             slot.failing = False
             log.warning("camera %s: %s detector %s recovered", self.camera_id, slot.role, slot.model)
             self._emit("detector_recovered", f"{slot.role} detector {slot.model} recovered", slot)
         slot.result = dets
-        slot.result_t_s = frame.t_s
-        slot.result_mono_s = frame.captured_monotonic_s
+        slot.result_t_s = t_s
+        slot.result_mono_s = mono_s
         slot.frames_since_run = 0
         slot.runs += 1
         return True
+
+    # --- asynchronous runs (objects.asynchronous) ----------------------------------
+
+    def _step_async(self, slot: _Slot, frame: Frame) -> bool:
+        """Collect a finished job, then start one if due. False when the finished job failed."""
+        job = slot.pending
+        if job is not None and job.done.is_set():
+            slot.pending = None
+            if job.generation == slot.generation:
+                if job.error is not None:
+                    return self._failed(slot, job.error)
+                self._succeeded(slot, job.detections, job.t_s, job.mono_s,
+                                max(0.0, job.finished_mono_s - job.started_mono_s))
+        if slot.pending is None and self._due(slot, frame):
+            self._start(slot, frame)
+        return True
+
+    def _start(self, slot: _Slot, frame: Frame) -> None:
+        detector = slot.detector
+        assert detector is not None
+        job = _Job(frame.t_s, frame.captured_monotonic_s, self.clock.monotonic(), slot.generation)
+        clock = self.clock
+
+        def work() -> None:
+            try:
+                job.detections = detector.detect(frame.image)
+            except Exception as e:  # noqa: BLE001  (reported on the analyzer's thread; the frame fails closed)
+                job.error = e
+            job.finished_mono_s = clock.monotonic()
+            job.done.set()
+
+        slot.pending = job
+        # A daemon thread per run (every few frames): a hung detector cannot
+        # block shutdown, and its growing age makes the policy withhold.
+        threading.Thread(target=work, name=f"detect-{self.camera_id}-{slot.role}", daemon=True).start()

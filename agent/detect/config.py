@@ -121,6 +121,13 @@ class ObjectDetectionConfig(StrictModel):
     max_every_n_frames: int = Field(
         default=30, ge=1, le=300, description="Adaptive cadence: the longest interval, in frames."
     )
+    asynchronous: bool = Field(
+        default=False,
+        description="Run the object detector beside the frames instead of in line: frames do not wait "
+        "for it, and each result is used once ready, aged (and its boxes grown) from the frame it was "
+        "computed on; `max_detection_age_s` still withholds if it falls behind. Recommended for live "
+        "cameras; off by default so replays of recorded files are frame-exact.",
+    )
 
 
 class PersonRuleConfig(StrictModel):
