@@ -32,7 +32,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from agent import redact
-from agent.analysis.base import Analyzer, merge
+from agent.analysis.base import Analyzer, close_analyzer, merge
 from agent.clock import Clock, SystemClock
 from agent.datatypes import Action, Analysis, Decision, Event, Frame, Mode
 from agent.errors import SinkError, SourceError
@@ -106,6 +106,10 @@ class AnalysisRunner:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pending is None or self._pending.done():
+            # Not while a timed-out analyzer is still running: it owns them.
+            for a in self._analyzers:
+                close_analyzer(a)
 
 
 class CameraPipeline:

@@ -184,6 +184,8 @@ def main() -> int:
     ap.add_argument("--no-install", action="store_true", help="do not create the deface venv if it is missing")
     ap.add_argument("--deface-venv", default=str(DEFACE_VENV))
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--async-objects", action="store_true",
+                    help="run the object detector asynchronously (detection.objects.asynchronous), as for live cameras")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -229,7 +231,10 @@ def main() -> int:
             frames = clip_frames(clip)
             tag = label.replace(" ", "_")
             cfg = td / f"cfg_{tag}.yaml"
-            cfg.write_text(CONFIG.format(data=td / "data", clip=clip))
+            text = CONFIG.format(data=td / "data", clip=clip)
+            if a.async_objects:
+                text = text.replace("cameras:", "detection: {objects: {asynchronous: true}}\ncameras:", 1)
+            cfg.write_text(text)
             out_dir = td / f"out_{tag}"
             row: dict[str, Any] = {"clip": label, "frames": frames}
             row["decode_encode"] = best([run_child(["baseline", str(clip)]) for _ in range(a.repeat)], "fps")

@@ -26,6 +26,13 @@ class Analyzer(Protocol):
         """Analyse one frame. May raise; the pipeline withholds on any failure."""
 
 
+def close_analyzer(a: Analyzer) -> None:
+    """Call an analyzer's optional `close()` (background work to finish before exit)."""
+    close = getattr(a, "close", None)
+    if callable(close):
+        close()
+
+
 def merge(parts: list[Analysis]) -> Analysis:
     """Combine several analyzers' results. Faults add up; detection age is the oldest."""
     dets = tuple(d for p in parts for d in p.detections)

@@ -288,6 +288,14 @@ class DetectionAnalyzer:
 
     # --- asynchronous runs (objects.asynchronous) ----------------------------------
 
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Let a running asynchronous job finish: ONNX Runtime aborts the process if the
+        interpreter exits while one of its sessions is still running on another thread."""
+        for slot in self.slots:
+            job = slot.pending
+            if job is not None and not job.done.wait(timeout_s):
+                log.error("camera %s: %s detector still running at shutdown", self.camera_id, slot.role)
+
     def _step_async(self, slot: _Slot, frame: Frame) -> bool:
         """Collect a finished job, then start one if due. False when the finished job failed."""
         job = slot.pending
