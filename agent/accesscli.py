@@ -52,6 +52,7 @@ from agent.errors import (
     EnvelopeError,
     KeyFileError,
 )
+from agent.fsutil import atomic_write
 from agent.keycli import owner_commands
 from agent.keys import (
     DeviceIdentity,
@@ -177,14 +178,7 @@ def next_counter(identity_path: Path) -> int:
     except (OSError, ValueError) as e:
         raise KeyFileError(f"counter file {p} is unreadable: {e}") from None
     n = max(last + 1, _now_ms())
-    tmp = p.with_name(p.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, f"{n}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, p)
+    atomic_write(p, f"{n}\n".encode(), 0o600)
     return n
 
 

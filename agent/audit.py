@@ -45,6 +45,7 @@ import nacl.hash
 
 from agent.clock import Clock, SystemClock
 from agent.errors import AuditError, InvalidKey
+from agent.fsutil import atomic_write
 from agent.keys import HubIdentity, HubPublic, b64url_decode, b64url_encode, canonical_json
 
 log = logging.getLogger(__name__)
@@ -298,11 +299,9 @@ class AuditLog:
     def _checkpoint_locked(self) -> Checkpoint:
         assert self._hub is not None
         cp = Checkpoint.sign(self._hub, self._size, self._head, int(self._clock.wall() * 1000))
-        tmp = self.dir / (CHECKPOINT_FILE + ".tmp")
         try:
-            with open(tmp, "wb") as f:
-                f.write(cp.encode() + b"\n")
-            os.replace(tmp, self.dir / CHECKPOINT_FILE)
+            # fsynced before the rename: a power cut must not leave a torn checkpoint.
+            atomic_write(self.dir / CHECKPOINT_FILE, cp.encode() + b"\n", 0o644)
         except OSError as e:
             raise AuditError(f"cannot write audit checkpoint in {self.dir}: {e.strerror}") from None
         return cp

@@ -31,6 +31,7 @@ from agent.errors import (
     TruncatedClip,
     WrongRecipient,
 )
+from agent.fsutil import atomic_write
 from agent.keys import (
     DeviceIdentity,
     Roster,
@@ -166,13 +167,8 @@ def _read_roster(path: Path) -> Roster | None:
 
 
 def _write_roster(path: Path, roster: Roster) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(roster.encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, roster.encode(), 0o644)
     except OSError as e:
         raise RosterError(f"cannot write roster {path}: {e.strerror}") from None
 

@@ -51,7 +51,7 @@ from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
 from agent.errors import InvalidKey, KeyFileError, RosterError, RosterRollback
-from agent.fsutil import fsync_dir
+from agent.fsutil import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -732,16 +732,10 @@ def install_roster(data_dir: str | Path, roster: Roster) -> bool:
         return False
     kd.mkdir(parents=True, exist_ok=True, mode=0o700)
     final = kd / ROSTER_FILE
-    tmp = kd / (ROSTER_FILE + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(roster.encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        atomic_write(final, roster.encode(), 0o644)
     except OSError as e:
         raise RosterError(f"cannot write {final}: {e.strerror}") from None
-    fsync_dir(kd)
     log.info("installed roster version %d (%d devices)", roster.version, len(roster.entries))
     return True
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from agent.clock import Clock, SystemClock
 from agent.config import ModesConfig
 from agent.datatypes import Mode
 from agent.errors import AgentError
+from agent.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,7 @@ def write_override(data_dir: Path, mode: Mode | None, by: str, wall_s: float) ->
         if mode is None:
             f.unlink(missing_ok=True)
             return
-        tmp = f.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"mode": str(mode), "by": by, "set_at_wall_s": wall_s}))
-        os.replace(tmp, f)
+        atomic_write(f, json.dumps({"mode": str(mode), "by": by, "set_at_wall_s": wall_s}).encode(), 0o644)
     except OSError as e:
         raise AgentError(f"cannot write mode state {f}: {e}") from e
 

@@ -166,12 +166,12 @@ def apply(frame: Frame, decision: Decision) -> RedactedFrame | None:
     out = frame.image.copy()
     # Solid non-rectangular regions (homeowner polygons) repeat every frame:
     # one cached full-frame union, applied with one masked copy.
-    polys = tuple(r.points for r in decision.regions
-                  if r.style is Style.SOLID and rect_pixels(r.points, w, h) is None)
+    rects = [rect_pixels(r.points, w, h) for r in decision.regions]
+    polys = tuple(r.points for r, rect in zip(decision.regions, rects, strict=True)
+                  if r.style is Style.SOLID and rect is None)
     if polys:
         _solid_fast(out, _region_union(polys, w, h))
-    for r in decision.regions:
-        rect = rect_pixels(r.points, w, h)
+    for r, rect in zip(decision.regions, rects, strict=True):
         if r.style is Style.SOLID:
             if rect is not None:
                 x0, y0, x1, y1 = rect

@@ -18,7 +18,6 @@ Invariants:
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import re
 import threading
@@ -28,6 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from agent.errors import FixtureError
+from agent.fsutil import sha256_file
 
 ENV_VAR = "EPA_SHARED_DIR"
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -146,14 +146,6 @@ def manifest_entry(kind: str, name: str) -> ManifestEntry:
         if e.file == name:
             return e
     raise FixtureError(f"{name!r} is not listed in {_kind_dir(kind) / 'MANIFEST.tsv'}")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def shared_file(kind: str, name: str) -> Path:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from agent.errors import ModelError
+from agent.fsutil import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +155,6 @@ def cache_dir(override: str | Path | None = None) -> Path:
         return Path(override).expanduser()
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else DEFAULT_CACHE.expanduser()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_file(entry: ManifestEntry, path: Path) -> None:

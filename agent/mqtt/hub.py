@@ -35,6 +35,7 @@ from agent.audit import AuditLog, Checkpoint
 from agent.clock import Clock, SystemClock
 from agent.datatypes import Event
 from agent.errors import AccessError, AgentError, AuditError, MqttError, RosterError
+from agent.fsutil import atomic_write
 from agent.keys import HubIdentity, Roster, check_roster_update
 from agent.mqtt.client import Message, MqttClient
 from agent.mqtt.outbox import Outbox
@@ -101,14 +102,10 @@ class HubAccessService:
             raise AccessError(f"access state {self._state_path} is unreadable ({e}); refusing to start") from None
 
     def _save_counters(self) -> None:
-        tmp = self._state_path.with_suffix(".tmp")
         try:
             self._state_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"counters": dict(self.state.counters)}, f, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._state_path)
+            atomic_write(self._state_path,
+                         json.dumps({"counters": dict(self.state.counters)}, sort_keys=True).encode())
         except OSError as e:
             raise AccessError(f"cannot write access state {self._state_path}: {e.strerror}") from None
 
