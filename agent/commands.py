@@ -28,7 +28,7 @@ from agent.events import EventLog
 from agent.modes import ModeController, read_override, write_override
 from agent.pipeline import CameraPipeline
 from agent.replay import run_replay
-from agent.runtime import build_analyzers, camera_policy
+from agent.runtime import build_analyzers, camera_policy, tune_process
 from agent.sinks.factory import build_sinks, plaintext_sinks
 from agent.sources import SourceOpener
 from agent.zones import zone_mask
@@ -132,6 +132,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_config(args.config)
+    tune_process()
     cfg = loaded.config
     clock = SystemClock()
     data_dir = loaded.data_dir

@@ -2,7 +2,11 @@
 
 Stages are connected by bounded queues (reader thread -> processing ->
 sink thread), so a slow sink or analyzer applies back-pressure instead of
-growing memory.
+growing memory. Analysis runs on lanes, one worker thread per analyzer, a
+few frames ahead of the frame being decided: the object detector can work
+on frame k+2 while the face detector is on frame k+1 and frame k is being
+redacted, which keeps both cores of a hub busy. Each lane sees every frame
+in order, so the results are those of running the analyzers one by one.
 
 Invariants (fail closed):
 - Every frame gets exactly one Decision, and only `redact.apply` turns a
@@ -12,8 +16,9 @@ Invariants (fail closed):
   redaction, lag on a live source, or a backlog in front of the sinks makes
   the frame WITHHELD and records an event. Nothing falls back to "pass".
 - While a timed-out analyzer is still running, following frames are
-  withheld ("analysis_busy") without queueing more work; when it returns,
-  analysis resumes (recovery).
+  withheld ("analysis_busy") without queueing more work on its lane (frames
+  already queued behind it are cancelled and withheld the same way); when it
+  returns, analysis resumes (recovery).
 - A sink that fails (unwritable directory, full disk) is reported and
   skipped; the pipeline never writes raw frames anywhere as a fallback.
 - A source that cannot be opened or decoded gives an event, not a crash
@@ -26,9 +31,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 from agent import redact
@@ -48,7 +56,11 @@ DecisionCallback = Callable[[Decision, int | None], None]
 
 # Small queues: enough to overlap decode, analysis and encode on separate
 # cores, while a 1080p frame is 6 MiB and memory on a Pi is scarce.
-_QUEUE_FRAMES = 3
+_QUEUE_FRAMES = 2
+# Frames analysed ahead of the one being decided: enough for the object
+# detector (one run every few frames, 2-3x a face run) to stay ahead of the
+# face detector, few enough that a 1080p camera holds only a few more frames.
+_LOOKAHEAD_FRAMES = 3
 _BACKOFF_MAX_S = 60.0
 
 
@@ -78,38 +90,109 @@ class PipelineStats:
                 self.reasons[key] = self.reasons.get(key, 0) + 1
 
 
+@dataclass
+class _Lane:
+    """One analyzer on its own worker thread. Frames reach it in order, so its state stays sequential."""
+
+    analyzer: Analyzer
+    pool: ThreadPoolExecutor
+    # A call that timed out and is still running: until it returns, the lane
+    # takes no new work and its frames are withheld as "analysis_busy".
+    stuck: Future[Analysis] | None = None
+    queued: deque[Future[Analysis]] = field(default_factory=deque)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAnalysis:
+    """The analysis of one frame in flight: one future per lane (None: the lane was busy)."""
+
+    frame: Frame
+    futures: tuple[Future[Analysis] | None, ...]
+
+
 class AnalysisRunner:
-    """Runs analyzers on a worker thread so a hung analyzer can be timed out."""
+    """Runs each analyzer on its own lane (a one-thread worker), several frames ahead.
+
+    Lanes are what lets analysis overlap itself: the object detector works on
+    frame k+2 while the face detector is on frame k and frame k-1 is being
+    redacted. Each lane sees every frame in order, so results are the same as
+    running the analyzers one after another. A lane that raises or times out
+    makes that frame's analysis carry a fault (so policy withholds); a lane
+    whose call timed out takes no new work until that call returns.
+    """
 
     def __init__(self, analyzers: Sequence[Analyzer], timeout_s: float) -> None:
-        self._analyzers = list(analyzers)
         self._timeout_s = timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
-        self._pending: Future[Analysis] | None = None
+        self._lanes = [
+            _Lane(a, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"analysis-{getattr(a, 'name', i)}"))
+            for i, a in enumerate(analyzers)
+        ]
 
-    def _run_all(self, frame: Frame) -> Analysis:
-        return merge([a.analyze(frame) for a in self._analyzers])
+    def submit(self, frame: Frame) -> PendingAnalysis:
+        """Queue `frame` on every lane that is not stuck. Never blocks, never raises."""
+        futures: list[Future[Analysis] | None] = []
+        for lane in self._lanes:
+            if lane.stuck is not None:
+                if not lane.stuck.done():
+                    futures.append(None)
+                    continue
+                lane.stuck = None  # the hung call returned: the lane recovers
+            fut = lane.pool.submit(lane.analyzer.analyze, frame)
+            lane.queued.append(fut)
+            futures.append(fut)
+        return PendingAnalysis(frame, tuple(futures))
+
+    def collect(self, pending: PendingAnalysis) -> tuple[Analysis, str | None]:
+        """(analysis, problem) for a submitted frame, waiting at most `timeout_s` for it.
+
+        Must be called once per `submit`, in the same order. On any problem the
+        analysis carries a fault, so policy withholds.
+        """
+        deadline = time.monotonic() + self._timeout_s
+        parts: list[Analysis] = []
+        faults: list[str] = []
+        problems: list[str] = []
+        for lane, fut in zip(self._lanes, pending.futures, strict=True):
+            if fut is None:
+                faults.append("analysis_busy")
+                continue
+            if lane.queued and lane.queued[0] is fut:
+                lane.queued.popleft()
+            if fut.cancelled():  # queued behind a call that timed out
+                faults.append("analysis_busy")
+                continue
+            try:
+                parts.append(fut.result(timeout=max(0.0, deadline - time.monotonic())))
+            except FutureTimeout:
+                lane.stuck = fut
+                # Frames queued behind the hung call would only wait for it; they are withheld instead.
+                for later in lane.queued:
+                    later.cancel()
+                faults.append("analysis_timeout")
+                problems.append(f"analyzer {getattr(lane.analyzer, 'name', '?')} took longer than "
+                                f"{self._timeout_s}s")
+            except Exception as e:  # noqa: BLE001 - stage boundary: any failure withholds
+                faults.append(f"analysis_error:{type(e).__name__}")
+                problems.append(f"{type(e).__name__}: {e}")
+        if faults:
+            return Analysis(faults=tuple(dict.fromkeys(faults))), "; ".join(problems) or None
+        return merge(parts), None
 
     def analyze(self, frame: Frame) -> tuple[Analysis, str | None]:
-        """(analysis, problem). On any problem the analysis carries a fault, so policy withholds."""
-        if self._pending is not None and not self._pending.done():
-            return Analysis(faults=("analysis_busy",)), None
-        self._pending = None
-        fut = self._pool.submit(self._run_all, frame)
-        try:
-            return fut.result(timeout=self._timeout_s), None
-        except FutureTimeout:
-            self._pending = fut
-            return Analysis(faults=("analysis_timeout",)), f"analysis took longer than {self._timeout_s}s"
-        except Exception as e:  # noqa: BLE001 - stage boundary: any failure withholds
-            return Analysis(faults=(f"analysis_error:{type(e).__name__}",)), f"{type(e).__name__}: {e}"
+        """Submit and collect one frame (no look-ahead)."""
+        return self.collect(self.submit(frame))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._pending is None or self._pending.done():
-            # Not while a timed-out analyzer is still running: it owns them.
-            for a in self._analyzers:
-                close_analyzer(a)
+        for lane in self._lanes:
+            lane.pool.shutdown(wait=False, cancel_futures=True)
+            running = [f for f in lane.queued if not f.done()]
+            if lane.stuck is None and running:
+                # Frames still in flight (the run ended early): give them the usual time.
+                if futures_wait(running, timeout=self._timeout_s).not_done:
+                    lane.stuck = running[0]
+            if lane.stuck is None or lane.stuck.done():
+                # Not while a timed-out call is still running: it owns the analyzer.
+                close_analyzer(lane.analyzer)
 
 
 class CameraPipeline:
@@ -150,21 +233,40 @@ class CameraPipeline:
 
     def process(self, frame: Frame, live: bool) -> tuple[Decision, RedactedFrame | None]:
         """Decide and redact one frame. Never raises; every failure withholds."""
+        return self._finish(self._submit(frame, live), live)
+
+    def _lagging(self, frame: Frame, live: bool) -> Decision | None:
         lag = self._clock.monotonic() - frame.captured_monotonic_s
         if live and lag > self._max_lag_s:
-            decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, (f"lag:{lag:.2f}s",))
+            return Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, (f"lag:{lag:.2f}s",))
+        return None
+
+    def _submit(self, frame: Frame, live: bool) -> PendingAnalysis | Decision:
+        """Start analysing a frame, or withhold it at once when a live source lags (no work queued)."""
+        return self._lagging(frame, live) or self._runner.submit(frame)
+
+    def _finish(self, pending: PendingAnalysis | Decision, live: bool) -> tuple[Decision, RedactedFrame | None]:
+        if isinstance(pending, Decision):
+            decision = pending
+            frame = None
         else:
-            analysis, problem = self._runner.analyze(frame)
+            frame = pending.frame
+            analysis, problem = self._runner.collect(pending)
             if problem:
                 self._event("analysis_fault", problem, frame=frame.index)
-            try:
-                decision = decide(self.policy, frame, analysis, self._mode())
-            except Exception as e:  # noqa: BLE001 - stage boundary: policy failure withholds
-                self._event("policy_fault", f"{type(e).__name__}: {e}", frame=frame.index)
-                decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD,
-                                    (f"policy_error:{type(e).__name__}",))
+            # A frame that waited for its analysis may have fallen behind a live source meanwhile.
+            lagging = self._lagging(frame, live)
+            if lagging is not None:
+                decision = lagging
+            else:
+                try:
+                    decision = decide(self.policy, frame, analysis, self._mode())
+                except Exception as e:  # noqa: BLE001 - stage boundary: policy failure withholds
+                    self._event("policy_fault", f"{type(e).__name__}: {e}", frame=frame.index)
+                    decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD,
+                                        (f"policy_error:{type(e).__name__}",))
         out: RedactedFrame | None = None
-        if decision.action is not Action.WITHHOLD:
+        if frame is not None and decision.action is not Action.WITHHOLD:
             try:
                 out = redact.apply(frame, decision)
             except Exception as e:  # noqa: BLE001 - stage boundary: redaction failure withholds
@@ -238,21 +340,34 @@ class CameraPipeline:
         writer = threading.Thread(target=self._writer, args=(out_q,), name=f"sink-{self.camera_id}", daemon=True)
         reader.start()
         writer.start()
-        live = False
+        # Frames whose analysis is under way, oldest first. Up to `_LOOKAHEAD_FRAMES`
+        # are in flight so that each analysis lane can work ahead of the others.
+        inflight: deque[PendingAnalysis | Decision] = deque()
+        ended = False
         try:
             while True:
-                item = frames.get()
-                if item is None:
+                while not ended and len(inflight) < _LOOKAHEAD_FRAMES:
+                    try:
+                        # Wait for a frame only when there is nothing else to do.
+                        item = frames.get(block=not inflight)
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        ended = True
+                    else:
+                        inflight.append(self._submit(item, self._live))
+                if not inflight:
                     break
                 live = self._live
-                decision, out = self.process(item, live)
+                decision, out = self._finish(inflight.popleft(), live)
                 self.stats.count(decision)
                 out_index: int | None = None
                 if out is not None:
                     if live and out_q.full():
                         # Never let a slow sink turn into unbounded memory; a
                         # dropped frame is a withheld frame, never a raw one.
-                        decision = Decision(self.camera_id, item.index, item.t_s, Action.WITHHOLD, ("sink_backlog",))
+                        decision = Decision(self.camera_id, decision.frame_index, decision.t_s, Action.WITHHOLD,
+                                            ("sink_backlog",))
                         self._note_withhold(decision)
                     else:
                         out_index = self.stats.frames_out

@@ -26,7 +26,7 @@ from agent.errors import SinkError, SourceError
 from agent.events import EventLog
 from agent.modes import ModeController
 from agent.pipeline import CameraPipeline
-from agent.runtime import build_analyzers, camera_policy
+from agent.runtime import build_analyzers, camera_policy, tune_process
 from agent.sinks.replay import ReplayVideoSink
 from agent.sources import SourceOpener
 
@@ -51,6 +51,7 @@ def run_replay(
     except OSError as e:
         raise SinkError(f"output directory {out_dir} is not writable: {e.strerror or e}") from e
 
+    tune_process()
     opener = SourceOpener(source, Path.cwd(), cam.fps)
     # Open once up front so a bad source fails fast with its own message.
     first = opener()

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from detect_support import TOILET_PERSON, FakeDetector, det, model_cache, photo
 
+from agent.analysis.base import merge
 from agent.analysis.detection import DetectionAnalyzer
 from agent.clock import FakeClock
-from agent.config import parse_config_text
+from agent.config import load_config, parse_config_text
 from agent.datatypes import Action, Event, Frame, Style, ZoneAction
 from agent.detect.base import Detector
 from agent.detect.config import (
@@ -23,6 +24,7 @@ from agent.detect.config import (
 )
 from agent.detect.factory import build_detection_analyzer
 from agent.errors import AnalysisError, ModelError
+from agent.runtime import build_analyzers, camera_policy
 
 IMG = np.zeros((48, 64, 3), np.uint8)
 FACE = det("face", 0.4, 0.1, 0.5, 0.3)
@@ -289,3 +291,34 @@ def test_real_models_through_the_factory(tmp_path_factory: pytest.TempPathFactor
     assert events == [] and all(o.faults == () for o in outs)
     assert {"face", "person", "toilet"} <= {d.label for d in outs[0].detections}
     assert outs[2].detections_age_s == pytest.approx(0.2)
+
+
+def test_one_analyzer_per_role_gives_the_same_results_as_one_with_both() -> None:
+    """The pipeline runs faces and objects on separate lanes; splitting them changes no result."""
+    both = Rig(fps=15)
+    split = Rig(fps=15)
+    faces = build_detection_analyzer(split.cfg, "cam", split.clock, split.events.append, loader=split.load,
+                                     roles=("faces",))
+    objects = build_detection_analyzer(split.cfg, "cam", split.clock, split.events.append, loader=split.load,
+                                       roles=("objects",))
+    assert (faces.name, objects.name) == ("detection:faces", "detection:objects")
+    for i in range(12):
+        frame = Frame("cam", i, i / 15, split.clock.monotonic(), IMG.copy())
+        merged = merge([faces.analyze(frame), objects.analyze(frame)])
+        split.clock.advance(1 / 15)
+        assert merged == both.step(), i
+    with pytest.raises(AnalysisError, match="unknown detection roles"):
+        build_detection_analyzer(split.cfg, "cam", split.clock, split.events.append, loader=split.load,
+                                 roles=("plates",))
+
+
+def test_runtime_builds_one_detection_lane_per_enabled_role(tmp_path: Path) -> None:
+    text = f"data_dir: {tmp_path}\ncameras:\n  - id: a\n    source: x.mp4\n  - id: b\n    source: x.mp4\n" \
+           "    detection: {faces_enabled: false}\n"
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(text)
+    loaded = load_config(cfg_path)
+    for cam_id, want in (("a", ["detection:faces", "detection:objects"]), ("b", ["detection:objects"])):
+        cam = loaded.config.camera(cam_id)
+        names = [a.name for a in build_analyzers(loaded, cam, camera_policy(loaded, cam), FakeClock(), lambda e: None)]
+        assert [n for n in names if n.startswith("detection")] == want

@@ -265,3 +265,85 @@ def test_file_source_error_ends_without_crash_loop() -> None:
 
     stats = p.run(opener)
     assert stats.frames_in == 0 and events.kinds() == ["source_error"]
+
+
+# --- analysis lanes -------------------------------------------------------------------------------
+
+
+class Recording:
+    """Records the frames it sees, in order, from whichever thread runs it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seen: list[int] = []
+
+    def analyze(self, frame: Frame) -> Analysis:
+        self.seen.append(frame.index)
+        return Analysis()
+
+
+def test_lanes_let_one_analyzer_work_ahead_of_another() -> None:
+    """Frame 0's slow analyzer waits until the other one has reached frame 2: only possible
+    if each analyzer has its own lane and frames are analysed ahead of the one being decided."""
+    ahead = threading.Event()
+
+    class Slow(Recording):
+        def analyze(self, frame: Frame) -> Analysis:
+            if frame.index == 0:
+                assert ahead.wait(5), "the other lane never got ahead"
+            return super().analyze(frame)
+
+    class Fast(Recording):
+        def analyze(self, frame: Frame) -> Analysis:
+            if frame.index == 2:
+                ahead.set()
+            return super().analyze(frame)
+
+    slow, fast = Slow("slow"), Fast("fast")
+    sink = RecordingSink()
+    p, events, decisions = make([slow, fast], [sink], timeout_s=10.0)
+    stats = p.run(lambda: ListSource(8))
+    assert stats.masked == 8 and [f.index for f in sink.frames] == list(range(8))
+    assert slow.seen == fast.seen == list(range(8)), "each lane sees every frame, in order"
+    assert [i for _, i in decisions] == list(range(8)) and "analysis_fault" not in events.kinds()
+
+
+def test_a_hung_lane_withholds_its_queued_frames_and_recovers_while_other_lanes_keep_order() -> None:
+    release = threading.Event()
+
+    class Hang(Recording):
+        def analyze(self, frame: Frame) -> Analysis:
+            if frame.index == 0:
+                release.wait(10)
+            return super().analyze(frame)
+
+    hang, other = Hang("hang"), Recording("other")
+    decisions: list = []
+
+    def on_decision(d: object, i: object) -> None:
+        decisions.append((d, i))
+        if len(decisions) == 6:
+            release.set()
+
+    events = EventLog()
+    p = CameraPipeline(CameraPolicy("cam", (ZONE,)), [hang, other], [RecordingSink()], lambda: Mode.HOME, events,
+                       clock=FakeClock(), analysis_timeout_s=0.05, on_decision=on_decision)
+    p.run(lambda: ListSource(40))
+    reasons = [d.reasons for d, _ in decisions]
+    assert reasons[0] == ("analysis_timeout",)
+    # Frames queued behind the hung call are not analysed by it later: they are withheld as busy.
+    assert all(r == ("analysis_busy",) for r in reasons[1:6])
+    assert decisions[-1][0].action is Action.MASK
+    assert 1 not in hang.seen and hang.seen == sorted(hang.seen)
+    assert other.seen == sorted(other.seen) and len(other.seen) >= 35
+    assert [e for e in events.events if e.kind == "analysis_fault"][0].message.startswith("analyzer hang took longer")
+
+
+def test_a_failing_lane_withholds_only_its_frames() -> None:
+    ok = Recording("ok")
+    sink = RecordingSink()
+    p, _, decisions = make([BoomAnalyzer(), ok], [sink])
+    stats = p.run(lambda: ListSource(6))
+    assert stats.withheld == 3 and [f.index for f in sink.frames] == [0, 2, 4]
+    assert decisions[1][0].reasons == ("analysis_error:RuntimeError",)
+    assert ok.seen == list(range(6))

@@ -42,12 +42,14 @@ from agent.clock import Clock
 from agent.datatypes import Analysis, Detection, Event, Frame
 from agent.detect.base import Detector
 from agent.detect.config import DetectionConfig
-from agent.errors import ModelError
+from agent.errors import AnalysisError, ModelError
 
 log = logging.getLogger(__name__)
 
 Loader = Callable[[str, str], Detector]  # (role, model name) -> detector; raises ModelError
 EventSink = Callable[[Event], None]
+
+ROLES: tuple[str, ...] = ("faces", "objects")
 
 # Run a detector before its result is this fraction of max_detection_age_s old.
 _FORCE_RUN_AGE_REL = 0.5
@@ -102,21 +104,30 @@ class _Job:
 
 
 class DetectionAnalyzer:
-    """`agent.analysis.base.Analyzer` for on-device detection on one camera."""
+    """`agent.analysis.base.Analyzer` for on-device detection on one camera.
 
-    name = "detection"
+    `roles` picks the detectors this instance runs. The pipeline builds one
+    instance per role so that each runs on its own analysis lane (the object
+    detector on frame k+2 while the face detector is on frame k); results
+    are the same as one instance with both roles, because the roles share
+    no state.
+    """
 
     def __init__(self, cfg: DetectionConfig, camera_id: str, clock: Clock, on_event: EventSink,
-                 loader: Loader) -> None:
+                 loader: Loader, roles: tuple[str, ...] = ROLES) -> None:
+        unknown = set(roles) - set(ROLES)
+        if unknown:
+            raise AnalysisError(f"unknown detection roles {sorted(unknown)}")
+        self.name = "detection" if set(roles) == set(ROLES) else "detection:" + "+".join(roles)
         self.cfg = cfg
         self.camera_id = camera_id
         self.clock = clock
         self.on_event = on_event
         self.loader = loader
         self.slots: list[_Slot] = []
-        if cfg.faces_active:
+        if cfg.faces_active and "faces" in roles:
             self.slots.append(_Slot("faces", cfg.faces.model, cfg.faces.every_n_frames))
-        if cfg.objects_active:
+        if cfg.objects_active and "objects" in roles:
             self.slots.append(_Slot("objects", cfg.objects.model, cfg.objects.every_n_frames,
                                     asynchronous=cfg.objects.asynchronous))
         self._shape: tuple[int, int] | None = None

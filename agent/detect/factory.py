@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.analysis.detection import DetectionAnalyzer, EventSink, Loader
+from agent.analysis.detection import ROLES, DetectionAnalyzer, EventSink, Loader
 from agent.clock import Clock
 from agent.detect.base import Detector
 from agent.detect.config import CameraDetectionConfig, DetectionConfig, effective_detection
@@ -50,11 +50,12 @@ def default_loader(cfg: DetectionConfig, base_dir: Path | None = None) -> Loader
 def build_detection_analyzer(cfg: DetectionConfig, camera_id: str, clock: Clock, on_event: EventSink, *,
                              camera: CameraDetectionConfig | None = None,
                              base_dir: Path | None = None,
-                             loader: Loader | None = None) -> DetectionAnalyzer:
+                             loader: Loader | None = None, roles: tuple[str, ...] = ROLES) -> DetectionAnalyzer:
     """The analyzer for one camera. `camera` = `CameraConfig.detection`; `base_dir` = the config
-    file's directory (for a relative `model_cache`); `loader` is for tests."""
+    file's directory (for a relative `model_cache`); `loader` is for tests; `roles` limits it to
+    some of the detectors (the pipeline builds one analyzer per role, each on its own lane)."""
     eff = effective_detection(cfg, camera)
-    analyzer = DetectionAnalyzer(eff, camera_id, clock, on_event, loader or default_loader(eff, base_dir))
+    analyzer = DetectionAnalyzer(eff, camera_id, clock, on_event, loader or default_loader(eff, base_dir), roles)
     if eff.on_model_missing == "refuse_start" and analyzer.missing_models:
         raise ModelError(
             f"camera {camera_id!r}: refusing to start (detection.on_model_missing: refuse_start): "
