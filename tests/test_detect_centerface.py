@@ -9,7 +9,8 @@ import onnxruntime as ort
 import pytest
 from detect_support import ASTRONAUT, model_cache, photo
 
-from agent.detect.centerface import decode_centerface, rewrite_io_dims
+from agent.detect.centerface import decode_centerface
+from agent.detect.onnxedit import rewrite_io_dims
 from agent.detect.prep import PrepSpec, prepare
 from agent.errors import ModelError
 

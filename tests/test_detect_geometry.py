@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.detect.nms import batched_nms, grid, iou_one_to_many, nms, xywh_to_xyxy
+from agent.detect import nms as nms_mod
+from agent.detect.nms import batched_nms, grid, iou_matrix, iou_one_to_many, nms, xywh_to_xyxy
 from agent.detect.prep import PrepSpec, as_bgr, geometry, prepare
 from agent.detect.ultraface import priors
 from agent.detect.yolox import decode_yolox
@@ -141,6 +142,23 @@ def test_batched_nms_never_suppresses_across_classes(rows: list[tuple[float, flo
     assert np.all(np.diff(s2[keep]) <= 0)
 
 
+@settings(max_examples=200, deadline=None)
+@given(rows=BOXES, thr=st.floats(0.05, 0.95), max_out=st.integers(1, 50))
+def test_matrix_nms_equals_the_one_row_at_a_time_nms(rows: list[tuple[float, float, float, float, float]],
+                                                    thr: float, max_out: int) -> None:
+    boxes, scores = _arrays(rows)
+    fast = nms(boxes, scores, thr, max_out)
+    saved = nms_mod._MATRIX_NMS_MAX
+    nms_mod._MATRIX_NMS_MAX = -1  # force the row-at-a-time path
+    try:
+        slow = nms(boxes, scores, thr, max_out)
+    finally:
+        nms_mod._MATRIX_NMS_MAX = saved
+    assert fast.tolist() == slow.tolist()
+    if len(rows):
+        assert np.allclose(iou_matrix(boxes)[0], iou_one_to_many(boxes[0], boxes))
+
+
 def test_iou_of_degenerate_boxes_is_zero() -> None:
     assert iou_one_to_many(np.array([1, 1, 1, 1], np.float32), np.array([[0, 0, 2, 2]], np.float32))[0] == 0.0
     with pytest.raises(ValueError, match="2 boxes but 1 scores"):
@@ -173,6 +191,25 @@ def test_yolox_decode_places_a_box_where_its_cell_is(idx: int, dx: float, dy: fl
     assert scores[idx, 61] == pytest.approx(0.4) and scores.sum() == pytest.approx(0.4)
     with pytest.raises(ModelError, match="expected 3549"):
         decode_yolox(pred[:, :100], 416, 416)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), floor=st.floats(0.05, 0.95))
+def test_yunet_decode_above_a_floor_is_the_full_decode_filtered(seed: int, floor: float) -> None:
+    rng = np.random.default_rng(seed)
+    outs = {}
+    for s in (8, 16, 32):
+        n = (96 // s) * (64 // s)
+        outs[f"cls_{s}"] = rng.random((1, n, 1), np.float32)
+        outs[f"obj_{s}"] = rng.random((1, n, 1), np.float32)
+        outs[f"bbox_{s}"] = rng.normal(size=(1, n, 4)).astype(np.float32)
+        outs[f"kps_{s}"] = rng.normal(size=(1, n, 10)).astype(np.float32)
+    boxes, scores, kps = decode_yunet(outs, 96, 64)
+    keep = scores >= floor
+    b2, s2, k2 = decode_yunet(outs, 96, 64, min_score=floor)
+    np.testing.assert_array_equal(s2, scores[keep])
+    np.testing.assert_array_equal(b2, boxes[keep])
+    np.testing.assert_array_equal(k2, kps[keep])
 
 
 def test_yunet_decode_single_cell() -> None:

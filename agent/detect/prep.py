@@ -133,6 +133,15 @@ def as_bgr(image: npt.NDArray[np.generic]) -> Image:
     raise AnalysisError(f"detector input must have 1, 3 or 4 channels, got shape {image.shape}")
 
 
+def fit_aspect(src_w_px: int, src_h_px: int, long_side_px: int, multiple_px: int = 32) -> tuple[int, int]:
+    """(width, height) of a network input whose long side is `long_side_px` and whose short side
+    is the next multiple of `multiple_px` that holds the frame at that scale (aspect kept)."""
+    long, short = max(src_w_px, src_h_px), min(src_w_px, src_h_px)
+    fitted = max(multiple_px, -(-short * long_side_px // (long * multiple_px)) * multiple_px)
+    fitted = min(fitted, -(-long_side_px // multiple_px) * multiple_px)
+    return (long_side_px, fitted) if src_w_px >= src_h_px else (fitted, long_side_px)
+
+
 def geometry(src_w_px: int, src_h_px: int, in_w_px: int, in_h_px: int, resize: ResizeMode) -> Letterbox:
     """The letterbox/stretch geometry, without touching pixels."""
     if resize == "stretch":
@@ -191,8 +200,10 @@ def prepare(image: npt.NDArray[np.generic], spec: PrepSpec, in_w_px: int, in_h_p
     blob = np.empty((1, 3, in_h_px, in_w_px), dtype=np.float32)
     if (new_w, new_h) != (in_w_px, in_h_px):
         blob.fill(round(min(255.0, max(0.0, spec.pad_value))))
-    planes = resized[..., ::-1] if spec.rgb else resized
-    blob[0, :, y:y + new_h, x:x + new_w] = planes.transpose(2, 0, 1)
+    # One contiguous plane per channel: a third of the cost of a strided transpose copy.
+    planes = cv2.split(resized)
+    for c, plane in enumerate(planes[::-1] if spec.rgb else planes):
+        blob[0, c, y:y + new_h, x:x + new_w] = plane
     if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
         for c in range(3):
             blob[0, c] -= spec.mean[c]

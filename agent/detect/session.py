@@ -38,6 +38,7 @@ def session_options(cfg: OnnxRuntimeConfig) -> ort.SessionOptions:
     so.inter_op_num_threads = cfg.inter_op_threads
     so.graph_optimization_level = _OPT_LEVEL[cfg.graph_optimization]
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_mem_pattern = cfg.memory_pattern
     # Some exported models list their weights as graph inputs; ONNX Runtime warns about each
     # one at load. Errors still surface as exceptions.
     so.log_severity_level = 3
