@@ -22,13 +22,21 @@ shared CCTV clip `opencv_vtest.avi`, 768x576), it measures:
 - peak RSS of one camera (the pipeline child: both models loaded, decoding,
   encoding) and of deface (target for ours <= 200 MiB).
 
-Every measurement runs in a fresh child process. fps for the ratio is frames
-over the child's whole wall time (interpreter start, imports and model
-loading included) for ours and deface alike; the in-process pipeline fps is
-shown beside it. The machine has 2 cores and may be shared, so each
-measurement is repeated `--repeat` times and the best is reported.
+Every measurement runs in a fresh child process, and each comparison is like
+for like:
+- against decode+encode, which is timed inside its process, the pipeline's
+  in-process fps (`run_replay`, model loading included, imports not);
+- against deface, whole processes: frames over the child's wall time
+  (interpreter start, imports and model loading included) for both; and the
+  steady-state rate of both, which takes start-up out: each tool also runs on
+  the clip's first `--prefix` frames (remuxed, not re-encoded), and
+  steady fps = (N - prefix) / (wall(N) - wall(prefix)). A hub runs for
+  hours, so the steady rate is the one the 10x target is checked on; the
+  whole-process ratio on the short clip is printed beside it.
+The machine has 2 cores and may be shared, so each measurement is repeated
+`--repeat` times and the best is reported.
 
-Usage: .venv/bin/python bench/bench_pipeline.py [--seconds 10] [--fps 10] [--repeat 2]
+Usage: .venv/bin/python bench/bench_pipeline.py [--seconds 10] [--fps 10] [--repeat 2] [--prefix 10]
        [--sizes 1280x720,1920x1080] [--no-vtest] [--no-deface] [--json out.json]
 """
 
@@ -159,6 +167,29 @@ def make_faces_clip(root: Path, w: int, h: int, seconds: float, fps: float) -> P
     return make_scenario("faces", root / f"faces_{w}x{h}", Params(w, h, seconds, fps))
 
 
+def clip_prefix(src: Path, dst: Path, frames: int) -> Path:
+    """The first `frames` frames of `src`, remuxed into `dst` without re-encoding (same pixels, same codec)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        ist = inp.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        n = 0
+        for packet in inp.demux(ist):
+            if packet.dts is None or n >= frames:
+                continue
+            packet.stream = ost
+            out.mux(packet)
+            n += 1
+    return dst
+
+
+def steady_fps(frames: int, wall_s: float, prefix_frames: int, prefix_wall_s: float) -> float | None:
+    """Frames per second once started: the extra frames over the extra wall time."""
+    extra = wall_s - prefix_wall_s
+    return (frames - prefix_frames) / extra if extra > 0 and frames > prefix_frames else None
+
+
 def clip_frames(path: Path) -> int:
     import cv2
 
@@ -179,6 +210,8 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=10.0, help="frame rate of the rendered faces clips")
     ap.add_argument("--sizes", default="1280x720,1920x1080")
     ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is reported")
+    ap.add_argument("--prefix", type=int, default=10,
+                    help="frames of the short run that takes start-up out of the steady-state rate")
     ap.add_argument("--no-vtest", action="store_true", help="skip the shared opencv_vtest.avi clip")
     ap.add_argument("--no-deface", action="store_true", help="skip deface")
     ap.add_argument("--no-install", action="store_true", help="do not create the deface venv if it is missing")
@@ -239,11 +272,18 @@ def main() -> int:
             row: dict[str, Any] = {"clip": label, "frames": frames}
             row["decode_encode"] = best([run_child(["baseline", str(clip)]) for _ in range(a.repeat)], "fps")
             row["decode_encode_2thr"] = best([run_child(["baseline2", str(clip)]) for _ in range(a.repeat)], "fps")
+            short = clip_prefix(clip, td / f"prefix_{tag}{clip.suffix}", a.prefix)
+            k = clip_frames(short)
+            row["prefix_frames"] = k
             pipe_runs = [run_child(["pipeline", str(clip), str(cfg), str(out_dir)]) for _ in range(a.repeat)]
             for r in pipe_runs:
                 r["wall_fps"] = r["frames"] / r["wall_s"]
             row["pipeline"] = best(pipe_runs, "wall_fps")
             row["pipeline"]["fps_in_process"] = max(r["fps"] for r in pipe_runs)
+            pre = [run_child(["pipeline", str(short), str(cfg), str(td / f"out_pre_{tag}")]) for _ in range(a.repeat)]
+            row["pipeline"]["prefix_wall_s"] = min(r["wall_s"] for r in pre)
+            row["pipeline"]["steady_fps"] = steady_fps(frames, row["pipeline"]["wall_s"], k,
+                                                       row["pipeline"]["prefix_wall_s"])
             row["deface"] = {}
             for be in backends:
                 assert deface is not None
@@ -252,8 +292,13 @@ def main() -> int:
                 for r in runs:
                     r["fps"] = frames / r["seconds"]
                 row["deface"][be] = best(runs, "fps")
+                pre = [run_child(["deface", str(deface), str(short), str(td / f"deface_pre_{tag}_{be}.mp4"), be])
+                       for _ in range(a.repeat)]
+                d = row["deface"][be]
+                d["prefix_seconds"] = min(r["seconds"] for r in pre)
+                d["steady_fps"] = steady_fps(frames, d["seconds"], k, d["prefix_seconds"])
                 if fixture is not None and be == "auto":
-                    row["deface"][be]["face_recall"] = video_face_recall_output(fixture, dst, "deface").to_json()
+                    d["face_recall"] = video_face_recall_output(fixture, dst, "deface").to_json()
             if fixture is not None:
                 row["pipeline"]["face_recall"] = video_face_recall_ours(fixture, out_dir).to_json()
             rows.append(row)
@@ -271,30 +316,39 @@ def _recall(r: dict[str, Any] | None) -> str:
     return f"{fr['masked']}/{fr['total']}"
 
 
+def _best_deface(de: dict[str, Any], key: str) -> float | None:
+    vals = [v.get(key) for v in de.values()]
+    return max([v for v in vals if v], default=None)
+
+
+def _fmt(v: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     print()
-    print("fps = frames / wall time of the whole child process (start-up and model loading included);")
-    print("'in-proc' = the pipeline's own run_replay time. dec+enc = OpenCV decode + x264 (agent settings).")
-    hdr = (f"{'clip':14} {'frames':>6} | {'dec+enc':>7} {'2 thr':>6} | {'pipeline':>8} {'in-proc':>7} "
-           f"{'withheld':>8} | {'deface':>6} {'opencv':>6} | {'pipe/d+e':>8} {'pipe/deface':>11} | "
-           f"{'RSS pipe':>8} {'RSS deface':>10} | {'recall ours':>11} {'deface':>7}")
+    print("whole = frames / wall time of the whole child process (start-up and model loading included);")
+    print("in-proc = the pipeline's own run_replay time (like decode+encode's, which is timed in its process);")
+    print("steady = (frames - prefix) / (wall - prefix wall): the rate once started, for ours and deface alike.")
+    print("dec+enc = OpenCV decode + x264 (agent settings), on 1 and 2 threads. deface: best of its backends.")
+    hdr = (f"{'clip':14} {'frames':>6} | {'dec+enc':>7} {'2 thr':>6} | {'whole':>6} {'in-proc':>7} {'steady':>6} "
+           f"{'withheld':>8} | {'deface':>6} {'steady':>6} | {'in-proc/2thr':>12} {'vs deface whole':>15} "
+           f"{'steady':>6} | {'RSS pipe':>8} {'RSS deface':>10} | {'recall ours':>11} {'deface':>7}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         de = r["deface"]
-        d_auto = de.get("auto", {}).get("fps")
-        d_cv = de.get("opencv", {}).get("fps")
-        d_best = max([v for v in (d_auto, d_cv) if v], default=None)
         p = r["pipeline"]
-        ratio_de = p["wall_fps"] / r["decode_encode_2thr"]["fps"]
-        ratio_deface = p["wall_fps"] / d_best if d_best else None
+        d_whole, d_steady = _best_deface(de, "fps"), _best_deface(de, "steady_fps")
+        ratio_de = p["fps_in_process"] / r["decode_encode_2thr"]["fps"]
         rss_d = max([v.get("deface_rss_mib", 0) for v in de.values()], default=None)
         print(
             f"{r['clip']:14} {r['frames']:>6} | {r['decode_encode']['fps']:7.1f} {r['decode_encode_2thr']['fps']:6.1f} | "
-            f"{p['wall_fps']:8.1f} {p['fps_in_process']:7.1f} {p['withheld']:>8} | "
-            f"{d_auto or 0:6.2f} {d_cv or 0:6.2f} | {ratio_de:8.2f} "
-            f"{(f'{ratio_deface:.1f}x' if ratio_deface else '-'):>11} | "
-            f"{p['peak_rss_mib']:8.0f} {(f'{rss_d:.0f}' if rss_d else '-'):>10} | "
+            f"{p['wall_fps']:6.1f} {p['fps_in_process']:7.1f} {_fmt(p['steady_fps']):>6} {p['withheld']:>8} | "
+            f"{_fmt(d_whole, '.2f'):>6} {_fmt(d_steady, '.2f'):>6} | {ratio_de:12.2f} "
+            f"{_fmt(p['wall_fps'] / d_whole if d_whole else None, '.1f', 'x'):>15} "
+            f"{_fmt(p['steady_fps'] / d_steady if d_steady and p['steady_fps'] else None, '.1f', 'x'):>6} | "
+            f"{p['peak_rss_mib']:8.0f} {_fmt(rss_d, '.0f'):>10} | "
             f"{_recall(p.get('face_recall')):>11} {_recall(de.get('auto', {}).get('face_recall')):>7}"
         )
     print()
@@ -302,14 +356,19 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         p = r["pipeline"]
         de = r["deface"]
-        d_best = max([v["fps"] for v in de.values()], default=None)
-        checks = [f"pipeline/deface >= {TARGET_VS_DEFACE:g}x: "
-                  + ("n/a" if not d_best else f"{p['wall_fps'] / d_best:.1f}x "
-                     + ("MET" if p["wall_fps"] / d_best >= TARGET_VS_DEFACE else "MISSED"))]
+        d_whole, d_steady = _best_deface(de, "fps"), _best_deface(de, "steady_fps")
+        checks = []
+        if d_steady and p["steady_fps"]:
+            ratio = p["steady_fps"] / d_steady
+            checks.append(f"steady pipeline/deface >= {TARGET_VS_DEFACE:g}x: {ratio:.1f}x "
+                          + ("MET" if ratio >= TARGET_VS_DEFACE else "MISSED")
+                          + (f" (whole process on this clip: {p['wall_fps'] / d_whole:.1f}x)" if d_whole else ""))
+        else:
+            checks.append(f"pipeline/deface >= {TARGET_VS_DEFACE:g}x: n/a")
         if r["clip"].endswith("1280x720"):
-            ratio = p["wall_fps"] / r["decode_encode_2thr"]["fps"]
-            checks.append(f"pipeline/decode+encode (2 thr) at 720p >= {TARGET_VS_DECODE_ENCODE_720P}: {ratio:.2f} "
-                          + ("MET" if ratio >= TARGET_VS_DECODE_ENCODE_720P else "MISSED"))
+            ratio = p["fps_in_process"] / r["decode_encode_2thr"]["fps"]
+            checks.append(f"in-proc pipeline/decode+encode (2 thr) at 720p >= {TARGET_VS_DECODE_ENCODE_720P}: "
+                          f"{ratio:.2f} " + ("MET" if ratio >= TARGET_VS_DECODE_ENCODE_720P else "MISSED"))
         checks.append(f"peak RSS <= {TARGET_RSS_MIB:g} MiB: {p['peak_rss_mib']:.0f} "
                       + ("MET" if p["peak_rss_mib"] <= TARGET_RSS_MIB else "MISSED"))
         ours, theirs = p.get("face_recall"), de.get("auto", {}).get("face_recall")
