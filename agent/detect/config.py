@@ -162,7 +162,12 @@ class PrivateObjectsConfig(StrictModel):
         default=ZoneAction.MASK,
         description="`mask`: black out the object's box. `withhold`: drop frames that show one.",
     )
-    margin_rel: float = Field(default=0.1, ge=0, le=2, description="Margin added around private-object boxes.")
+    margin_rel: float = Field(
+        default=0.25, ge=0, le=2,
+        description="Each side of a private-object box grows by this fraction of its width/height. "
+        "Generous on purpose: what is private extends past the object (the taps over a sink, a body on a "
+        "bed), and an extra margin costs only pixels.",
+    )
     style: Style = Field(default=Style.SOLID, description="How private-object pixels are replaced.")
 
     @field_validator("labels")
