@@ -163,10 +163,32 @@ def _resized(image: Image, box: Letterbox, antialias: bool = True) -> Image:
     new_h = round(box.src_h_px * box.scale_y)
     if (new_w, new_h) == (box.src_w_px, box.src_h_px):
         return image
-    # INTER_AREA when shrinking keeps small faces from aliasing away, but costs 3-8 ms on a 1080p
-    # frame against under 1 ms for INTER_LINEAR; object detectors (large objects) skip it.
     shrink = new_w < box.src_w_px and new_h < box.src_h_px
-    interp = cv2.INTER_AREA if antialias and shrink else cv2.INTER_LINEAR
+    if not (antialias and shrink):
+        # Object detectors (large objects) and enlargements: bilinear, under 1 ms for 1080p.
+        return np.asarray(cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
+    return area_shrink(image, new_w, new_h)
+
+
+def area_shrink(image: Image, new_w: int, new_h: int) -> Image:
+    """Shrink with every source pixel counted, so small faces do not alias away, at a bounded cost.
+
+    OpenCV's INTER_AREA is cheap for a ratio of exactly 2 (1280x720 -> 640x360 in 0.2 ms) and
+    costly otherwise (768x576 -> 640x480: 2.8 ms; 1920x1080 -> 640x360: 2.6 ms). So: a ratio of
+    exactly 2 goes straight through INTER_AREA; a ratio under 2 uses bilinear, whose 2x2 taps
+    already reach every source pixel; a larger ratio goes bilinear to twice the target (a ratio
+    under 2 again), then INTER_AREA by exactly 2, so each output pixel averages bilinear samples
+    spread over its whole footprint.
+    """
+    src_h, src_w = image.shape[:2]
+    rx, ry = src_w / new_w, src_h / new_h
+    if rx == 2 and ry == 2:
+        interp = cv2.INTER_AREA
+    elif rx < 2 and ry < 2:
+        interp = cv2.INTER_LINEAR
+    else:
+        image = cv2.resize(image, (2 * new_w, 2 * new_h), interpolation=cv2.INTER_LINEAR)
+        interp = cv2.INTER_AREA
     return np.asarray(cv2.resize(image, (new_w, new_h), interpolation=interp), dtype=np.uint8)
 
 
