@@ -131,8 +131,10 @@ class ObjectDetectionConfig(StrictModel):
         default=False,
         description="Run the object detector beside the frames instead of in line: frames do not wait "
         "for it, and each result is used once ready, aged (and its boxes grown) from the frame it was "
-        "computed on; `max_detection_age_s` still withholds if it falls behind. Recommended for live "
-        "cameras; off by default so replays of recorded files are frame-exact.",
+        "computed on; `max_detection_age_s` still withholds if it falls behind. Off by default, live "
+        "cameras included: the object model already runs on its own analysis lane beside the face model, "
+        "and in-line results are frame-exact. Turn it on for a hub where one object run takes longer than "
+        "`every_n_frames` frame intervals.",
     )
 
 
