@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
@@ -56,11 +56,11 @@ DecisionCallback = Callable[[Decision, int | None], None]
 
 # Small queues: enough to overlap decode, analysis and encode on separate
 # cores, while a 1080p frame is 6 MiB and memory on a Pi is scarce.
+# The reader submits each frame to the analysis lanes as soon as it is decoded,
+# then waits for room in its queue: so up to _QUEUE_FRAMES + 1 frames are being
+# analysed ahead of the one being decided. Enough for the object detector (one
+# run every few frames, 1-2x a face run) to stay ahead of the face detector.
 _QUEUE_FRAMES = 2
-# Frames analysed ahead of the one being decided: enough for the object
-# detector (one run every few frames, 2-3x a face run) to stay ahead of the
-# face detector, few enough that a 1080p camera holds only a few more frames.
-_LOOKAHEAD_FRAMES = 3
 _BACKOFF_MAX_S = 60.0
 
 
@@ -123,23 +123,26 @@ class AnalysisRunner:
 
     def __init__(self, analyzers: Sequence[Analyzer], timeout_s: float) -> None:
         self._timeout_s = timeout_s
+        # submit() runs on the reader thread, collect() on the processing thread.
+        self._lock = threading.Lock()
         self._lanes = [
             _Lane(a, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"analysis-{getattr(a, 'name', i)}"))
             for i, a in enumerate(analyzers)
         ]
 
     def submit(self, frame: Frame) -> PendingAnalysis:
-        """Queue `frame` on every lane that is not stuck. Never blocks, never raises."""
+        """Queue `frame` on every lane that is not stuck. Never blocks on analysis, never raises."""
         futures: list[Future[Analysis] | None] = []
-        for lane in self._lanes:
-            if lane.stuck is not None:
-                if not lane.stuck.done():
-                    futures.append(None)
-                    continue
-                lane.stuck = None  # the hung call returned: the lane recovers
-            fut = lane.pool.submit(lane.analyzer.analyze, frame)
-            lane.queued.append(fut)
-            futures.append(fut)
+        with self._lock:
+            for lane in self._lanes:
+                if lane.stuck is not None:
+                    if not lane.stuck.done():
+                        futures.append(None)
+                        continue
+                    lane.stuck = None  # the hung call returned: the lane recovers
+                fut = lane.pool.submit(lane.analyzer.analyze, frame)
+                lane.queued.append(fut)
+                futures.append(fut)
         return PendingAnalysis(frame, tuple(futures))
 
     def collect(self, pending: PendingAnalysis) -> tuple[Analysis, str | None]:
@@ -156,21 +159,25 @@ class AnalysisRunner:
             if fut is None:
                 faults.append("analysis_busy")
                 continue
-            if lane.queued and lane.queued[0] is fut:
-                lane.queued.popleft()
+            with self._lock:
+                if lane.queued and lane.queued[0] is fut:
+                    lane.queued.popleft()
             if fut.cancelled():  # queued behind a call that timed out
                 faults.append("analysis_busy")
                 continue
             try:
                 parts.append(fut.result(timeout=max(0.0, deadline - time.monotonic())))
             except FutureTimeout:
-                lane.stuck = fut
-                # Frames queued behind the hung call would only wait for it; they are withheld instead.
-                for later in lane.queued:
-                    later.cancel()
+                with self._lock:
+                    lane.stuck = fut
+                    # Frames queued behind the hung call would only wait for it; they are withheld instead.
+                    for later in lane.queued:
+                        later.cancel()
                 faults.append("analysis_timeout")
                 problems.append(f"analyzer {getattr(lane.analyzer, 'name', '?')} took longer than "
                                 f"{self._timeout_s}s")
+            except CancelledError:
+                faults.append("analysis_busy")  # cancelled while this frame waited
             except Exception as e:  # noqa: BLE001 - stage boundary: any failure withholds
                 faults.append(f"analysis_error:{type(e).__name__}")
                 problems.append(f"{type(e).__name__}: {e}")
@@ -333,33 +340,20 @@ class CameraPipeline:
 
     def run(self, open_source: Callable[[], FrameSource]) -> PipelineStats:
         """Process a source to its end (files) or until `stop()` (live). Returns stats."""
-        frames: queue.Queue[Frame | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
+        frames: queue.Queue[PendingAnalysis | Decision | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
         out_q: queue.Queue[RedactedFrame | Decision | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
         reader = threading.Thread(target=self._reader, args=(open_source, frames), name=f"src-{self.camera_id}",
                                   daemon=True)
         writer = threading.Thread(target=self._writer, args=(out_q,), name=f"sink-{self.camera_id}", daemon=True)
         reader.start()
         writer.start()
-        # Frames whose analysis is under way, oldest first. Up to `_LOOKAHEAD_FRAMES`
-        # are in flight so that each analysis lane can work ahead of the others.
-        inflight: deque[PendingAnalysis | Decision] = deque()
-        ended = False
         try:
             while True:
-                while not ended and len(inflight) < _LOOKAHEAD_FRAMES:
-                    try:
-                        # Wait for a frame only when there is nothing else to do.
-                        item = frames.get(block=not inflight)
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        ended = True
-                    else:
-                        inflight.append(self._submit(item, self._live))
-                if not inflight:
+                item = frames.get()
+                if item is None:
                     break
                 live = self._live
-                decision, out = self._finish(inflight.popleft(), live)
+                decision, out = self._finish(item, live)
                 self.stats.count(decision)
                 out_index: int | None = None
                 if out is not None:
@@ -392,7 +386,8 @@ class CameraPipeline:
 
     _live = False
 
-    def _reader(self, open_source: Callable[[], FrameSource], frames: queue.Queue[Frame | None]) -> None:
+    def _reader(self, open_source: Callable[[], FrameSource],
+                frames: queue.Queue[PendingAnalysis | Decision | None]) -> None:
         backoff_s = 1.0
         index = 0
         try:
@@ -427,7 +422,7 @@ class CameraPipeline:
                             return
                         now = self._clock.monotonic()
                         t_s = (now - start) if src.info.live else index / src.info.fps
-                        frames.put(Frame(self.camera_id, index, t_s, now, img))
+                        frames.put(self._submit(Frame(self.camera_id, index, t_s, now, img), src.info.live))
                         index += 1
                         backoff_s = 1.0
                 except SourceError as e:

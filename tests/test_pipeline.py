@@ -326,8 +326,9 @@ def test_a_hung_lane_withholds_its_queued_frames_and_recovers_while_other_lanes_
             release.set()
 
     events = EventLog()
+    # 0.5 s: long enough that the trivial lane never times out on a loaded CI machine.
     p = CameraPipeline(CameraPolicy("cam", (ZONE,)), [hang, other], [RecordingSink()], lambda: Mode.HOME, events,
-                       clock=FakeClock(), analysis_timeout_s=0.05, on_decision=on_decision)
+                       clock=FakeClock(), analysis_timeout_s=0.5, on_decision=on_decision)
     p.run(lambda: ListSource(40))
     reasons = [d.reasons for d, _ in decisions]
     assert reasons[0] == ("analysis_timeout",)
@@ -335,7 +336,7 @@ def test_a_hung_lane_withholds_its_queued_frames_and_recovers_while_other_lanes_
     assert all(r == ("analysis_busy",) for r in reasons[1:6])
     assert decisions[-1][0].action is Action.MASK
     assert 1 not in hang.seen and hang.seen == sorted(hang.seen)
-    assert other.seen == sorted(other.seen) and len(other.seen) >= 35
+    assert other.seen == sorted(other.seen) and len(other.seen) >= 30
     assert [e for e in events.events if e.kind == "analysis_fault"][0].message.startswith("analyzer hang took longer")
 
 
