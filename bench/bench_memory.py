@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark: peak memory of `privacy-agent run` with 1, 2 and 3 cameras (default detection, both models).
 
-The first camera carries the Python runtime and libraries (OpenCV, ONNX Runtime, FFmpeg, ...);
-each further camera adds its own model sessions, queues and decoder. Prints peak RSS for each
+Each camera decodes, analyses with both default models, encodes H.264 and writes encrypted clips
+(the default sink) to a directory. The first camera carries the Python runtime and libraries
+(OpenCV, ONNX Runtime, FFmpeg, ...); each further camera adds its own model sessions, queues,
+decoder and encoder. Prints peak RSS for each
 count, the marginal cost per camera, and the baseline of the same run: a process that only
 imports the agent. Each measurement runs in a fresh child process.
 
@@ -46,14 +48,24 @@ def main() -> int:
                         a.size, "--seconds", a.seconds], check=True, capture_output=True, env=env, cwd=REPO)
         clip = t / "fx" / "faces" / "video.mp4"
         base = peak_of([sys.executable, "-c", "import agent.cli; agent.cli.build_parser()"], env)
+        # Each camera writes encrypted clips, as on a hub: hub identity, one owner device as recipient.
+        subprocess.run([*AGENT, "owner", "keygen", "--out", str(t / "owner.key"), "--name", "bench"], check=True,
+                       capture_output=True, env=env, cwd=REPO)
         rows = []
         for n in (1, 2, 3):
+            data = t / f"d{n}"
+            subprocess.run([*AGENT, "keys", "init", "--data", str(data)], check=True, capture_output=True, env=env,
+                           cwd=REPO)
             cams = "".join(f"  - id: cam{i}\n    source: {clip}\n" for i in range(n))
             cfg = t / f"c{n}.yaml"
             # The rendered clip pans, which the tamper check would call a moved camera.
-            cfg.write_text(f"data_dir: {t / f'd{n}'}\nanalysis: {{tamper: {{moved_enabled: false}}}}\n"
+            cfg.write_text(f"data_dir: {data}\nanalysis: {{tamper: {{moved_enabled: false}}}}\n"
+                           f"recipients: [{t / 'owner.key.pub'}]\n"
+                           f"sinks:\n  - type: directory\n    path: {t / f'clips{n}'}\n    segment_s: 10\n"
                            f"cameras:\n{cams}")
             rows.append((n, peak_of([*AGENT, "run", "--config", str(cfg)], env)))
+            if not any((t / f"clips{n}").iterdir()):
+                raise SystemExit(f"no encrypted clip was written with {n} camera(s)")
     print(f"baseline (import the agent, no camera): {base:.0f} MiB")
     print(f"{'cameras':>7} | {'peak RSS MiB':>12} | {'per extra camera MiB':>20}")
     for i, (n, mib) in enumerate(rows):

@@ -186,6 +186,21 @@ def test_input_shape_must_match_the_manifest(cache: Path, tmp_path: Path) -> Non
         load_detector("swapped", cache=tmp_path, manifest=m)
 
 
+def test_yolox_input_shape_is_checked_before_its_dims_are_rewritten(cache: Path, tmp_path: Path) -> None:
+    # YOLOX runs with re-declared symbolic dims; the file's original declaration is still checked.
+    data = (cache / "yolox_nano.onnx").read_bytes()
+    (tmp_path / "swapped.onnx").write_bytes(data)
+    m = _custom_manifest(tmp_path, "swapped", "swapped.onnx", data, "1x3x640x640", decoder="yolox")
+    with pytest.raises(ModelError, match=r"declares input shape \[1, 3, 416, 416\], the manifest says 1x3x640x640"):
+        load_detector("swapped", cache=tmp_path, manifest=m)
+    # Cut short, the rewrite itself refuses the bytes with a ModelError (never a raw exception).
+    cut = data[: len(data) // 2]
+    (tmp_path / "cut.onnx").write_bytes(cut)
+    m = _custom_manifest(tmp_path, "cut", "cut.onnx", cut, "1x3x416x416", decoder="yolox")
+    with pytest.raises(ModelError, match=r"model 'cut': .*cut.onnx is not a usable ONNX file: truncated"):
+        load_detector("cut", cache=tmp_path, manifest=m)
+
+
 def test_truncated_onnx_is_a_model_error(cache: Path, tmp_path: Path) -> None:
     data = (cache / "yunet_s_320_320.onnx").read_bytes()[:5000]
     (tmp_path / "cut.onnx").write_bytes(data)

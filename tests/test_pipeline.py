@@ -348,3 +348,13 @@ def test_a_failing_lane_withholds_only_its_frames() -> None:
     assert stats.withheld == 3 and [f.index for f in sink.frames] == [0, 2, 4]
     assert decisions[1][0].reasons == ("analysis_error:RuntimeError",)
     assert ok.seen == list(range(6))
+
+
+def test_tune_process_turns_off_opencv_threads_and_is_idempotent() -> None:
+    import cv2
+
+    from agent.runtime import tune_process
+
+    tune_process()
+    tune_process()
+    assert cv2.getNumThreads() == 1

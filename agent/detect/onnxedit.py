@@ -171,6 +171,11 @@ def rewrite_io_dims(model: bytes, new_dims: Mapping[str, Sequence[Dim]]) -> tupl
     return b"".join(out), old
 
 
+def unusable(entry: ManifestEntry, path: Path, e: ModelError) -> ModelError:
+    """The error for a model file the protobuf walker cannot read, naming the model and file."""
+    return ModelError(f"model {entry.name!r}: {path} is not a usable ONNX file: {e}")
+
+
 def io_names(model: bytes) -> tuple[list[str], list[str]]:
     """(graph input names, graph output names), in declaration order."""
     names: tuple[list[str], list[str]] = ([], [])
@@ -188,7 +193,10 @@ def open_rewritten(entry: ManifestEntry, path: Path, onnx: OnnxRuntimeConfig, in
                    io_dims: Mapping[str, Sequence[Dim]], data: bytes | None = None) -> ort.InferenceSession:
     """Open `path` (already verified; `data` = its bytes if already read) with `io_dims` re-declared,
     after checking its original input shape."""
-    rewritten, old = rewrite_io_dims(path.read_bytes() if data is None else data, io_dims)
+    try:
+        rewritten, old = rewrite_io_dims(path.read_bytes() if data is None else data, io_dims)
+    except ModelError as e:
+        raise unusable(entry, path, e) from None
     declared = old[input_name]
     if entry.input_shape is not None and not shape_matches(declared, entry.input_shape):
         want = "x".join("?" if v is None else str(v) for v in entry.input_shape)

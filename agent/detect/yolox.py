@@ -29,7 +29,7 @@ import onnxruntime as ort
 from agent.detect.base import OnnxDetector
 from agent.detect.config import OnnxRuntimeConfig
 from agent.detect.nms import grid, xywh_to_xyxy
-from agent.detect.onnxedit import io_names, open_rewritten
+from agent.detect.onnxedit import io_names, open_rewritten, unusable
 from agent.detect.prep import FloatArray, Letterbox, fit_aspect
 from agent.errors import ModelError
 
@@ -64,7 +64,10 @@ class YoloxDetector(OnnxDetector):
         assert h is not None and w is not None  # checked above
         self._long_side_px = max(h, w)
         data = path.read_bytes()
-        inputs, outputs = io_names(data)
+        try:
+            inputs, outputs = io_names(data)
+        except ModelError as e:
+            raise unusable(self.entry, path, e) from None
         if not inputs or not outputs:
             raise ModelError(f"model {self.model!r}: {path} declares no graph input or output")
         return open_rewritten(self.entry, path, onnx, inputs[0],
