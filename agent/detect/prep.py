@@ -176,8 +176,9 @@ def area_shrink(image: Image, new_w: int, new_h: int) -> Image:
     OpenCV's INTER_AREA is cheap for a ratio of exactly 2 (1280x720 -> 640x360 in 0.2 ms) and
     costly otherwise (768x576 -> 640x480: 2.8 ms; 1920x1080 -> 640x360: 2.6 ms). So the image is
     halved by exact 2x area averages while it is at least twice the target; the last step, a
-    ratio under 2, is bilinear, whose 2x2 taps reach every source pixel. A frame with an odd side
-    that is still twice the target goes bilinear to twice the target, then one exact halving.
+    ratio under 2, is bilinear, whose 2x2 taps reach every source pixel. A frame with an odd side,
+    or a target of another aspect, that is still twice the target along a side goes bilinear to
+    twice the target, then one exact halving.
     """
     img = image
     while img.shape[1] >= 2 * new_w and img.shape[0] >= 2 * new_h and not (img.shape[1] % 2 or img.shape[0] % 2):
@@ -185,7 +186,7 @@ def area_shrink(image: Image, new_w: int, new_h: int) -> Image:
     h, w = img.shape[:2]
     if (w, h) == (new_w, new_h):
         return np.asarray(img, dtype=np.uint8)
-    if w >= 2 * new_w and h >= 2 * new_h:
+    if w >= 2 * new_w or h >= 2 * new_h:
         img = cv2.resize(img, (2 * new_w, 2 * new_h), interpolation=cv2.INTER_LINEAR)
         interp = cv2.INTER_AREA
     else:
