@@ -40,7 +40,7 @@ def tune_process() -> None:
     glibc's malloc is capped at two arenas: by default every thread that
     allocates (reader, one per analysis lane, sink, encoder) gets its own
     arena, up to eight per core, and each keeps frame-sized buffers it freed.
-    The cap saves about 11 MiB for one camera (bench/bench_memory.py), with
+    The cap saves about 7 MiB for one camera (bench/bench_memory.py), with
     no throughput change measured. Elsewhere than glibc this is skipped.
     """
     cv2.setNumThreads(1)
