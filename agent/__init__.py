@@ -1,7 +1,7 @@
 """Edge Privacy Agent: private zones never leave the hub.
 
 Invariant of the whole package: a camera frame reaches an encoder, a sink or
-the network only as a `agent.redact.RedactedFrame`, and only `agent.redact`
+the network only as a `agent.core.redact.RedactedFrame`, and only `agent.core.redact`
 builds one.
 """
 

@@ -120,3 +120,7 @@ class AuditError(AgentError):
     truncated entries, or a checkpoint that does not verify)."""
 
     exit_code = 20
+
+class FrameDecodeError(SourceError):
+    """One frame could not be decoded; the source may continue."""
+

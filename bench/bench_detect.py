@@ -37,7 +37,7 @@ SIZES = ((1280, 720), (1920, 1080))
 def _frame(w: int, h: int):  # type: ignore[no-untyped-def]
     import cv2
 
-    from agent.shared_data import shared_file
+    from agent.lab.shared_data import shared_file
 
     # The group photo (many faces) letterboxed into the frame size, like a wide camera view.
     img = cv2.imread(str(shared_file("fixtures", "coco_val2017_000000001000.jpg")))
@@ -45,7 +45,7 @@ def _frame(w: int, h: int):  # type: ignore[no-untyped-def]
 
 
 def bench_models(cache: Path, runs: int, threads: int) -> list[dict]:
-    from agent.detect.config import DEFAULT_THRESHOLDS, OnnxRuntimeConfig
+    from agent.config import DEFAULT_THRESHOLDS, OnnxRuntimeConfig
     from agent.detect.registry import load_detector
     from models.install import load_manifest, verify
 
@@ -92,10 +92,10 @@ def bench_models(cache: Path, runs: int, threads: int) -> list[dict]:
 
 
 def bench_analyzer(cache: Path, frames: int, threads: int) -> list[dict]:
+    from agent.analysis.factory import build_detection_analyzer
     from agent.clock import SystemClock
-    from agent.datatypes import Frame
-    from agent.detect.config import DetectionConfig
-    from agent.detect.factory import build_detection_analyzer
+    from agent.config import DetectionConfig
+    from agent.core.datatypes import Frame
 
     cfg = DetectionConfig(model_cache=str(cache), onnxruntime={"intra_op_threads": threads})
     clock = SystemClock()
@@ -117,10 +117,10 @@ def bench_analyzer(cache: Path, frames: int, threads: int) -> list[dict]:
 
 def child_rss(cache: Path) -> None:
     """Run in a child: load the two default models, analyse one 1080p frame, print peak RSS (MiB)."""
+    from agent.analysis.factory import build_detection_analyzer
     from agent.clock import SystemClock
-    from agent.datatypes import Frame
-    from agent.detect.config import DetectionConfig
-    from agent.detect.factory import build_detection_analyzer
+    from agent.config import DetectionConfig
+    from agent.core.datatypes import Frame
 
     a = build_detection_analyzer(DetectionConfig(model_cache=str(cache)), "rss", SystemClock(), lambda e: None)
     a.analyze(Frame("rss", 0, 0.0, 0.0, _frame(1920, 1080)))

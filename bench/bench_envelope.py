@@ -20,8 +20,8 @@ import time
 
 import nacl.bindings as sodium
 
-from agent import envelope as env
-from agent.keys import DeviceIdentity, HubIdentity
+from agent.crypto import envelope as env
+from agent.crypto.keys import DeviceIdentity, HubIdentity
 
 CHUNK = env.CHUNK_BYTES
 

@@ -47,7 +47,7 @@ def main() -> int:
         subprocess.run([*AGENT, "fixtures", "make", "--out", str(t / "fx"), "--scenario", "faces", "--size",
                         a.size, "--seconds", a.seconds], check=True, capture_output=True, env=env, cwd=REPO)
         clip = t / "fx" / "faces" / "video.mp4"
-        base = peak_of([sys.executable, "-c", "import agent.cli; agent.cli.build_parser()"], env)
+        base = peak_of([sys.executable, "-c", "import agent.cli.main; agent.cli.main.build_parser()"], env)
         # Each camera writes encrypted clips, as on a hub: hub identity, one owner device as recipient.
         subprocess.run([*AGENT, "owner", "keygen", "--out", str(t / "owner.key"), "--name", "bench"], check=True,
                        capture_output=True, env=env, cwd=REPO)

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "tests" / "mqtt"))
 from mosquitto import USERS, Broker  # noqa: E402
 
 from agent import access as A  # noqa: E402
-from agent.audit import AuditLog  # noqa: E402
-from agent.keys import DeviceIdentity, HubIdentity, RosterEntry, sign_roster  # noqa: E402
+from agent.access.audit import AuditLog  # noqa: E402
+from agent.crypto.keys import DeviceIdentity, HubIdentity, RosterEntry, sign_roster  # noqa: E402
 from agent.mqtt.client import Message, MqttClient  # noqa: E402
 from agent.mqtt.hub import HubAccessService  # noqa: E402
 from agent.mqtt.outbox import Deduper, Outbox  # noqa: E402

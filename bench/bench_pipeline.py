@@ -2,7 +2,7 @@
 """Benchmark: the privacy pipeline with detection against decode+encode and against the `deface` CLI.
 
 In one run, on the same clips (the `faces` fixture rendered at 1280x720 and
-1920x1080 with `agent.fixtures`, people moving over real photos, and the
+1920x1080 with `agent.lab.fixtures`, people moving over real photos, and the
 shared CCTV clip `opencv_vtest.avi`, 768x576), it measures:
 - pipeline: `run_replay` of a camera with no zones and the default detection
   (faces every frame with YuNet-s 640, objects every 5th frame with
@@ -18,7 +18,7 @@ shared CCTV clip `opencv_vtest.avi`, 768x576), it measures:
 - ratios: pipeline / decode+encode at 720p (target >= 0.5) and pipeline /
   deface (target >= 10);
 - face recall of both outputs on the `faces` clips, by the same pixel rule
-  (`agent.quality`), because the fps target only counts at equal recall;
+  (`agent.lab.photos`), because the fps target only counts at equal recall;
 - peak RSS of one camera (the pipeline child: both models loaded, decoding,
   encoding) and of deface (target for ours <= 200 MiB).
 
@@ -92,7 +92,7 @@ def _peak_rss_mib() -> float:
 
 def child_pipeline(clip: str, cfg_path: str, out: str) -> dict[str, Any]:
     from agent.config import load_config
-    from agent.replay import run_replay
+    from agent.lab.replay import run_replay
 
     loaded = load_config(cfg_path)
     t0 = time.perf_counter()
@@ -162,7 +162,8 @@ def deface_version(venv: Path) -> str:
 
 
 def make_faces_clip(root: Path, w: int, h: int, seconds: float, fps: float) -> Path:
-    from agent.fixtures import Params, make_scenario
+    from agent.lab.fixtures import make_scenario
+    from agent.lab.scenarios import Params
 
     return make_scenario("faces", root / f"faces_{w}x{h}", Params(w, h, seconds, fps))
 
@@ -235,8 +236,8 @@ def main() -> int:
         print(json.dumps(res))
         return 0
 
-    from agent.quality import video_face_recall_ours, video_face_recall_output
-    from agent.shared_data import shared_file
+    from agent.lab.shared_data import shared_file
+    from agent.lab.video_recall import video_face_recall_ours, video_face_recall_output
 
     venv = Path(a.deface_venv)
     deface = None if a.no_deface else ensure_deface(venv, not a.no_install)

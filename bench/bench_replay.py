@@ -31,7 +31,7 @@ def make_clip(path: Path, w: int, h: int, frames: int) -> None:
     import cv2
     import numpy as np
 
-    from agent.shared_data import shared_file
+    from agent.lab.shared_data import shared_file
 
     bg = cv2.resize(cv2.imread(str(shared_file("fixtures", "coco_val2017_000000000632.jpg"))), (w, h))
     vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15, (w, h))
@@ -65,7 +65,7 @@ cameras:
 def child_baseline(clip: str) -> dict[str, float]:
     import cv2
 
-    from agent.video import VideoEncoder
+    from agent.media.video import VideoEncoder
 
     cap = cv2.VideoCapture(clip)
     fps = cap.get(cv2.CAP_PROP_FPS) or 15
@@ -125,7 +125,7 @@ def child_baseline_threaded(clip: str) -> dict[str, float]:
 
 
 class _PlainEncoder:
-    """Same settings as agent.video.VideoEncoder, but takes raw arrays: this is the baseline."""
+    """Same settings as agent.media.video.VideoEncoder, but takes raw arrays: this is the baseline."""
 
     def __init__(self, out, w: int, h: int, fps: float) -> None:  # type: ignore[no-untyped-def]
         from fractions import Fraction
@@ -154,7 +154,7 @@ class _PlainEncoder:
 
 def child_replay(clip: str, cfg_path: str, out: str) -> dict[str, float]:
     from agent.config import load_config
-    from agent.replay import run_replay
+    from agent.lab.replay import run_replay
 
     loaded = load_config(cfg_path)
     t0 = time.perf_counter()

@@ -24,9 +24,9 @@ from typing import Protocol
 
 from agent.clock import Clock, SystemClock
 from agent.config import load_config
-from agent.datatypes import Mode
+from agent.core.modes import write_override
 from agent.errors import AgentError
-from agent.modes import write_override
+from agent.vocab import Mode
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.hook == "boot-check":
-            from agent.cli import main as cli_main
+            from agent.cli.main import main as cli_main
 
             return cli_main(["doctor", "--config", args.config])
         loaded = load_config(args.config)

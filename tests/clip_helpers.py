@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from agent import envelope as env
-from agent.datatypes import Action, Decision, Frame, MaskRegion, PointRel
-from agent.keys import DeviceIdentity, HubIdentity
-from agent.redact import RedactedFrame, apply
+from agent.core.datatypes import Decision, Frame, MaskRegion
+from agent.core.redact import RedactedFrame, apply
+from agent.crypto import envelope as env
+from agent.crypto.keys import DeviceIdentity, HubIdentity
+from agent.geometry import PointRel
+from agent.vocab import Action
 
 U32 = struct.Struct(">I")
 

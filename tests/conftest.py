@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-# --- generated fixtures with ground truth (agent.fixtures) --------------------
+# --- generated fixtures with ground truth (agent.lab.fixtures) --------------------
 # Used by test_fixtures.py, test_eval.py and test_canary.py. Scenarios are
 # rendered lazily, once per session, at a small size so the suite stays fast.
 # Treat the directories as read-only: copy one before changing it, and replay
@@ -20,7 +20,8 @@ FIXTURE_SECONDS = 7.0
 @pytest.fixture(scope="session")
 def scenario_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """`scenario_dir(name)` -> directory of that generated scenario (video/frames, config.yaml, truth.json)."""
-    from agent.fixtures import Params, make_scenario
+    from agent.lab.fixtures import make_scenario
+    from agent.lab.scenarios import Params
 
     root = tmp_path_factory.mktemp("scenarios")
     made: dict[str, Path] = {}

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from agent.clock import FakeClock
-from agent.datatypes import BoxRel, Detection
+from agent.config import DEFAULT_THRESHOLDS
+from agent.core.datatypes import Detection
 from agent.detect.base import Detector
-from agent.detect.config import DEFAULT_THRESHOLDS
 from agent.detect.registry import load_detector
-from agent.shared_data import shared_dir, shared_file
+from agent.geometry import BoxRel
+from agent.lab.shared_data import shared_dir, shared_file
 from models.install import install
 
 # Every model the shared folder provides (CenterFace comes from PyPI, tested separately).

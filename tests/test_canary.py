@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.cli import main
-from agent.evaluate import _video_frames, read_decisions
-from agent.fixtures import canary_pattern, load_truth
+from agent.cli.main import main
+from agent.lab.decisions import output_frames, read_decisions
+from agent.lab.fixtures import canary_pattern, load_truth
 
 ScenarioDir = Callable[[str], Path]
 
@@ -80,7 +80,7 @@ def test_replay_releases_no_canary_pixel_or_byte(scenario_dir: ScenarioDir, tmp_
     captured = capfd.readouterr()
 
     decisions = read_decisions(out)
-    frames = list(_video_frames(out / "redacted.mp4"))
+    frames = list(output_frames(out / "redacted.mp4"))
     released = {d.out_index: d.frame for d in decisions.values() if d.out_index is not None}
     assert len(frames) == len(released) > 0.8 * truth["frames"], "most frames are released (masked)"
     for oi, img in enumerate(frames):
@@ -103,7 +103,7 @@ def test_replay_releases_no_canary_pixel_or_byte(scenario_dir: ScenarioDir, tmp_
 @pytest.mark.parametrize("style", ["pixelate", "blur"])
 def test_styled_canary_leaves_no_original_pixel(scenario_dir: ScenarioDir, tmp_path: Path, style: str) -> None:
     from agent.config import load_config
-    from agent.replay import run_replay
+    from agent.lab.replay import run_replay
 
     fx = _copy_canary(scenario_dir, tmp_path / "fx", style=style)
     truth = load_truth(fx)
@@ -113,7 +113,7 @@ def test_styled_canary_leaves_no_original_pixel(scenario_dir: ScenarioDir, tmp_p
     run_replay(str(fx / "frames" / "*.png"), loaded, "cam", out)
     decisions = read_decisions(out)
     released = {d.out_index: d.frame for d in decisions.values() if d.out_index is not None}
-    frames = list(_video_frames(out / "redacted.mp4"))
+    frames = list(output_frames(out / "redacted.mp4"))
     assert frames and len(frames) == len(released)
     for oi, img in enumerate(frames):
         got = _canary_box(img, can["box_px"]).astype(np.int16)
@@ -137,7 +137,7 @@ def test_run_into_a_plaintext_sink_leaks_no_canary(scenario_dir: ScenarioDir, tm
     assert segments, "the sink wrote segments"
     n = 0
     for seg in segments:
-        for img in _video_frames(seg):
+        for img in output_frames(seg):
             n += 1
             assert _canary_box(img, truth["canary"]["box_px"]).max() <= 24
     assert n > 0.8 * truth["frames"]

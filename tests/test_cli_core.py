@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from videokit import decode_all, textured, walker_frames, write_video
 
-from agent.cli import main
+from agent.cli.main import main
 
 CONFIG = """\
 data_dir: data

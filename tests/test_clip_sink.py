@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 from clip_helpers import device_from, moving_image, plaintext_hits, redacted
 
-from agent import envelope as env
-from agent.cli import main
+from agent.cli.main import main
 from agent.clock import FakeClock
 from agent.config import load_config
-from agent.errors import PrivacyViolation, SinkError
-from agent.events import EventLog
-from agent.keys import (
+from agent.core.events import EventLog
+from agent.crypto import envelope as env
+from agent.crypto.keys import (
     hub_public,
     init_hub,
     install_roster,
@@ -27,9 +26,10 @@ from agent.keys import (
     updated_roster,
     write_device_identity,
 )
-from agent.outbox import Outbox
-from agent.sinks.clips import ClipSink, build_clip_sinks
-from agent.sinks.upload import DirectoryUploader
+from agent.errors import PrivacyViolation, SinkError
+from agent.storage.outbox import Outbox
+from agent.storage.sinks.clips import ClipSink, build_clip_sinks
+from agent.storage.sinks.upload import DirectoryUploader
 
 OWNER = device_from(2, "owner")
 PARTNER = device_from(3, "partner")
@@ -129,7 +129,7 @@ def test_cuts_on_withheld_time_and_resolution_change(tmp_path: Path) -> None:
 
 
 def test_refuses_raw_frames(tmp_path: Path) -> None:
-    from agent.datatypes import Frame
+    from agent.core.datatypes import Frame
 
     sink, _ = make_sink(tmp_path, FakeClock())
     with pytest.raises(PrivacyViolation):
@@ -172,7 +172,7 @@ def test_full_disk_at_destination_is_a_sink_error_and_loses_nothing(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, mode, *a, **k)
 
-    monkeypatch.setattr("agent.sinks.upload.open", full_open, raising=False)
+    monkeypatch.setattr("agent.storage.sinks.upload.open", full_open, raising=False)
     feed(sink, 10)
     with pytest.raises(SinkError):
         sink.close()

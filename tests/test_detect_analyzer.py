@@ -9,22 +9,25 @@ import numpy as np
 import pytest
 from detect_support import TOILET_PERSON, FakeDetector, det, model_cache, photo
 
-from agent.analysis.base import merge
+from agent.analysis.build import build_analyzers
 from agent.analysis.detection import DetectionAnalyzer
+from agent.analysis.factory import build_detection_analyzer
 from agent.clock import FakeClock
-from agent.config import load_config, parse_config_text
-from agent.datatypes import Action, Event, Frame, Style, ZoneAction
-from agent.detect.base import Detector
-from agent.detect.config import (
+from agent.config import (
     CameraDetectionConfig,
     DetectionConfig,
     detection_rules,
     effective_detection,
+    load_config,
+    parse_config_text,
     protections_off,
 )
-from agent.detect.factory import build_detection_analyzer
+from agent.core.datatypes import Event, Frame
+from agent.core.policy import camera_policy
+from agent.core.ports import merge
+from agent.detect.base import Detector
 from agent.errors import AnalysisError, ModelError
-from agent.runtime import build_analyzers, camera_policy
+from agent.vocab import Action, Style, ZoneAction
 
 IMG = np.zeros((48, 64, 3), np.uint8)
 FACE = det("face", 0.4, 0.1, 0.5, 0.3)
@@ -151,7 +154,7 @@ def test_default_loader_with_an_empty_cache_fails_closed(tmp_path: Path) -> None
 
 
 def test_relative_model_cache_is_relative_to_the_config(tmp_path: Path) -> None:
-    from agent.detect.factory import model_cache_path
+    from agent.analysis.factory import model_cache_path
 
     assert model_cache_path(DetectionConfig()) is None
     assert model_cache_path(DetectionConfig(model_cache="m"), tmp_path) == tmp_path / "m"

@@ -7,11 +7,11 @@ import threading
 import numpy as np
 from detect_support import FakeDetector, det
 
+from agent.analysis.factory import build_detection_analyzer
 from agent.clock import FakeClock
-from agent.datatypes import Event, Frame
+from agent.config import DetectionConfig
+from agent.core.datatypes import Event, Frame
 from agent.detect.base import Detector
-from agent.detect.config import DetectionConfig
-from agent.detect.factory import build_detection_analyzer
 
 IMG = np.zeros((48, 64, 3), np.uint8)
 FACE = det("face", 0.4, 0.1, 0.5, 0.3)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from detect_support import model_cache, photo
 
-from agent.datatypes import BoxRel
 from agent.detect.registry import load_detector
+from agent.geometry import BoxRel
 
 
 @pytest.mark.parametrize(("w", "h", "want"), [

@@ -24,13 +24,13 @@ from detect_support import (
     photo,
 )
 
-from agent.datatypes import BoxRel
+from agent.config import OnnxRuntimeConfig
 from agent.detect import session as sess_mod
 from agent.detect.base import Detector
-from agent.detect.config import OnnxRuntimeConfig
 from agent.detect.prep import geometry, resize_into
 from agent.detect.registry import REGISTRY, load_detector
 from agent.errors import AnalysisError, ModelError
+from agent.geometry import BoxRel
 from models.install import install, load_manifest
 
 

@@ -10,10 +10,12 @@ import cv2
 import pytest
 from detect_support import BATHROOM_SINK, BEDROOM_1, det, model_cache
 
+from agent.analysis.discover import group_detections
+from agent.cli.homeowner import add_discover_parser
 from agent.config import load_config
-from agent.discover import add_discover_parser, group_detections, merge_into_config
+from agent.config.edit import merge_into_config
 from agent.errors import AgentError, ConfigError
-from agent.shared_data import shared_file
+from agent.lab.shared_data import shared_file
 
 CONFIG = """\
 # Test house

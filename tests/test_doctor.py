@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from videokit import walker_frames, write_video
 
-from agent.cli import main
+from agent.cli.main import main
 
 
 def test_doctor_healthy_plaintext_setup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

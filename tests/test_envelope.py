@@ -12,7 +12,8 @@ import pytest
 from clip_helpers import U32, device_from, hub_from, split
 from nacl.public import PrivateKey, SealedBox
 
-from agent import envelope as env
+from agent.crypto import envelope as env
+from agent.crypto.keys import DeviceIdentity, HubIdentity, HubPublic, init_hub, load_hub_identity
 from agent.errors import (
     BadSignature,
     EnvelopeError,
@@ -21,7 +22,6 @@ from agent.errors import (
     TruncatedClip,
     WrongRecipient,
 )
-from agent.keys import DeviceIdentity, HubIdentity, HubPublic, init_hub, load_hub_identity
 
 HUB = hub_from(1)
 OWNER = device_from(2, "owner")

@@ -6,9 +6,9 @@ from clip_helpers import device_from, hub_from
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import envelope as env
+from agent.crypto import envelope as env
+from agent.crypto.keys import DevicePublic, HubPublic, Roster, updated_roster
 from agent.errors import EnvelopeError, InvalidKey, RosterError
-from agent.keys import DevicePublic, HubPublic, Roster, updated_roster
 
 HUB = hub_from(1)
 OWNER = device_from(2)

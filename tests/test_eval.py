@@ -1,7 +1,7 @@
 """`privacy-agent eval`: each figure is checked against hand-made replay directories.
 
 An "oracle" replay below writes decisions.jsonl and redacted.mp4 the way
-`agent.replay.run_replay` does, but from the ground truth, so the expected
+`agent.lab.replay.run_replay` does, but from the ground truth, so the expected
 figures are known exactly; variants break it in one way each. The last tests
 run the real pipeline end to end.
 """
@@ -18,14 +18,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.config import load_config
-from agent.datatypes import Action, BoxRel, Decision, Frame, MaskRegion, PointRel, Style
+from agent.core.datatypes import Decision, Frame, MaskRegion
+from agent.core.redact import apply, regions_mask
 from agent.errors import FixtureError
-from agent.evaluate import _source_frames, evaluate, format_report, parse_decisions
-from agent.fixtures import load_truth
-from agent.redact import apply, regions_mask
-from agent.video import VideoEncoder
+from agent.geometry import BoxRel, PointRel
+from agent.lab.decisions import fixture_frames, parse_decisions
+from agent.lab.evaluate import evaluate, format_report
+from agent.lab.fixtures import load_truth
+from agent.media.video import VideoEncoder
+from agent.vocab import Action, Style
 
 ScenarioDir = Callable[[str], Path]
 Regions = Callable[[Mapping[str, Any]], tuple[MaskRegion, ...]]
@@ -55,7 +58,7 @@ def oracle_replay(
     enc: VideoEncoder | None = None
     oi = 0
     with (out / "decisions.jsonl").open("w") as f:
-        for i, img in enumerate(_source_frames(fixture, truth)):
+        for i, img in enumerate(fixture_frames(fixture, truth)):
             fr = truth["per_frame"][i]
             held = withhold(fr)
             regs = () if held else regions(fr)
@@ -284,7 +287,7 @@ def test_duplicate_decision_for_a_frame_is_an_error() -> None:
 
 @pytest.mark.parametrize("name", ["bedroom_walk", "bathroom", "resize"])
 def test_fixture_replay_eval_end_to_end(scenario_dir: ScenarioDir, tmp_path: Path, name: str) -> None:
-    from agent.replay import run_replay
+    from agent.lab.replay import run_replay
 
     fx = scenario_dir(name)
     loaded = load_config(fx / "config.yaml")

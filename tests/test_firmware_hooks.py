@@ -6,8 +6,8 @@ from pathlib import Path
 
 from agent.clock import FakeClock
 from agent.config import ModesConfig
-from agent.datatypes import Mode
-from agent.modes import ModeController
+from agent.core.modes import ModeController
+from agent.vocab import Mode
 from firmware_hooks.hooks import SysfsGpioLine, main, watch
 
 

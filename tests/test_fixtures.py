@@ -18,24 +18,20 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from agent import shared_data
-from agent.cli import main
+from agent.cli.main import main
+from agent.cli.tester import _parse_size
 from agent.config import load_config
 from agent.errors import FixtureError
-from agent.evaluate import _source_frames
-from agent.fixtures import (
-    CANARY_ZONE,
+from agent.lab import shared_data
+from agent.lab.decisions import fixture_frames
+from agent.lab.fixtures import (
     OVERLAP_MIN_PX2,
-    PHOTO_TRUTH,
-    SCENARIOS,
-    SPRITES,
-    Params,
-    _parse_size,
     canary_pattern,
     load_truth,
     make_scenario,
     polygon_box_overlap,
 )
+from agent.lab.scenarios import CANARY_ZONE, PHOTO_TRUTH, SCENARIOS, SPRITES, Params
 
 ScenarioDir = Callable[[str], Path]
 
@@ -183,7 +179,7 @@ def test_overlap_of_a_triangle_matches_fine_sampling(tri: list[tuple[float, floa
 
 
 def _read_frames(d: Path, truth: dict) -> list[np.ndarray]:
-    return list(_source_frames(d, truth))
+    return list(fixture_frames(d, truth))
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -236,7 +232,7 @@ def test_withhold_scenarios_have_a_person_standing_still_in_the_zone(scenario_di
 
 def test_still_frames_are_pixel_identical_in_png(tmp_path: Path) -> None:
     # Render the bedroom frames directly (no lossy codec) and check stillness is exact.
-    from agent.fixtures import render
+    from agent.lab.fixtures import render
 
     sc = SCENARIOS["bedroom_walk"](Params(160, 120, 7.0))
     still = [i for i, f in enumerate(sc.frames) if f.placements[0] == sc.frames[35].placements[0]]

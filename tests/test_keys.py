@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from clip_helpers import device_from, hub_from
 
-from agent import keys as K
-from agent.cli import main
+from agent.cli.main import main
+from agent.crypto import keys as K
 from agent.errors import InvalidKey, KeyFileError, RosterError, RosterRollback
 
 OWNER = device_from(2, "owner")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli
+from agent.cli import main as cli
 from agent.errors import ModelError
-from agent.shared_data import manifest as shared_manifest
-from agent.shared_data import shared_dir
+from agent.lab.shared_data import manifest as shared_manifest
+from agent.lab.shared_data import shared_dir
 from models import install as mi
 
 SHARED = shared_dir() / "models"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from agent.clock import FakeClock
 from agent.config import ModesConfig, ScheduleEntry
-from agent.datatypes import Mode
-from agent.modes import ModeController, scheduled_mode, state_file, write_override
+from agent.core.modes import ModeController, scheduled_mode, state_file, write_override
+from agent.vocab import Mode
 
 CFG = ModesConfig(
     default=Mode.HOME,

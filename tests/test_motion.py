@@ -8,9 +8,10 @@ from videokit import textured
 
 from agent.analysis.motion import MotionAnalyzer
 from agent.config import MotionConfig
-from agent.datatypes import Frame, Style, ZoneAction
-from agent.policy import ZonePolicy
-from agent.zones import validate_polygon
+from agent.core.datatypes import Frame
+from agent.core.policy import ZonePolicy
+from agent.geometry import validate_polygon
+from agent.vocab import Style, ZoneAction
 
 DOOR = ZonePolicy("door", validate_polygon([[0.6, 0], [1, 0], [1, 1], [0.6, 1]]), ZoneAction.WITHHOLD,
                   Style.SOLID, 1.0)

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from clip_helpers import device_from, hub_from
 
-from agent import envelope as env
 from agent.clock import FakeClock
+from agent.core.events import EventLog
+from agent.crypto import envelope as env
+from agent.crypto.keys import HubIdentity, hub_public, init_hub
 from agent.errors import EnvelopeError, SinkError
-from agent.events import EventLog
-from agent.keys import HubIdentity, hub_public, init_hub
-from agent.outbox import Outbox, object_name_for
-from agent.sinks.upload import DirectoryUploader
+from agent.storage.outbox import Outbox, object_name_for
+from agent.storage.sinks.upload import DirectoryUploader
 
 OWNER = device_from(2, "owner")
 REPO = Path(__file__).resolve().parents[1]
@@ -142,11 +142,11 @@ CHILD = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from agent import envelope as env
+    from agent.crypto import envelope as env
     from agent.clock import SystemClock
-    from agent.keys import load_hub_identity, DeviceIdentity
-    from agent.outbox import Outbox
-    from agent.sinks.upload import DirectoryUploader
+    from agent.crypto.keys import load_hub_identity, DeviceIdentity
+    from agent.storage.outbox import Outbox
+    from agent.storage.sinks.upload import DirectoryUploader
 
     data, nas, total = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     owner = DeviceIdentity.from_secrets(bytes([2]) * 32, bytes([102]) * 32, "owner")

@@ -8,16 +8,17 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from agent import pipeline as pl
 from agent.clock import FakeClock
-from agent.datatypes import Action, Analysis, Frame, Mode, Style, ZoneAction, ZoneActivity
+from agent.core import pipeline as pl
+from agent.core.datatypes import Analysis, Frame, ZoneActivity
+from agent.core.events import EventLog
+from agent.core.pipeline import CameraPipeline
+from agent.core.policy import CameraPolicy, ZonePolicy
+from agent.core.ports import SourceInfo
+from agent.core.redact import RedactedFrame
 from agent.errors import SinkError, SourceError
-from agent.events import EventLog
-from agent.pipeline import CameraPipeline
-from agent.policy import CameraPolicy, ZonePolicy
-from agent.redact import RedactedFrame
-from agent.sources import SourceInfo
-from agent.zones import validate_polygon
+from agent.geometry import validate_polygon
+from agent.vocab import Action, Mode, Style, ZoneAction
 
 ZONE = ZonePolicy("left", validate_polygon([[0, 0], [0.5, 0], [0.5, 1], [0, 1]]), ZoneAction.MASK, Style.SOLID, 1.0)
 
@@ -353,7 +354,7 @@ def test_a_failing_lane_withholds_only_its_frames() -> None:
 def test_tune_process_turns_off_opencv_threads_and_is_idempotent() -> None:
     import cv2
 
-    from agent.runtime import tune_process
+    from agent.core.process import tune_process
 
     tune_process()
     tune_process()

@@ -5,19 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.datatypes import (
-    Action,
-    Analysis,
-    BoxRel,
-    Detection,
-    Frame,
-    Mode,
-    Style,
-    ZoneAction,
-    ZoneActivity,
-)
-from agent.policy import CameraPolicy, DetectionRule, ModeOverride, ZonePolicy, decide
-from agent.zones import validate_polygon
+from agent.core.datatypes import Analysis, Detection, Frame, ZoneActivity
+from agent.core.policy import CameraPolicy, DetectionRule, ModeOverride, ZonePolicy, decide
+from agent.geometry import BoxRel, validate_polygon
+from agent.vocab import Action, Mode, Style, ZoneAction
 
 LEFT = validate_polygon([[0, 0], [0.5, 0], [0.5, 1], [0, 1]])
 RIGHT = validate_polygon([[0.6, 0], [1, 0], [1, 1], [0.6, 1]])

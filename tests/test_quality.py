@@ -1,4 +1,4 @@
-"""Quality against ground truth (`agent.quality`, `agent.data`, `eval --photos`).
+"""Quality against ground truth (`agent.lab.photos`, `agent.lab.truth`, `eval --photos`).
 
 The photo truth is checked against the shared manifest; recall is checked on
 hand-made decisions whose answer is known (perfect, shifted, partial,
@@ -17,26 +17,22 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.cli import main
-from agent.data import PhotoTruth, check_photo, parse_photo_truth, photo_truth
-from agent.datatypes import Action, BoxRel, Decision, Frame, MaskRegion
+from agent.cli.main import main
+from agent.core.datatypes import Decision, Frame, MaskRegion
+from agent.core.redact import apply
 from agent.errors import FixtureError
-from agent.evaluate import _source_frames, evaluate, format_report
-from agent.fixtures import PHOTO_TRUTH, SPRITES, load_truth
-from agent.quality import (
-    COVERED_MIN,
-    SingleFrameRun,
-    box_change_fraction,
-    changed_pixels,
-    masked_by_pixels,
-    photo_inputs,
-    score_ours,
-    video_face_recall_ours,
-    video_face_recall_output,
-)
-from agent.redact import apply
-from agent.shared_data import manifest_entry
-from agent.video import VideoEncoder
+from agent.geometry import BoxRel
+from agent.lab.decisions import fixture_frames
+from agent.lab.evaluate import evaluate, format_report
+from agent.lab.fixtures import load_truth
+from agent.lab.photos import SingleFrameRun, photo_inputs, score_ours
+from agent.lab.scenarios import PHOTO_TRUTH, SPRITES
+from agent.lab.scoring import COVERED_MIN, box_change_fraction, changed_pixels, masked_by_pixels
+from agent.lab.shared_data import manifest_entry
+from agent.lab.truth import PhotoTruth, check_photo, parse_photo_truth, photo_truth
+from agent.lab.video_recall import video_face_recall_ours, video_face_recall_output
+from agent.media.video import VideoEncoder
+from agent.vocab import Action
 
 ScenarioDir = Callable[[str], Path]
 ASTRONAUT = "skimage_astronaut.png"
@@ -231,7 +227,7 @@ def _black_faces(img: np.ndarray, faces: Sequence[Sequence[float]]) -> np.ndarra
 def test_video_face_recall_of_a_tool_output(scenario_dir: ScenarioDir, tmp_path: Path) -> None:
     fx = scenario_dir("faces")
     truth = load_truth(fx)
-    srcs = list(_source_frames(fx, truth))
+    srcs = list(fixture_frames(fx, truth))
     total = sum(len(fr["faces"]) for fr in truth["per_frame"])
     masked = [_black_faces(s, fr["faces"]) for s, fr in zip(srcs, truth["per_frame"], strict=True)]
     _write_video(tmp_path / "masked.mp4", masked, truth["fps"])
@@ -254,7 +250,7 @@ def test_video_face_recall_of_our_replay_and_eval_labels(scenario_dir: ScenarioD
     enc: VideoEncoder | None = None
     oi = 0
     with (rd / "decisions.jsonl").open("w") as f:
-        for i, img in enumerate(_source_frames(fx, truth)):
+        for i, img in enumerate(fixture_frames(fx, truth)):
             fr = truth["per_frame"][i]
             if i % 2:
                 d = Decision("cam", i, fr["t_s"], Action.WITHHOLD, ("test",))

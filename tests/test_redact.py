@@ -7,11 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import redact
-from agent.datatypes import Action, BoxRel, Decision, Frame, MaskRegion, Style
+from agent.core import redact
+from agent.core.datatypes import Decision, Frame, MaskRegion
+from agent.core.redact import RedactedFrame, regions_mask, require_redacted
+from agent.core.zones import zone_mask
 from agent.errors import PrivacyViolation
-from agent.redact import RedactedFrame, regions_mask, require_redacted
-from agent.zones import validate_polygon, zone_mask
+from agent.geometry import BoxRel, validate_polygon
+from agent.vocab import Action, Style
 
 
 def frame(img: np.ndarray, index: int = 0) -> Frame:

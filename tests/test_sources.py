@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from videokit import textured, walker_frames, write_video
 
-from agent.errors import SourceError
-from agent.sources import FrameDecodeError, SourceOpener, open_source
+from agent.errors import FrameDecodeError, SourceError
+from agent.media.sources import SourceOpener, open_source
 
 
 def test_missing_source(tmp_path: Path) -> None:

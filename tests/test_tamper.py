@@ -8,8 +8,8 @@ import pytest
 
 from agent.analysis.tamper import TamperAnalyzer
 from agent.config import TamperConfig
-from agent.datatypes import Frame
-from agent.shared_data import shared_file
+from agent.core.datatypes import Frame
+from agent.lab.shared_data import shared_file
 
 
 @pytest.fixture(scope="module")

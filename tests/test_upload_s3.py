@@ -12,15 +12,15 @@ import pytest
 from clip_helpers import device_from, hub_from, moving_image, redacted
 from moto.server import ThreadedMotoServer
 
-from agent import envelope as env
 from agent.clock import FakeClock
 from agent.config import load_config
+from agent.core.events import EventLog
+from agent.crypto import envelope as env
+from agent.crypto.keys import hub_public, init_hub, write_device_identity
 from agent.errors import ConfigError, EnvelopeError, KeyFileError, SinkError
-from agent.events import EventLog
-from agent.keys import hub_public, init_hub, write_device_identity
-from agent.outbox import Outbox
-from agent.sinks.clips import build_clip_sinks
-from agent.sinks.upload import S3Uploader
+from agent.storage.outbox import Outbox
+from agent.storage.sinks.clips import build_clip_sinks
+from agent.storage.sinks.upload import S3Uploader
 
 OWNER = device_from(2, "owner")
 AK, SK = "AKIDTESTEPA", "secret-test-key"
@@ -112,7 +112,7 @@ def test_gate_refuses_foreign_clip_before_any_request(tmp_path: Path, s3_endpoin
     data, info = env.seal(b"forged", {}, other, [OWNER.public], env.stream_id_for(other, "x"))
     p = tmp_path / "forged.epaclip"
     p.write_bytes(data)
-    from agent.outbox import object_name_for
+    from agent.storage.outbox import object_name_for
 
     with pytest.raises(EnvelopeError):
         up.put(object_name_for(info), p)

@@ -18,8 +18,8 @@ import nacl.exceptions
 import pytest
 from nacl.signing import VerifyKey
 
+from agent.crypto.keys import validate_ed25519_public, validate_x25519_public
 from agent.errors import InvalidKey
-from agent.keys import validate_ed25519_public, validate_x25519_public
 
 
 def _load(path: str) -> dict[str, Any]:

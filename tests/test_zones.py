@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.zones import PolygonError, validate_polygon, zone_mask
+from agent.core.zones import zone_mask
+from agent.geometry import PolygonError, validate_polygon
 
 
 def centres_inside(points: list[tuple[float, float]], w: int, h: int) -> np.ndarray:

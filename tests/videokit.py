@@ -1,4 +1,4 @@
-"""Small synthetic videos for core tests (fixtures with ground truth live in agent.fixtures)."""
+"""Small synthetic videos for core tests (fixtures with ground truth live in agent.lab.fixtures)."""
 
 from __future__ import annotations
 

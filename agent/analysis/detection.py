@@ -39,9 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.clock import Clock
-from agent.datatypes import Analysis, Detection, Event, Frame
+from agent.config import DetectionConfig
+from agent.core.datatypes import Analysis, Detection, Event, Frame
 from agent.detect.base import Detector
-from agent.detect.config import DetectionConfig
 from agent.errors import AnalysisError, ModelError
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class _Job:
 
 
 class DetectionAnalyzer:
-    """`agent.analysis.base.Analyzer` for on-device detection on one camera.
+    """`agent.core.ports.Analyzer` for on-device detection on one camera.
 
     `roles` picks the detectors this instance runs. The pipeline builds one
     instance per role so that each runs on its own analysis lane (the object

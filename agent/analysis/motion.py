@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from agent.analysis.base import shrink
+from agent.analysis.shrink import shrink
 from agent.config import MotionConfig
-from agent.datatypes import Analysis, Frame, Image, ZoneActivity
-from agent.policy import ZonePolicy
-from agent.zones import zone_mask
+from agent.core.datatypes import Analysis, Frame, Image, ZoneActivity
+from agent.core.policy import ZonePolicy
+from agent.core.zones import zone_mask
 
 _WORK_WIDTH_PX = 320
 # Activity is looked for in a guard band around each zone, so a person is

@@ -22,9 +22,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from agent.analysis.base import shrink
+from agent.analysis.shrink import shrink
 from agent.config import TamperConfig
-from agent.datatypes import Analysis, Frame
+from agent.core.datatypes import Analysis, Frame
 
 _WORK_PX = (160, 120)
 _NEAR = np.ones((3, 3), np.uint8)

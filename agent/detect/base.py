@@ -25,12 +25,13 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from agent.datatypes import BoxRel, Detection
-from agent.detect.config import FALLBACK_THRESHOLD, OnnxRuntimeConfig
+from agent.config import FALLBACK_THRESHOLD, OnnxRuntimeConfig
+from agent.core.datatypes import Detection
 from agent.detect.nms import batched_nms
 from agent.detect.prep import FloatArray, Letterbox, PrepSpec, as_bgr, prepare
 from agent.detect.session import open_session
 from agent.errors import ModelError
+from agent.geometry import BoxRel
 from models.install import ManifestEntry
 
 

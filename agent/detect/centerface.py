@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from agent.config import OnnxRuntimeConfig
 from agent.detect.base import OnnxDetector
-from agent.detect.config import OnnxRuntimeConfig
 from agent.detect.onnxedit import Dim, open_rewritten
 from agent.detect.prep import FloatArray, Letterbox
 from agent.errors import ModelError

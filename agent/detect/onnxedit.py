@@ -23,7 +23,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from agent.detect.config import OnnxRuntimeConfig
+from agent.config import OnnxRuntimeConfig
 from agent.detect.session import open_session, shape_matches
 from agent.errors import ModelError
 from models.install import ManifestEntry

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from agent.datatypes import Image
+from agent.core.datatypes import Image
 from agent.errors import AnalysisError, ModelError
 
 FloatArray = npt.NDArray[np.float32]

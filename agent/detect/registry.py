@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from agent.config import OnnxRuntimeConfig
 from agent.detect.base import Detector, OnnxDetector
 from agent.detect.centerface import CenterFaceDetector
-from agent.detect.config import OnnxRuntimeConfig
 from agent.detect.nanodet import NanoDetDetector
 from agent.detect.ultraface import UltraFaceDetector
 from agent.detect.yolox import YoloxDetector

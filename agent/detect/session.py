@@ -18,7 +18,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from agent.detect.config import OnnxRuntimeConfig
+from agent.config import OnnxRuntimeConfig
 from agent.errors import ModelError
 from models.install import ManifestEntry
 

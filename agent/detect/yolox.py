@@ -26,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from agent.config import OnnxRuntimeConfig
 from agent.detect.base import OnnxDetector
-from agent.detect.config import OnnxRuntimeConfig
 from agent.detect.nms import grid, xywh_to_xyxy
 from agent.detect.onnxedit import io_names, open_rewritten, unusable
 from agent.detect.prep import FloatArray, Letterbox, fit_aspect

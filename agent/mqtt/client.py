@@ -36,8 +36,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.config import MqttConfig
 from agent.errors import MqttError
-from agent.mqtt.config import MqttConfig
 from agent.mqtt.topics import OFFLINE, ONLINE, Topics
 
 log = logging.getLogger(__name__)

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from agent import access as A
-from agent.audit import AuditLog, Checkpoint
+from agent.access.audit import AuditLog, Checkpoint
 from agent.clock import Clock, SystemClock
-from agent.datatypes import Event
+from agent.core.datatypes import Event
+from agent.crypto.keys import HubIdentity, Roster, check_roster_update
 from agent.errors import AccessError, AgentError, AuditError, MqttError, RosterError
 from agent.fsutil import atomic_write
-from agent.keys import HubIdentity, Roster, check_roster_update
 from agent.mqtt.client import Message, MqttClient
 from agent.mqtt.outbox import Outbox
 from agent.mqtt.topics import Topics

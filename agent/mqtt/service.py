@@ -8,7 +8,7 @@ and feed it events (`on_event`) and camera state (`reporter`).
 Audit records made here: `boot` (version, config hash) and `config_change` when the config hash
 differs from the one recorded at the previous boot; from pipeline events (`AUDITED_EVENTS`):
 clip created, uploaded and deleted, model faults and tamper.
-The mode chosen by an owner-signed MQTT message is written with `agent.modes.write_override`,
+The mode chosen by an owner-signed MQTT message is written with `agent.core.modes.write_override`,
 which the pipeline's ModeController reads.
 """
 
@@ -21,16 +21,17 @@ from typing import Any
 
 from agent import __version__
 from agent import access as A
-from agent.audit import AuditLog, audit_dir
+from agent.access.audit import AuditLog, audit_dir
 from agent.clock import Clock, SystemClock
 from agent.config import LoadedConfig, load_config
-from agent.datatypes import Event, Mode
+from agent.core.datatypes import Event
+from agent.crypto.keys import load_hub_identity, load_roster
 from agent.errors import AgentError, ConfigError
-from agent.keys import load_hub_identity, load_roster
 from agent.mqtt.client import MqttClient
 from agent.mqtt.discovery import Discovery
 from agent.mqtt.hub import HubAccessService, StateReporter
 from agent.mqtt.outbox import Outbox
+from agent.vocab import Mode
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class HubMqtt:
             self._service[0].publish_checkpoint(cp)
 
     def _set_mode(self, mode: str, by: str) -> None:
-        from agent.modes import write_override
+        from agent.core.modes import write_override
 
         write_override(self.loaded.data_dir, Mode(mode), by, self.clock.wall())
 
@@ -98,7 +99,7 @@ class HubMqtt:
         """`boot`, plus `config_change` if the config differs from the previous boot's."""
         last = None
         try:
-            from agent.audit import read_entries
+            from agent.access.audit import read_entries
 
             entries, _ = read_entries(self.audit.path) if self.audit.path.exists() else ([], [])
             for e in reversed(entries):

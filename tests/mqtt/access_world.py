@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent import access as A
-from agent.envelope import seal, unwrap_key, wrap_key
-from agent.keys import DeviceIdentity, HubIdentity, Roster, RosterEntry, sign_roster, updated_roster
+from agent.crypto.envelope import seal, unwrap_key, wrap_key
+from agent.crypto.keys import (
+    DeviceIdentity,
+    HubIdentity,
+    Roster,
+    RosterEntry,
+    sign_roster,
+    updated_roster,
+)
 
 
 def dev(n: int, name: str) -> DeviceIdentity:
@@ -51,7 +58,7 @@ def make_clip(n: int, recipients: tuple[DeviceIdentity, ...] = (ALICE, BOB)) -> 
 
 def rewrap(owner: DeviceIdentity, clip: Clip, requester: DeviceIdentity) -> A.WrappedKey:
     """What an owner device does for an approval: unwrap K, seal it to the requester."""
-    from agent.envelope import verify_clip
+    from agent.crypto.envelope import verify_clip
 
     info = verify_clip(clip.data, HUB.public)
     k = unwrap_key(owner, info.header)

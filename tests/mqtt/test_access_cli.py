@@ -12,12 +12,12 @@ import pytest
 from conftest import PREFIX
 from mosquitto import USERS, Broker
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.config import load_config
-from agent.datatypes import Event
-from agent.envelope import seal
+from agent.core.datatypes import Event
+from agent.crypto.envelope import seal
+from agent.crypto.keys import hub_public, load_device_identity, load_hub_identity
 from agent.errors import AuditError
-from agent.keys import hub_public, load_device_identity, load_hub_identity
 from agent.mqtt.service import HubMqtt
 
 pytestmark = pytest.mark.mqtt

@@ -27,9 +27,9 @@ from access_world import (
 
 from agent import access as A
 from agent.clock import FakeClock
-from agent.envelope import decrypt_verified, unwrap_key, verify_clip
+from agent.crypto.envelope import decrypt_verified, unwrap_key, verify_clip
+from agent.crypto.keys import DeviceIdentity, canonical_json
 from agent.errors import AccessError
-from agent.keys import DeviceIdentity, canonical_json
 
 POLICY = A.AccessPolicy(challenge_ttl_s=300, grant_ttl_s=3600)
 
@@ -94,7 +94,7 @@ def test_happy_path_contractor_one_owner_and_requester_decrypts(clip: Clip) -> N
     assert g.expires_ms == T0_WALL_MS + 3600 * 1000
     # The requester opens exactly the granted clip with its own key.
     info = verify_clip(clip.data, HUB.public)
-    from agent.envelope import Stanza
+    from agent.crypto.envelope import Stanza
 
     hdr = dataclasses.replace(info.header, stanzas=(Stanza(PLUMBER.key_id, g.keys[0].sealed),))
     k = unwrap_key(PLUMBER, hdr)
@@ -320,7 +320,7 @@ def test_type_confusion_is_refused() -> None:
     #    a tool tricked into signing it as a `mode_set`): the body says "decision", the domain not.
     body = dict(json.loads(hub.decision(ALICE, ch))["body"])
     sig = ALICE.signing_key.sign(A.sig_domain("mode_set") + canonical_json(body)).signature
-    from agent.keys import b64url_encode
+    from agent.crypto.keys import b64url_encode
 
     confused = canonical_json({"body": body, "sig": b64url_encode(sig), "signer": ALICE.key_id})
     r3 = hub.decide(confused)

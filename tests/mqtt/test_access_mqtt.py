@@ -29,11 +29,11 @@ from mosquitto import Broker
 from mqtt_util import Collector
 
 from agent import access as A
-from agent.audit import AuditLog, Checkpoint, pin_checkpoint, read_pins, verify_log
+from agent.access.audit import AuditLog, Checkpoint, pin_checkpoint, read_pins, verify_log
 from agent.clock import FakeClock
-from agent.envelope import Stanza, decrypt_verified, unwrap_key, verify_clip
+from agent.crypto.envelope import Stanza, decrypt_verified, unwrap_key, verify_clip
+from agent.crypto.keys import b64url_encode
 from agent.errors import AccessError, MqttError
-from agent.keys import b64url_encode
 from agent.mqtt.client import Message, MqttClient
 from agent.mqtt.hub import HubAccessService
 from agent.mqtt.topics import Topics

@@ -19,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from access_world import ALICE, HUB, PLUMBER, ROSTER_V1, T0_WALL_MS
 
 from agent import access as A
-from agent.audit import Checkpoint, entry_hash
-from agent.keys import b64url_encode, canonical_json
+from agent.access.audit import Checkpoint, entry_hash
+from agent.crypto.keys import b64url_encode, canonical_json
+from agent.errors import AccessError
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "access" / "vectors.json"
 SEALED = bytes(range(108))
@@ -102,7 +103,7 @@ def _verify(vec: dict[str, Any]) -> bool:
     try:
         m = A.parse_message(data, vec["type"])
         A.verify_signed(m, vec["type"], VerifyKey(bytes.fromhex(vec["signer_ed25519_pk_hex"])), vec["name"])
-    except A.AccessError:
+    except AccessError:
         return False
     return True
 

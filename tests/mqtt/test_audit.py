@@ -9,7 +9,7 @@ import pytest
 from access_world import ALICE, HUB, OTHER_HUB
 
 from agent import access as A
-from agent.audit import (
+from agent.access.audit import (
     CHECKPOINT_SIG_DOMAIN,
     AuditLog,
     Checkpoint,
@@ -18,8 +18,8 @@ from agent.audit import (
     verify_log,
 )
 from agent.clock import FakeClock
+from agent.crypto.keys import b64url_encode, canonical_json
 from agent.errors import AuditError
-from agent.keys import b64url_encode, canonical_json
 
 
 def _log(tmp_path: Path, n: int = 6) -> tuple[AuditLog, list[Checkpoint]]:
@@ -66,7 +66,7 @@ def test_tampering_is_detected(tmp_path: Path, attack: str, expect: str) -> None
         lines[2] = lines[2].replace(b'"i":2', b'"i":9')
     elif attack == "edit_rehash":
         # Edit entry 3 and recompute its own hash: entry 4 no longer chains to it.
-        from agent.audit import entry_hash
+        from agent.access.audit import entry_hash
 
         d = json.loads(lines[2])
         d["fields"]["camera"] = "garden"

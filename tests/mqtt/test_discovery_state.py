@@ -12,7 +12,7 @@ from mosquitto import Broker
 from mqtt_util import Collector
 
 from agent.clock import FakeClock
-from agent.datatypes import Event
+from agent.core.datatypes import Event
 from agent.errors import MqttError
 from agent.mqtt.discovery import Discovery, discovery_payload, node_id
 from agent.mqtt.hub import StateReporter

@@ -9,7 +9,7 @@ import pytest
 from access_world import ALICE, HUB, PLUMBER, ROSTER_V1, ROSTER_V2, T0_WALL_MS, request
 
 from agent import access as A
-from agent.audit import AuditLog
+from agent.access.audit import AuditLog
 from agent.clock import FakeClock
 from agent.errors import AccessError
 from agent.mqtt.client import Message, MqttClient

@@ -18,8 +18,8 @@ from mosquitto import USERS, Broker
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from videokit import walker_frames, write_video
 
-from agent.audit import LOG_FILE, audit_dir, read_entries
-from agent.cli import main
+from agent.access.audit import LOG_FILE, audit_dir, read_entries
+from agent.cli.main import main
 from agent.mqtt.client import Message
 
 MAGIC = (b"ftyp", b"mdat", b"moof", b"\xff\xd8\xff", b"\x1aE\xdf\xa3", b"epa1sec:", b"epa1hubsec:")

@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent import envelope as env
+from agent.crypto import envelope as env
+from agent.crypto.keys import DeviceIdentity, HubIdentity, Roster, canonical_json, updated_roster
 from agent.errors import EnvelopeError
-from agent.keys import DeviceIdentity, HubIdentity, Roster, canonical_json, updated_roster
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,0 +1,37 @@
+"""Build one camera's analyzers from its loaded config.
+
+The policy's detection rules (`agent.core.policy.camera_policy`) and the detection analyzers
+built here come from the same effective per-camera config, so a rule never exists without a
+detector feeding it, and a detector never runs without the policy acting on it.
+"""
+
+from __future__ import annotations
+
+from agent.analysis.detection import ROLES
+from agent.analysis.factory import build_detection_analyzer
+from agent.analysis.motion import MotionAnalyzer
+from agent.analysis.tamper import TamperAnalyzer
+from agent.clock import Clock
+from agent.config import CameraConfig, LoadedConfig
+from agent.core.events import EventCallback
+from agent.core.policy import CameraPolicy
+from agent.core.ports import Analyzer
+
+
+def build_analyzers(loaded: LoadedConfig, cam: CameraConfig, policy: CameraPolicy, clock: Clock,
+                    on_event: EventCallback) -> list[Analyzer]:
+    a = loaded.config.analysis
+    analyzers: list[Analyzer] = [TamperAnalyzer(a.tamper)]
+    zones = policy.withhold_capable_zones()
+    if zones:
+        analyzers.append(MotionAnalyzer(zones, a.motion))
+    if policy.detection_rules:
+        # One analyzer per detector, so the pipeline runs each on its own lane:
+        # the object model works a few frames ahead while faces run on every frame.
+        for role in ROLES:
+            det = build_detection_analyzer(loaded.config.detection, cam.id, clock, on_event, camera=cam.detection,
+                                           base_dir=loaded.path.parent, roles=(role,))
+            if det.slots:
+                analyzers.append(det)
+    return analyzers
+

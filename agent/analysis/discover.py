@@ -1,0 +1,182 @@
+"""Zone discovery: sample a camera's frames, detect private objects, propose polygons.
+
+Proposals are named after what was found (`bed`, `toilet`, ...); overlapping detections across
+samples are grouped, and areas an existing zone already covers are skipped. The preview drawn
+here is an unredacted frame: it stays on the hub, written only where the homeowner asks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from agent.analysis.factory import model_cache_path
+from agent.config import CameraConfig, LoadedConfig, effective_detection
+from agent.core.datatypes import Detection, Image
+from agent.detect.registry import load_detector
+from agent.errors import ConfigError, SourceError
+from agent.geometry import BoxRel
+from agent.media.sources import SourceOpener
+
+_GROUP_IOU = 0.3  # detections of one object in different frames overlap at least this much
+
+
+_COVERED_REL = 0.9  # an existing zone covering this much of a proposal's box makes it redundant
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    name: str
+    label: str
+    box: BoxRel
+    frames_seen: int
+    frames_sampled: int
+    best_score: float
+
+    def points(self) -> list[list[float]]:
+        return [[round(x, 4), round(y, 4)] for x, y in (
+            (self.box.x0_rel, self.box.y0_rel), (self.box.x1_rel, self.box.y0_rel),
+            (self.box.x1_rel, self.box.y1_rel), (self.box.x0_rel, self.box.y1_rel))]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    label: str
+    box: BoxRel
+    reason: str
+
+
+@dataclass
+class _Group:
+    label: str
+    boxes: list[BoxRel]
+    frames: set[int]
+    best: float
+
+
+def sample_frames(loaded: LoadedConfig, cam: CameraConfig, source: str | None, count: int) -> list[Image]:
+    """Up to `count` frames spread over a file source (or one per second of a live one)."""
+    src = SourceOpener(source or cam.source, loaded.path.parent, cam.fps)()
+    try:
+        total = src.info.frame_count
+        step = max(1, total // count) if total else max(1, round(src.info.fps))
+        frames: list[Image] = []
+        i = 0
+        while len(frames) < count:
+            img = src.read()
+            if img is None:
+                break
+            if i % step == 0:
+                frames.append(img)
+            i += 1
+    finally:
+        src.close()
+    if not frames:
+        raise SourceError(f"source {source or cam.source}: no frames to discover zones in")
+    return frames
+
+
+def _union(boxes: list[BoxRel]) -> BoxRel:
+    return BoxRel(min(b.x0_rel for b in boxes), min(b.y0_rel for b in boxes),
+                  max(b.x1_rel for b in boxes), max(b.y1_rel for b in boxes))
+
+
+def _covered_by(box: BoxRel, zone_points: list[list[float]]) -> float:
+    """Fraction of `box` inside the zone polygon (rasterised on a 200x200 grid)."""
+    n = 200
+    poly = np.array([[p[0] * n, p[1] * n] for p in zone_points], np.int32)
+    zone = np.zeros((n, n), np.uint8)
+    cv2.fillPoly(zone, [poly], 1)
+    x0, y0 = int(box.x0_rel * n), int(box.y0_rel * n)
+    x1, y1 = max(x0 + 1, math.ceil(box.x1_rel * n)), max(y0 + 1, math.ceil(box.y1_rel * n))
+    region = zone[y0:y1, x0:x1]
+    return float(region.mean()) if region.size else 0.0
+
+
+def group_detections(per_frame: list[tuple[Detection, ...]], labels: list[str], margin_rel: float,
+                     min_frames: int, existing: dict[str, list[list[float]]]) -> tuple[list[Proposal], list[Skipped]]:
+    """Group per-frame detections into one proposal per object (same label, overlapping boxes)."""
+    groups: list[_Group] = []
+    for fi, dets in enumerate(per_frame):
+        for d in sorted(dets, key=lambda x: -x.score):
+            if d.label not in labels:
+                continue
+            g = next((g for g in groups if g.label == d.label and _union(g.boxes).iou(d.box) >= _GROUP_IOU), None)
+            if g is None:
+                groups.append(_Group(d.label, [d.box], {fi}, d.score))
+            else:
+                g.boxes.append(d.box)
+                g.frames.add(fi)
+                g.best = max(g.best, d.score)
+    proposals: list[Proposal] = []
+    skipped: list[Skipped] = []
+    taken = set(existing)
+    # Most-seen objects first so the plain name (`bed`) goes to the clearest one.
+    for g in sorted(groups, key=lambda g: (-len(g.frames), -g.best)):
+        label, seen, best = g.label, g.frames, g.best
+        box = _union(g.boxes).expanded(margin_rel)
+        if len(seen) < min_frames:
+            skipped.append(Skipped(label, box, f"seen in {len(seen)} of {len(per_frame)} frames (< {min_frames})"))
+            continue
+        cover = next((z for z, pts in existing.items() if _covered_by(box, pts) >= _COVERED_REL), None)
+        if cover is not None:
+            skipped.append(Skipped(label, box, f"already covered by zone {cover!r}"))
+            continue
+        name, k = label, 2
+        while name in taken:
+            name, k = f"{label}_{k}", k + 1
+        taken.add(name)
+        proposals.append(Proposal(name, label, box, len(seen), len(per_frame), best))
+    return proposals, skipped
+
+
+def render_preview(img: Image, proposals: list[Proposal], skipped: list[Skipped],
+                   existing: dict[str, list[list[float]]] | None = None) -> Image:
+    """Proposals filled red, skipped detections grey, zones already in the config outlined green."""
+    h, w = img.shape[:2]
+    overlay = img.copy()
+    thick = max(1, w // 300)
+    scale = max(0.4, w / 1400)
+    for p in proposals:
+        x0, y0, x1, y1 = (int(p.box.x0_rel * w), int(p.box.y0_rel * h), int(p.box.x1_rel * w), int(p.box.y1_rel * h))
+        cv2.rectangle(overlay, (x0, y0), (x1, y1), (0, 0, 255), -1)
+    out = np.asarray(cv2.addWeighted(overlay, 0.35, img, 0.65, 0), dtype=np.uint8)
+    items: list[tuple[str, BoxRel, tuple[int, int, int]]] = [(p.name, p.box, (0, 0, 255)) for p in proposals]
+    items += [(f"{s.label} (skipped)", s.box, (160, 160, 160)) for s in skipped]
+    for name, pts in (existing or {}).items():
+        poly = np.array([[p[0] * w, p[1] * h] for p in pts], np.int32)
+        cv2.polylines(out, [poly], True, (0, 200, 0), thick, cv2.LINE_AA)
+        cv2.putText(out, name, (int(poly[0][0]) + 2, int(poly[0][1]) + int(20 * scale) + 4),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 200, 0), 1, cv2.LINE_AA)
+    for text, box, colour in items:
+        x0, y0, x1, y1 = (int(box.x0_rel * w), int(box.y0_rel * h), int(box.x1_rel * w), int(box.y1_rel * h))
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, thick, cv2.LINE_AA)
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = max(th + 4, y0 + th + 4)
+        cv2.rectangle(out, (x0, ty - th - 4), (min(w - 1, x0 + tw + 4), ty + 4), (0, 0, 0), -1)
+        cv2.putText(out, text, (x0 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+    return out
+
+
+def discover(loaded: LoadedConfig, camera_id: str, source: str | None, frames: int,
+             min_frames: int | None) -> tuple[list[Proposal], list[Skipped], Image, str, dict[str, list[list[float]]]]:
+    """Sample, detect and group. Returns proposals, skipped objects, a frame, the zone action, existing zones."""
+    cam = loaded.config.camera(camera_id)
+    cfg = effective_detection(loaded.config.detection, cam.detection)
+    po = cfg.private_objects
+    if not po.labels:
+        raise ConfigError("detection.private_objects.labels is empty; nothing to discover")
+    detector = load_detector(
+        cfg.objects.model, kind="objects", onnx=cfg.onnxruntime, thresholds=cfg.thresholds,
+        wanted=frozenset(po.labels), cache=model_cache_path(cfg, loaded.path.parent),
+    )
+    imgs = sample_frames(loaded, cam, source, frames)
+    per_frame = [detector.detect(img) for img in imgs]
+    need = min_frames if min_frames is not None else max(1, math.ceil(0.25 * len(imgs)))
+    existing = {z.name: z.points for z in cam.zones}
+    proposals, skipped = group_detections(per_frame, po.labels, po.margin_rel, need, existing)
+    return proposals, skipped, imgs[0], str(po.action), existing
+

@@ -1,0 +1,169 @@
+"""Core commands: check-config, zones preview, replay, run, mode.
+
+Each handler takes parsed args and returns an exit code; user errors are
+raised as AgentError and printed by `agent.cli.main.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from agent.clock import SystemClock
+from agent.config import LoadedConfig, load_config
+from agent.core.modes import ModeController, read_override, write_override
+from agent.core.policy import camera_policy
+from agent.errors import AgentError, SinkError, SourceError
+from agent.media.sources import SourceOpener
+from agent.storage.sinks.factory import plaintext_sinks
+from agent.vocab import Mode
+
+if TYPE_CHECKING:
+    pass
+
+from agent.analysis.discover import discover, render_preview
+from agent.config.edit import merge_into_config, snippet_text, write_config_atomically
+from agent.media.preview import render_zones
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    loaded = load_config(args.config)
+    cfg = loaded.config
+    print(f"{args.config}: OK (sha256 {loaded.sha256[:16]})")
+    for cam in cfg.cameras:
+        zones = ", ".join(f"{z.name} ({z.action}, {z.style})" for z in cam.zones) or "no zones"
+        print(f"  camera {cam.id}: source {cam.source}; {zones}")
+    for warn in plaintext_sinks(loaded):
+        print(f"  warning: {warn} writes plaintext (unencrypted) video")
+    return 0
+
+
+def _first_frame(loaded: LoadedConfig, source: str, fps: float | None) -> np.ndarray:
+    src = SourceOpener(source, loaded.path.parent, fps)()
+    try:
+        img = src.read()
+    finally:
+        src.close()
+    if img is None:
+        raise SourceError(f"source {source}: no frame to draw on")
+    return img
+
+
+def cmd_zones_preview(args: argparse.Namespace) -> int:
+    loaded = load_config(args.config)
+    cam = loaded.config.camera(args.camera)
+    img = _first_frame(loaded, args.source or cam.source, cam.fps)
+    policy = camera_policy(loaded, cam)
+    zones = [(z.name, z.points, str(z.action)) for z in policy.zones]
+    out = render_zones(img, zones)
+    if not cv2.imwrite(str(args.out), out):
+        raise SinkError(f"cannot write preview image {args.out} (unknown extension or unwritable directory)")
+    print(f"wrote {args.out}: {len(zones)} zone(s) over a {img.shape[1]}x{img.shape[0]} frame from {cam.id}")
+    return 0
+
+
+def cmd_mode(args: argparse.Namespace) -> int:
+    loaded = load_config(args.config)
+    data_dir = loaded.data_dir
+    if args.action == "set":
+        if args.mode == "auto":
+            write_override(data_dir, None, "cli", SystemClock().wall())
+            print("mode override cleared; the schedule decides")
+        else:
+            write_override(data_dir, Mode(args.mode), "cli", SystemClock().wall())
+            print(f"mode set to {args.mode}")
+        return 0
+    try:
+        override = read_override(data_dir)
+    except AgentError as e:
+        print(f"mode state unreadable ({e}); cameras use privacy mode", file=sys.stderr)
+        return 1
+    current = ModeController(loaded.config.modes, data_dir).current()
+    print(json.dumps({"mode": str(current), "override": str(override) if override else None}))
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-config", help="validate a config file and summarise it")
+    p.add_argument("config", help="path to config.yaml")
+    p.set_defaults(func=cmd_check_config)
+
+    zones = sub.add_parser("zones", help="privacy-zone tools")
+    zsub = zones.add_subparsers(dest="zones_command", metavar="ZONES_COMMAND")
+    zones.set_defaults(func=lambda a: (zones.print_help(), 2)[1])
+    pv = zsub.add_parser("preview", help="draw a camera's zones with their names over a frame from its source")
+    pv.add_argument("--config", required=True)
+    pv.add_argument("--camera", required=True)
+    pv.add_argument("--source", help="draw over a frame from this source instead of the camera's")
+    pv.add_argument("--out", required=True, help="output image (.png)")
+    pv.set_defaults(func=cmd_zones_preview)
+    add_discover_parser(zsub)
+
+    m = sub.add_parser("mode", help="show or set the household mode (home, away, privacy, auto)")
+    m.add_argument("action", choices=["get", "set"])
+    m.add_argument("mode", nargs="?", choices=[*(x.value for x in Mode), "auto"])
+    m.add_argument("--config", required=True)
+    m.set_defaults(func=cmd_mode)
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise AgentError("--apply needs confirmation: run it in a terminal, or add --yes")
+    return input(f"{question} [y/N] ").strip().lower() in {"y", "yes"}
+
+
+def cmd_zones_discover(args: argparse.Namespace) -> int:
+    loaded = load_config(args.config)
+    proposals, skipped, first, action, existing = discover(loaded, args.camera, args.source, args.frames, args.min_frames)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    snippet = out_dir / f"zones-{args.camera}.yaml"
+    preview = out_dir / f"zones-{args.camera}.png"
+    snippet.write_text(snippet_text(args.camera, proposals, action), encoding="utf-8")
+    if not cv2.imwrite(str(preview), render_preview(first, proposals, skipped, existing)):
+        raise SinkError(f"cannot write preview image {preview}")
+    for p in proposals:
+        print(f"proposed zone {p.name!r}: {p.label} seen in {p.frames_seen}/{p.frames_sampled} frames, "
+              f"points {p.points()}")
+    for s in skipped:
+        print(f"not proposed: {s.label} ({s.reason})")
+    print(f"wrote {snippet} and {preview}")
+    if not args.apply:
+        return 0
+    if not proposals:
+        print("nothing to apply")
+        return 0
+    if not args.yes and not _confirm(f"Add {len(proposals)} zone(s) to camera {args.camera!r} in {args.config}?"):
+        print("not applied")
+        return 1
+    merged = merge_into_config(loaded.path, args.camera, proposals, action)
+    backup = write_config_atomically(loaded.path, merged)
+    print(f"added {len(proposals)} zone(s) to {loaded.path} (previous version in {backup})")
+    return 0
+
+
+def add_discover_parser(zones_sub: argparse._SubParsersAction) -> None:
+    """Add `discover` under the `zones` command group (called by `register_cli`)."""
+    d = zones_sub.add_parser(
+        "discover",
+        help="detect private objects (bed, toilet, sink, ...) and propose zones for them",
+        description="Samples frames from a camera, detects the private objects listed in "
+        "detection.private_objects.labels and proposes one zone per object. Writes zones-<camera>.yaml "
+        "and zones-<camera>.png; --apply adds the zones to the config (comments kept, .bak written).",
+    )
+    d.add_argument("--config", required=True, help="path to config.yaml")
+    d.add_argument("--camera", required=True, help="camera id")
+    d.add_argument("--source", help="sample this source instead of the camera's")
+    d.add_argument("--frames", type=int, default=8, help="frames to sample (default 8)")
+    d.add_argument("--min-frames", type=int, default=None,
+                   help="propose an object only if seen in at least this many sampled frames (default: a quarter)")
+    d.add_argument("--out-dir", default=".", help="where to write the snippet and preview (default: .)")
+    d.add_argument("--apply", action="store_true", help="add the proposed zones to the config file")
+    d.add_argument("--yes", action="store_true", help="with --apply: do not ask for confirmation")
+    d.set_defaults(func=cmd_zones_discover)
+

@@ -1,0 +1,160 @@
+"""Reference CLIs for the access flow and the audit log.
+
+    privacy-agent requester keygen  --out FILE
+    privacy-agent requester request --identity KEY --hub HUBPUB --role ROLE --camera C [--clip ID]...
+    privacy-agent requester open    CLIP --identity KEY --hub HUBPUB --grant GRANT --out clip.mp4
+    privacy-agent owner pending     --identity KEY --hub HUBPUB
+    privacy-agent owner approve     CHALLENGE --identity KEY --hub HUBPUB [--clips-dir DIR] [narrowing]
+    privacy-agent owner deny        CHALLENGE --identity KEY --hub HUBPUB
+    privacy-agent owner mode        [home|away|privacy] --identity KEY --hub HUBPUB
+    privacy-agent audit pin         --hub HUBPUB --pins FILE (--checkpoint FILE | broker options)
+    privacy-agent audit verify      (--data DIR | --log FILE) --hub HUBPUB [--pins FILE]
+    privacy-agent hub serve         --config FILE   (the hub's MQTT side, standalone)
+
+Broker options (every networked command): `--config FILE` takes host, port, CA and prefix from a
+hub config's `mqtt:` section; `--host/--port/--ca-file/--prefix` override; the user name comes
+from `--username` and the password from `--password-file` or the `EPA_MQTT_PASSWORD`
+environment variable (never a command-line argument: it would show in `ps`).
+
+Invariants: the owner tool verifies the hub's signature on the challenge and the requester's
+signature on the request before showing or approving anything; it never signs a scope wider
+than the request; it re-wraps clip keys only to the requester key named in the signed request.
+The requester tool decrypts only clips named in a grant that the pinned hub key signed.
+Nothing here prints key material.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+from agent.config import MqttConfig
+from agent.crypto.keys import HubPublic, load_hub_public
+from agent.errors import (
+    ConfigError,
+    KeyFileError,
+)
+from agent.fsutil import atomic_write
+from agent.mqtt.client import Message, MqttClient
+from agent.mqtt.topics import DEFAULT_PREFIX
+
+
+def add_broker_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("broker")
+    g.add_argument("--config", help="hub config file whose `mqtt:` section names the broker")
+    g.add_argument("--host", help="broker host (overrides the config)")
+    g.add_argument("--port", type=int, help="broker port (default 8883)")
+    g.add_argument("--ca-file", help="CA certificate of the broker (PEM)")
+    g.add_argument("--prefix", help=f"topic prefix of the hub (default {DEFAULT_PREFIX})")
+    g.add_argument("--username", help="broker user name")
+    g.add_argument("--password-file", help="file whose first line is the broker password (mode 0600); "
+                   "or set EPA_MQTT_PASSWORD")
+    g.add_argument("--no-tls", action="store_true", help="plain TCP (test brokers only)")
+    g.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker and answers")
+
+
+def broker_config(args: argparse.Namespace) -> tuple[MqttConfig, Path | None]:
+    base: dict[str, Any] = {}
+    base_dir: Path | None = None
+    if getattr(args, "config", None):
+        from agent.config import load_config
+
+        loaded = load_config(args.config)
+        if loaded.config.mqtt is None:
+            raise ConfigError(f"{args.config} has no `mqtt:` section")
+        base = loaded.config.mqtt.model_dump()
+        base_dir = loaded.path.parent
+        # The hub's own credentials are not the owner's or requester's.
+        base.update({"username": None, "password": None, "password_file": None, "client_id": None})
+    for key, attr in (("host", "host"), ("port", "port"), ("ca_file", "ca_file"), ("topic_prefix", "prefix")):
+        v = getattr(args, attr, None)
+        if v is not None:
+            base[key] = v
+    if getattr(args, "no_tls", False):
+        base["tls"] = False
+    if "host" not in base:
+        raise ConfigError("name the broker with --host (or --config with an `mqtt:` section)")
+    password = os.environ.get("EPA_MQTT_PASSWORD")
+    if args.password_file:
+        base["password_file"] = str(Path(args.password_file).resolve())
+    elif password is not None:
+        base["password"] = password
+    if args.username:
+        base["username"] = args.username
+    try:
+        return MqttConfig.model_validate(base), base_dir
+    except ValueError as e:
+        raise ConfigError(f"broker options: {e}") from None
+
+
+def connect(args: argparse.Namespace, role: str) -> MqttClient:
+    cfg, base_dir = broker_config(args)
+    client = MqttClient.from_config(cfg, client_id=f"epa-{role}-{os.urandom(4).hex()}", base_dir=base_dir)
+    client.start(wait_s=args.timeout)
+    return client
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, m: Message) -> None:
+        with self.cond:
+            self.messages.append(m)
+            self.cond.notify_all()
+
+
+def hub_key(args: argparse.Namespace) -> HubPublic:
+    return load_hub_public(args.hub)
+
+
+def parse_ms(text: str | None, default: int) -> int:
+    """A time as ISO 8601 (UTC if no zone) or integer milliseconds since the epoch."""
+    if text is None:
+        return default
+    if text.isdigit():
+        return int(text)
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"time {text!r} must be ISO 8601 (2026-01-31T18:00) or epoch milliseconds") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1000)
+
+
+def format_ms(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def now_ms() -> int:
+    return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+
+
+def next_counter(identity_path: Path) -> int:
+    """Strictly increasing per device: max(last + 1, now in ms), stored in IDENTITY.counter (0600).
+
+    Using the time as a floor keeps the counter increasing even if the state file is lost."""
+    p = identity_path.with_name(identity_path.name + ".counter")
+    last = 0
+    try:
+        last = int(p.read_text().strip() or 0)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as e:
+        raise KeyFileError(f"counter file {p} is unreadable: {e}") from None
+    n = max(last + 1, now_ms())
+    atomic_write(p, f"{n}\n".encode(), 0o600)
+    return n
+
+
+def check_password_file(path: str | None) -> None:
+    if path and os.path.exists(path) and stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+        raise ConfigError(f"password file {path} must be mode 0600")
+

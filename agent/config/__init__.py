@@ -1,0 +1,111 @@
+"""The homeowner's config: pydantic models and a YAML loader with line numbers.
+
+Invariants:
+- Every model forbids unknown keys (`extra="forbid"`) and every field has a
+  description; `config/example.yaml` documents the same fields.
+- A validation error names the key path and its YAML line, for example
+  `cameras[0].zones[1].points: polygon needs at least 3 points (config.yaml:14)`.
+- Runtime state (current mode, keys, counters) never lives here; it lives in
+  `data_dir`.
+- Defaults are the private choice: a camera without zones still withholds in
+  `privacy` mode, and a plaintext sink must be named as plaintext.
+
+One module per section: `base`, `cameras`, `analysis`, `detection`, `sinks`, `mqtt`, `root` (the
+whole file), `loader` (YAML with line numbers) and `edit` (comment-keeping edits). Sections import
+only `base` and the ground floor, so there is no cycle. Code outside the package imports from
+`agent.config`.
+"""
+
+from agent.config.analysis import (
+    AnalysisConfig,
+    MotionConfig,
+    TamperConfig,
+)
+from agent.config.base import (
+    ID_RE,
+    StrictModel,
+)
+from agent.config.cameras import (
+    CameraConfig,
+    CameraModeConfig,
+    Day,
+    ModesConfig,
+    ScheduleEntry,
+    ZoneConfig,
+)
+from agent.config.detection import (
+    DEFAULT_PRIVATE_LABELS,
+    DEFAULT_THRESHOLDS,
+    FALLBACK_THRESHOLD,
+    CameraDetectionConfig,
+    DetectionConfig,
+    FaceDetectionConfig,
+    ObjectDetectionConfig,
+    OnnxRuntimeConfig,
+    PersonRuleConfig,
+    PrivateObjectsConfig,
+    detection_rules,
+    effective_detection,
+    protections_off,
+)
+from agent.config.loader import (
+    LoadedConfig,
+    config_hash,
+    load_config,
+    parse_config_text,
+)
+from agent.config.mqtt import (
+    REQUESTER_ROLES,
+    AccessPolicyConfig,
+    MqttConfig,
+)
+from agent.config.root import (
+    AgentConfig,
+)
+from agent.config.sinks import (
+    CLIP_SEGMENT_MAX_S,
+    CLIP_SEGMENT_MIN_S,
+    DirectorySinkConfig,
+    S3SinkConfig,
+    SinkConfig,
+)
+
+__all__ = [
+    "AccessPolicyConfig",
+    "AgentConfig",
+    "AnalysisConfig",
+    "CLIP_SEGMENT_MAX_S",
+    "CLIP_SEGMENT_MIN_S",
+    "CameraConfig",
+    "CameraDetectionConfig",
+    "CameraModeConfig",
+    "DEFAULT_PRIVATE_LABELS",
+    "DEFAULT_THRESHOLDS",
+    "Day",
+    "DetectionConfig",
+    "DirectorySinkConfig",
+    "FALLBACK_THRESHOLD",
+    "FaceDetectionConfig",
+    "ID_RE",
+    "LoadedConfig",
+    "ModesConfig",
+    "MotionConfig",
+    "MqttConfig",
+    "ObjectDetectionConfig",
+    "OnnxRuntimeConfig",
+    "PersonRuleConfig",
+    "PrivateObjectsConfig",
+    "REQUESTER_ROLES",
+    "S3SinkConfig",
+    "ScheduleEntry",
+    "SinkConfig",
+    "StrictModel",
+    "TamperConfig",
+    "ZoneConfig",
+    "config_hash",
+    "detection_rules",
+    "effective_detection",
+    "load_config",
+    "parse_config_text",
+    "protections_off",
+]

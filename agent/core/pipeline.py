@@ -1,0 +1,448 @@
+"""The per-camera pipeline: source -> analysis -> policy.decide -> redact.apply -> sinks.
+
+Stages are connected by bounded queues (reader thread -> processing ->
+sink thread), so a slow sink or analyzer applies back-pressure instead of
+growing memory. Analysis runs on lanes, one worker thread per analyzer, a
+few frames ahead of the frame being decided: the object detector can work
+on frame k+2 while the face detector is on frame k+1 and frame k is being
+redacted, which keeps both cores of a hub busy. Each lane sees every frame
+in order, so the results are those of running the analyzers one by one.
+
+Invariants (fail closed):
+- Every frame gets exactly one Decision, and only `redact.apply` turns a
+  frame plus its decision into something a sink accepts. A frame without a
+  decision never reaches a sink.
+- Any exception or timeout in analysis, any exception in policy or
+  redaction, lag on a live source, or a backlog in front of the sinks makes
+  the frame WITHHELD and records an event. Nothing falls back to "pass".
+- While a timed-out analyzer is still running, following frames are
+  withheld ("analysis_busy") without queueing more work on its lane (frames
+  already queued behind it are cancelled and withheld the same way); when it
+  returns, analysis resumes (recovery).
+- A sink that fails (unwritable directory, full disk) is reported and
+  skipped; the pipeline never writes raw frames anywhere as a fallback.
+- A source that cannot be opened or decoded gives an event, not a crash
+  loop: live sources are reopened with exponential backoff on the injected
+  clock; file sources end.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
+from dataclasses import dataclass, field
+
+from agent.clock import Clock, SystemClock
+from agent.core import redact
+from agent.core.datatypes import Analysis, Decision, Event, Frame
+from agent.core.events import EventCallback
+from agent.core.policy import CameraPolicy, decide
+from agent.core.ports import Analyzer, FrameSource, Sink, close_analyzer, merge
+from agent.core.redact import RedactedFrame
+from agent.errors import FrameDecodeError, SinkError, SourceError
+from agent.vocab import Action, Mode
+
+log = logging.getLogger(__name__)
+
+DecisionCallback = Callable[[Decision, int | None], None]
+
+# Small queues: enough to overlap decode, analysis and encode on separate
+# cores, while a 1080p frame is 6 MiB and memory on a Pi is scarce.
+# The reader submits each frame to the analysis lanes as soon as it is decoded,
+# then waits for room in its queue: so up to _QUEUE_FRAMES + 1 frames are being
+# analysed ahead of the one being decided. Enough for the object detector (one
+# run every few frames, 1-2x a face run) to stay ahead of the face detector.
+_QUEUE_FRAMES = 2
+_BACKOFF_MAX_S = 60.0
+
+
+@dataclass
+class PipelineStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    passed: int = 0
+    masked: int = 0
+    withheld: int = 0
+    decode_errors: int = 0
+    sink_errors: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def count(self, d: Decision) -> None:
+        self.frames_in += 1
+        if d.action is Action.WITHHOLD:
+            self.withheld += 1
+        elif d.action is Action.MASK:
+            self.masked += 1
+        else:
+            self.passed += 1
+        if d.action is Action.WITHHOLD:
+            for r in d.reasons:
+                # "lag:2.31s" and "detections_stale:1.20s" vary per frame; count them by kind.
+                key = r.split(":")[0] if r.startswith(("lag:", "detections_stale:")) else r
+                self.reasons[key] = self.reasons.get(key, 0) + 1
+
+
+@dataclass
+class _Lane:
+    """One analyzer on its own worker thread. Frames reach it in order, so its state stays sequential."""
+
+    analyzer: Analyzer
+    pool: ThreadPoolExecutor
+    # A call that timed out and is still running: until it returns, the lane
+    # takes no new work and its frames are withheld as "analysis_busy".
+    stuck: Future[Analysis] | None = None
+    queued: deque[Future[Analysis]] = field(default_factory=deque)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAnalysis:
+    """The analysis of one frame in flight: one future per lane (None: the lane was busy)."""
+
+    frame: Frame
+    futures: tuple[Future[Analysis] | None, ...]
+
+
+class AnalysisRunner:
+    """Runs each analyzer on its own lane (a one-thread worker), several frames ahead.
+
+    Lanes are what lets analysis overlap itself: the object detector works on
+    frame k+2 while the face detector is on frame k and frame k-1 is being
+    redacted. Each lane sees every frame in order, so results are the same as
+    running the analyzers one after another. A lane that raises or times out
+    makes that frame's analysis carry a fault (so policy withholds); a lane
+    whose call timed out takes no new work until that call returns.
+    """
+
+    def __init__(self, analyzers: Sequence[Analyzer], timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        # submit() runs on the reader thread, collect() on the processing thread.
+        self._lock = threading.Lock()
+        self._lanes = [
+            _Lane(a, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"analysis-{getattr(a, 'name', i)}"))
+            for i, a in enumerate(analyzers)
+        ]
+
+    def submit(self, frame: Frame) -> PendingAnalysis:
+        """Queue `frame` on every lane that is not stuck. Never blocks on analysis, never raises."""
+        futures: list[Future[Analysis] | None] = []
+        with self._lock:
+            for lane in self._lanes:
+                if lane.stuck is not None:
+                    if not lane.stuck.done():
+                        futures.append(None)
+                        continue
+                    lane.stuck = None  # the hung call returned: the lane recovers
+                fut = lane.pool.submit(lane.analyzer.analyze, frame)
+                lane.queued.append(fut)
+                futures.append(fut)
+        return PendingAnalysis(frame, tuple(futures))
+
+    def collect(self, pending: PendingAnalysis) -> tuple[Analysis, str | None]:
+        """(analysis, problem) for a submitted frame, waiting at most `timeout_s` for it.
+
+        Must be called once per `submit`, in the same order. On any problem the
+        analysis carries a fault, so policy withholds.
+        """
+        deadline = time.monotonic() + self._timeout_s
+        parts: list[Analysis] = []
+        faults: list[str] = []
+        problems: list[str] = []
+        for lane, fut in zip(self._lanes, pending.futures, strict=True):
+            if fut is None:
+                faults.append("analysis_busy")
+                continue
+            with self._lock:
+                if lane.queued and lane.queued[0] is fut:
+                    lane.queued.popleft()
+            if fut.cancelled():  # queued behind a call that timed out
+                faults.append("analysis_busy")
+                continue
+            try:
+                parts.append(fut.result(timeout=max(0.0, deadline - time.monotonic())))
+            except FutureTimeout:
+                with self._lock:
+                    lane.stuck = fut
+                    # Frames queued behind the hung call would only wait for it; they are withheld instead.
+                    for later in lane.queued:
+                        later.cancel()
+                faults.append("analysis_timeout")
+                problems.append(f"analyzer {getattr(lane.analyzer, 'name', '?')} took longer than "
+                                f"{self._timeout_s}s")
+            except CancelledError:
+                faults.append("analysis_busy")  # cancelled while this frame waited
+            except Exception as e:  # noqa: BLE001 - stage boundary: any failure withholds
+                faults.append(f"analysis_error:{type(e).__name__}")
+                problems.append(f"{type(e).__name__}: {e}")
+        if faults:
+            return Analysis(faults=tuple(dict.fromkeys(faults))), "; ".join(problems) or None
+        return merge(parts), None
+
+    def analyze(self, frame: Frame) -> tuple[Analysis, str | None]:
+        """Submit and collect one frame (no look-ahead)."""
+        return self.collect(self.submit(frame))
+
+    def close(self) -> None:
+        for lane in self._lanes:
+            lane.pool.shutdown(wait=False, cancel_futures=True)
+            running = [f for f in lane.queued if not f.done()]
+            if lane.stuck is None and running:
+                # Frames still in flight (the run ended early): give them the usual time.
+                if futures_wait(running, timeout=self._timeout_s).not_done:
+                    lane.stuck = running[0]
+            if lane.stuck is None or lane.stuck.done():
+                # Not while a timed-out call is still running: it owns the analyzer.
+                close_analyzer(lane.analyzer)
+
+
+class CameraPipeline:
+    def __init__(
+        self,
+        policy: CameraPolicy,
+        analyzers: Sequence[Analyzer],
+        sinks: Sequence[Sink],
+        mode: Callable[[], Mode],
+        on_event: EventCallback,
+        *,
+        clock: Clock | None = None,
+        analysis_timeout_s: float = 2.0,
+        max_lag_s: float = 2.0,
+        on_decision: DecisionCallback | None = None,
+    ) -> None:
+        self.policy = policy
+        self.camera_id = policy.camera_id
+        self._runner = AnalysisRunner(analyzers, analysis_timeout_s)
+        self._sinks = list(sinks)
+        # sink index -> (monotonic time of the next attempt, current backoff)
+        self._failed_sinks: dict[int, tuple[float, float]] = {}
+        self._mode = mode
+        self._on_event = on_event
+        self._clock = clock or SystemClock()
+        self._max_lag_s = max_lag_s
+        self._on_decision = on_decision
+        self.stats = PipelineStats()
+        self._stop = threading.Event()
+        self._last_withhold_reason: str | None = None
+
+    # -- events -----------------------------------------------------------------
+
+    def _event(self, kind: str, message: str, **details: object) -> None:
+        self._on_event(Event(kind, self.camera_id, message, self._clock.monotonic(), details))
+
+    # -- one frame ----------------------------------------------------------------
+
+    def process(self, frame: Frame, live: bool) -> tuple[Decision, RedactedFrame | None]:
+        """Decide and redact one frame. Never raises; every failure withholds."""
+        return self._finish(self._submit(frame, live), live)
+
+    def _lagging(self, frame: Frame, live: bool) -> Decision | None:
+        lag = self._clock.monotonic() - frame.captured_monotonic_s
+        if live and lag > self._max_lag_s:
+            return Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, (f"lag:{lag:.2f}s",))
+        return None
+
+    def _submit(self, frame: Frame, live: bool) -> PendingAnalysis | Decision:
+        """Start analysing a frame, or withhold it at once when a live source lags (no work queued)."""
+        return self._lagging(frame, live) or self._runner.submit(frame)
+
+    def _finish(self, pending: PendingAnalysis | Decision, live: bool) -> tuple[Decision, RedactedFrame | None]:
+        if isinstance(pending, Decision):
+            decision = pending
+            frame = None
+        else:
+            frame = pending.frame
+            analysis, problem = self._runner.collect(pending)
+            if problem:
+                self._event("analysis_fault", problem, frame=frame.index)
+            # A frame that waited for its analysis may have fallen behind a live source meanwhile.
+            lagging = self._lagging(frame, live)
+            if lagging is not None:
+                decision = lagging
+            else:
+                try:
+                    decision = decide(self.policy, frame, analysis, self._mode())
+                except Exception as e:  # noqa: BLE001 - stage boundary: policy failure withholds
+                    self._event("policy_fault", f"{type(e).__name__}: {e}", frame=frame.index)
+                    decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD,
+                                        (f"policy_error:{type(e).__name__}",))
+        out: RedactedFrame | None = None
+        if frame is not None and decision.action is not Action.WITHHOLD:
+            try:
+                out = redact.apply(frame, decision)
+            except Exception as e:  # noqa: BLE001 - stage boundary: redaction failure withholds
+                self._event("redact_fault", f"{type(e).__name__}: {e}", frame=frame.index)
+                decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD,
+                                    (f"redact_error:{type(e).__name__}",))
+                out = None
+            if out is None and decision.action is not Action.WITHHOLD:
+                decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, ("redact_refused",))
+        self._note_withhold(decision)
+        return decision, out
+
+    def _note_withhold(self, d: Decision) -> None:
+        # One event per change of withhold reason, not one per frame.
+        reason = ",".join(d.reasons) if d.action is Action.WITHHOLD else None
+        if reason != self._last_withhold_reason:
+            if reason is not None:
+                self._event("withheld", f"withholding frames: {reason}", frame=d.frame_index, reasons=list(d.reasons))
+                tamper = [r for r in d.reasons if r.startswith("tamper:")]
+                if tamper:
+                    self._event("tamper", f"camera tampering suspected: {', '.join(tamper)}", frame=d.frame_index)
+            elif self._last_withhold_reason is not None:
+                self._event("released", "frames released again", frame=d.frame_index)
+            self._last_withhold_reason = reason
+
+    # -- sinks --------------------------------------------------------------------
+
+    def _write(self, item: RedactedFrame | Decision) -> None:
+        now = self._clock.monotonic()
+        for i, s in enumerate(self._sinks):
+            failed = self._failed_sinks.get(i)
+            if failed is not None and now < failed[0]:
+                continue  # still backing off: this sink misses the frame (never a raw fallback)
+            try:
+                if isinstance(item, RedactedFrame):
+                    s.write(item)
+                else:
+                    s.withheld(item.camera_id, item.frame_index, item.t_s)
+            except SinkError as e:
+                # A full disk or a vanished NAS may come back: retry with backoff
+                # rather than dropping the sink for the rest of the run.
+                backoff = min(_BACKOFF_MAX_S, failed[1] * 2) if failed else 1.0
+                self._failed_sinks[i] = (now + backoff, backoff)
+                self.stats.sink_errors += 1
+                self._event("sink_error", f"sink {s.name} failed: {e}; retrying in {backoff:g}s, its output is "
+                            "withheld meanwhile", sink=s.name)
+                continue
+            if failed is not None:
+                del self._failed_sinks[i]
+                self._event("sink_recovered", f"sink {s.name} works again", sink=s.name)
+
+    def _close_sinks(self) -> None:
+        for s in self._sinks:
+            try:
+                s.close()
+            except SinkError as e:
+                self.stats.sink_errors += 1
+                self._event("sink_error", f"sink {s.name} failed while closing: {e}", sink=s.name)
+
+    # -- the loop -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, open_source: Callable[[], FrameSource]) -> PipelineStats:
+        """Process a source to its end (files) or until `stop()` (live). Returns stats."""
+        frames: queue.Queue[PendingAnalysis | Decision | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
+        out_q: queue.Queue[RedactedFrame | Decision | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
+        reader = threading.Thread(target=self._reader, args=(open_source, frames), name=f"src-{self.camera_id}",
+                                  daemon=True)
+        writer = threading.Thread(target=self._writer, args=(out_q,), name=f"sink-{self.camera_id}", daemon=True)
+        reader.start()
+        writer.start()
+        try:
+            while True:
+                item = frames.get()
+                if item is None:
+                    break
+                live = self._live
+                decision, out = self._finish(item, live)
+                self.stats.count(decision)
+                out_index: int | None = None
+                if out is not None:
+                    if live and out_q.full():
+                        # Never let a slow sink turn into unbounded memory; a
+                        # dropped frame is a withheld frame, never a raw one.
+                        decision = Decision(self.camera_id, decision.frame_index, decision.t_s, Action.WITHHOLD,
+                                            ("sink_backlog",))
+                        self._note_withhold(decision)
+                    else:
+                        out_index = self.stats.frames_out
+                        self.stats.frames_out += 1
+                        out_q.put(out)
+                if out is None or out_index is None:
+                    out_q.put(decision)
+                if self._on_decision is not None:
+                    self._on_decision(decision, out_index)
+        finally:
+            self._stop.set()
+            out_q.put(None)
+            writer.join()
+            # Unblock the reader if it is waiting on a full queue.
+            while reader.is_alive():
+                try:
+                    frames.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._runner.close()
+        return self.stats
+
+    _live = False
+
+    def _reader(self, open_source: Callable[[], FrameSource],
+                frames: queue.Queue[PendingAnalysis | Decision | None]) -> None:
+        backoff_s = 1.0
+        index = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    src = open_source()
+                except SourceError as e:
+                    self._event("source_error", str(e))
+                    if not self._is_live_spec(open_source):
+                        return
+                    self._clock.sleep(backoff_s)
+                    backoff_s = min(_BACKOFF_MAX_S, backoff_s * 2)
+                    continue
+                self._live = src.info.live
+                start = self._clock.monotonic()
+                try:
+                    while not self._stop.is_set():
+                        try:
+                            img = src.read()
+                        except FrameDecodeError as e:
+                            self.stats.decode_errors += 1
+                            self._event("decode_error", str(e), frame=index)
+                            index += 1
+                            continue
+                        if img is None:
+                            expected = src.info.frame_count
+                            if expected is not None and index < expected:
+                                self._event("source_truncated",
+                                            f"source ended after {index} of {expected} frames",
+                                            frames=index, expected=expected)
+                            self._event("source_ended", f"source ended after {index} frames", frames=index)
+                            return
+                        now = self._clock.monotonic()
+                        t_s = (now - start) if src.info.live else index / src.info.fps
+                        frames.put(self._submit(Frame(self.camera_id, index, t_s, now, img), src.info.live))
+                        index += 1
+                        backoff_s = 1.0
+                except SourceError as e:
+                    self._event("source_lost", str(e), frame=index)
+                    if not src.info.live:
+                        return
+                    self._clock.sleep(backoff_s)
+                    backoff_s = min(_BACKOFF_MAX_S, backoff_s * 2)
+                finally:
+                    src.close()
+        finally:
+            frames.put(None)
+
+    @staticmethod
+    def _is_live_spec(open_source: Callable[[], FrameSource]) -> bool:
+        return bool(getattr(open_source, "live", False))
+
+    def _writer(self, out_q: queue.Queue[RedactedFrame | Decision | None]) -> None:
+        while True:
+            item = out_q.get()
+            if item is None:
+                break
+            self._write(item)
+        self._close_sinks()

@@ -1,0 +1,211 @@
+"""Sealing: stream redacted video into an encrypted, hub-signed clip.
+
+A random clip key K per clip, wrapped per recipient with SealedBox over
+`"epa/v1/wrap\\0" || clip_id || K`; the hub then forgets K, so a stolen hub reads no finished
+clip. Chunks are hashed on a background thread while the next ones are encrypted. Randomness
+comes from libsodium unless a test injects `clip_key`/`clip_id` for vectors.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any, BinaryIO
+
+import nacl.bindings as sodium
+import nacl.encoding
+import nacl.exceptions
+import nacl.hash
+import nacl.utils
+from nacl.public import SealedBox
+
+from agent.crypto.envelope.format import (
+    CHUNK_BYTES,
+    CLIP_ID_BYTES,
+    HEADER_SIG_DOMAIN,
+    KEY_BYTES,
+    MAX_CHUNKS,
+    MAX_RECIPIENTS,
+    TAG_FINAL,
+    TAG_MESSAGE,
+    TRAILER_SIG_DOMAIN,
+    U32,
+    WRAP_LABEL,
+    ZERO_HASH,
+    ClipInfo,
+    Header,
+    Stanza,
+    header_digest_of,
+    trailer_digest_of,
+)
+from agent.crypto.envelope.hashing import BackgroundHasher
+from agent.crypto.keys import DevicePublic, HubIdentity, canonical_json
+from agent.errors import (
+    MalformedEnvelope,
+)
+
+
+def wrap_key(recipient: DevicePublic, clip_id: bytes, key: bytes) -> Stanza:
+    """Seal K to one device, bound to `clip_id`. Anonymous sender: the hub cannot unwrap it later."""
+    if len(key) != KEY_BYTES or len(clip_id) != CLIP_ID_BYTES:
+        raise MalformedEnvelope("wrap: bad key or clip id length")
+    sealed = SealedBox(recipient.box_pk).encrypt(WRAP_LABEL + clip_id + key)
+    return Stanza(recipient.key_id, bytes(sealed))
+
+
+class ClipWriter:
+    """A write-only file object that encrypts as bytes arrive and streams the envelope to `out`.
+
+    Hand it to an encoder (PyAV) as its output. It is deliberately not seekable: plaintext is
+    only ever held in one 64 KiB buffer, never on disk. Call `finish(metadata)` to write the
+    final chunk and the signed trailer, or `abort()` to drop the clip.
+    """
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        hub: HubIdentity,
+        recipients: Sequence[DevicePublic],
+        stream_id: bytes,
+        seq: int,
+        prev_hash: bytes = ZERO_HASH,
+        *,
+        clip_key: bytes | None = None,
+        clip_id: bytes | None = None,
+    ) -> None:
+        uniq = {d.key_id: d for d in recipients}
+        if not uniq:
+            raise MalformedEnvelope("a clip needs at least one recipient")
+        if len(uniq) > MAX_RECIPIENTS:
+            raise MalformedEnvelope(f"a clip can have at most {MAX_RECIPIENTS} recipients")
+        key = clip_key if clip_key is not None else sodium.crypto_secretstream_xchacha20poly1305_keygen()
+        cid = clip_id if clip_id is not None else nacl.utils.random(CLIP_ID_BYTES)
+        self._out = out
+        self._hub = hub
+        self._state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        ss_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(self._state, key)
+        stanzas = tuple(wrap_key(uniq[k], cid, key) for k in sorted(uniq))
+        del key  # K lives on only inside the secretstream state and the sealed stanzas
+        self.header = Header(bytes(hub.signing_key.verify_key), cid, stream_id, seq, prev_hash, ss_header, stanzas)
+        raw = self.header.encode()
+        self._hdig = header_digest_of(raw)
+        # Pending plaintext as pieces (copied once, by join, into the chunk pushed).
+        self._buf: list[bytes] = []
+        self._buf_len = 0
+        self._hasher = BackgroundHasher(b"epa1-chunks")
+        self._count = 0
+        self._size = 0
+        self._done = False
+        self._hsig = hub.signing_key.sign(HEADER_SIG_DOMAIN + self._hdig).signature
+        self._emit(raw)
+        self._emit(self._hsig)
+
+    # file-object protocol (what PyAV and io need)
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return self._done
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._done:
+            raise ValueError("write to a finished clip")
+        mv = memoryview(data).cast("B")
+        n = len(mv)
+        pos = 0
+        if self._buf_len:
+            take = min(CHUNK_BYTES - self._buf_len, n)
+            self._buf.append(bytes(mv[:take]))
+            self._buf_len += take
+            pos = take
+            if self._buf_len == CHUNK_BYTES:
+                self._push(b"".join(self._buf), TAG_MESSAGE)
+                self._buf, self._buf_len = [], 0
+        while n - pos >= CHUNK_BYTES:
+            self._push(bytes(mv[pos : pos + CHUNK_BYTES]), TAG_MESSAGE)
+            pos += CHUNK_BYTES
+        if pos < n:
+            self._buf.append(bytes(mv[pos:]))
+            self._buf_len += n - pos
+        return n
+
+    @property
+    def header_digest(self) -> bytes:
+        return self._hdig
+
+    @property
+    def bytes_written(self) -> int:
+        return self._size
+
+    def _emit(self, b: bytes) -> None:
+        self._out.write(b)
+        self._size += len(b)
+
+    def _push(self, plain: bytes, tag: int) -> None:
+        if self._count >= MAX_CHUNKS - 1:
+            raise MalformedEnvelope("clip too long for one envelope")
+        ct = sodium.crypto_secretstream_xchacha20poly1305_push(self._state, plain, self._hdig, tag)
+        rec_len = U32.pack(len(ct))
+        self._hasher.update(rec_len, ct)
+        self._emit(rec_len)
+        self._emit(ct)
+        self._count += 1
+
+    def finish(self, metadata: Mapping[str, Any]) -> ClipInfo:
+        """Push the last video bytes, the metadata as the TAG_FINAL chunk, and the signed trailer."""
+        if self._done:
+            raise ValueError("clip already finished")
+        meta = canonical_json(dict(metadata))
+        if len(meta) > CHUNK_BYTES:
+            raise MalformedEnvelope(f"clip metadata is {len(meta)} bytes; the limit is {CHUNK_BYTES}")
+        if self._buf_len:
+            self._push(b"".join(self._buf), TAG_MESSAGE)
+            self._buf, self._buf_len = [], 0
+        self._push(meta, TAG_FINAL)
+        self._done = True
+        ct_hash = self._hasher.digest()
+        tdig = trailer_digest_of(self._hdig, self._count, ct_hash)
+        tsig = self._hub.signing_key.sign(TRAILER_SIG_DOMAIN + tdig).signature
+        self._emit(U32.pack(0))
+        self._emit(U32.pack(self._count) + ct_hash + tsig)
+        self._state = None  # type: ignore[assignment]  # drop K with the state
+        return ClipInfo(self.header, self._hsig, self._count, ct_hash, tsig, self._size)
+
+    def abort(self) -> None:
+        self._done = True
+        self._hasher.cancel()
+        self._buf, self._buf_len = [], 0
+        self._state = None  # type: ignore[assignment]
+
+    def close(self) -> None:
+        """PyAV closes its output when the container closes; that is not the end of the clip."""
+        return None
+
+
+def seal(
+    payload: bytes,
+    metadata: Mapping[str, Any],
+    hub: HubIdentity,
+    recipients: Sequence[DevicePublic],
+    stream_id: bytes,
+    seq: int = 0,
+    prev_hash: bytes = ZERO_HASH,
+    **inject: Any,
+) -> tuple[bytes, ClipInfo]:
+    """Seal a whole payload in memory (tests, vectors). The sink streams through `ClipWriter`."""
+    out = io.BytesIO()
+    w = ClipWriter(out, hub, recipients, stream_id, seq, prev_hash, **inject)
+    w.write(payload)
+    info = w.finish(metadata)
+    return out.getvalue(), info
+

@@ -1,0 +1,370 @@
+"""Scoring a replay against a fixture's ground truth: zone pixels leaked, withhold misses,
+over-masking, face recall.
+
+A ground-truth face counts as covered when at least `COVERED_MIN` of it is under the released
+frame's mask regions (`agent.core.redact.regions_mask`), or the frame was withheld. Decoded
+output is checked too: a zone pixel that survives encoding is a leak whatever the decisions say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from agent.core.datatypes import Image, MaskRegion
+from agent.core.redact import regions_mask
+from agent.core.zones import Mask, box_pixels
+from agent.geometry import BoxRel, PointRel
+from agent.lab.decisions import fixture_frames, output_frames, read_decisions
+from agent.lab.fixtures import load_truth
+from agent.media.video import fit_into
+from agent.vocab import Style
+
+COVERED_MIN = 0.8
+
+
+# Decoded-pixel leak test, on the luma of each pixel for "black or not" (chroma
+# is subsampled 4:2:0 and rings at zone edges) and on every channel for "is it
+# the source". Measured on the five fixtures with x264 CRF 23 (the replay's
+# encoder settings): inside correctly masked zones the decoded luma stays
+# <= 17 (ringing next to bright edges; single channels reach 42), while leaked
+# source pixels come back within a few levels of the source (rarely more than
+# 30 in one channel, at 1-px edge leaks that 4:2:0 smears). So a truth-zone
+# pixel counts as leaked when its decoded luma is >= OUTPUT_MIN_LUMA (about 2x
+# the ringing seen) and every channel is within LEAK_TOL of the source. A
+# source pixel darker than SOURCE_MIN_LUMA cannot be told apart from black; it
+# is counted as indeterminate, not checked. The decoded count is a lower bound
+# (an edge leak smeared by the codec is only partly counted); the geometric
+# count is exact for what the decisions claim, the decoded one checks the claim.
+LEAK_TOL = 32
+
+
+SOURCE_MIN_LUMA = 40
+
+
+OUTPUT_MIN_LUMA = 32
+
+
+@dataclass
+class _Coverage:
+    boxes: int = 0
+    covered: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gt_boxes": self.boxes,
+            "covered": self.covered,
+            "fraction_covered": round(self.covered / self.boxes, 6) if self.boxes else None,
+        }
+
+
+@dataclass
+class EvalReport:
+    fixture: str
+    replay: str
+    scenario: str
+    frames_in: int = 0
+    frames_released: int = 0
+    frames_withheld: int = 0
+    must_withhold_frames: int = 0
+    leaked_geometric: int = 0
+    leaked_decoded: int | None = None
+    decoded_checked_px: int = 0
+    decoded_indeterminate_px: int = 0
+    decoded_skipped_styled_px: int = 0
+    leak_frames: list[int] = field(default_factory=list)
+    withhold_miss_frames: list[int] = field(default_factory=list)
+    over_px: int = 0
+    over_px_outside_objects: int = 0
+    total_px: int = 0
+    over_withheld_frames: int = 0
+    faces: _Coverage = field(default_factory=_Coverage)
+    persons: _Coverage = field(default_factory=_Coverage)
+    missing_decisions: list[int] = field(default_factory=list)
+    unexpected_decisions: list[int] = field(default_factory=list)
+    output_expected: int = 0
+    output_decoded: int | None = None
+    output_problems: list[str] = field(default_factory=list)
+
+    @property
+    def zone_pixels_leaked(self) -> int:
+        return max(self.leaked_geometric, self.leaked_decoded or 0)
+
+    @property
+    def withhold_misses(self) -> int:
+        return len(self.withhold_miss_frames)
+
+    @property
+    def over_masking_ratio(self) -> float:
+        return self.over_px / self.total_px if self.total_px else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.zone_pixels_leaked == 0
+            and self.withhold_misses == 0
+            and not self.missing_decisions
+            and not self.output_problems
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        has_faces = self.faces.boxes > 0
+        return {
+            "fixture": self.fixture,
+            "replay": self.replay,
+            "scenario": self.scenario,
+            "ok": self.ok,
+            "zone_pixels_leaked": self.zone_pixels_leaked,
+            "zone_pixels_leaked_geometric": self.leaked_geometric,
+            "zone_pixels_leaked_decoded": self.leaked_decoded,
+            "decoded_check": {
+                "pixels_checked": self.decoded_checked_px,
+                "pixels_indeterminate_dark": self.decoded_indeterminate_px,
+                "pixels_skipped_styled": self.decoded_skipped_styled_px,
+                "leak_tol": LEAK_TOL,
+                "source_min_luma": SOURCE_MIN_LUMA,
+                "output_min_luma": OUTPUT_MIN_LUMA,
+            },
+            "leak_frames": self.leak_frames[:50],
+            "withhold_misses": self.withhold_misses,
+            "withhold_miss_frames": self.withhold_miss_frames,
+            "must_withhold_frames": self.must_withhold_frames,
+            "over_masking_ratio": round(self.over_masking_ratio, 6),
+            "over_masking_ratio_outside_gt_objects": round(self.over_px_outside_objects / self.total_px, 6)
+            if self.total_px
+            else 0.0,
+            "over_withheld_frames": self.over_withheld_frames,
+            "frames_in": self.frames_in,
+            "frames_released": self.frames_released,
+            "frames_withheld": self.frames_withheld,
+            "faces": self.faces.to_json() if has_faces else None,
+            # Face recall: ground-truth faces with >= COVERED_MIN of the box masked (withheld = masked).
+            "face_recall": round(self.faces.covered / self.faces.boxes, 6) if has_faces else None,
+            "persons": self.persons.to_json() if self.persons.boxes else None,
+            "integrity": {
+                "missing_decisions": self.missing_decisions[:50],
+                "unexpected_decisions": self.unexpected_decisions[:50],
+                "output_frames_expected": self.output_expected,
+                "output_frames_decoded": self.output_decoded,
+                "problems": self.output_problems,
+            },
+        }
+
+
+def _truth_mask(zones: Sequence[Mapping[str, Any]], w: int, h: int) -> Mask:
+    # The same rasterisation redaction uses, so a perfect replay scores exactly 0 both ways.
+    regions = tuple(
+        MaskRegion(str(z["name"]), "zone", tuple(PointRel(float(x), float(y)) for x, y in z["points"]))
+        for z in zones if z["action"] == "mask"
+    )
+    return regions_mask(regions, w, h)
+
+
+def _box_mask(boxes: Sequence[Sequence[float]], w: int, h: int) -> Mask:
+    m = np.zeros((h, w), np.uint8)
+    for b in boxes:
+        x0, y0, x1, y1 = box_pixels(BoxRel.clipped(*b), w, h)
+        m[y0:y1, x0:x1] = 255
+    return m
+
+
+def _coverage(cov: _Coverage, boxes: Sequence[Sequence[float]], reg: Mask | None, w: int, h: int) -> None:
+    for b in boxes:
+        cov.boxes += 1
+        if reg is None:  # withheld: nothing of the box left the hub
+            cov.covered += 1
+            continue
+        x0, y0, x1, y1 = box_pixels(BoxRel.clipped(*b), w, h)
+        area = (x1 - x0) * (y1 - y0)
+        if area <= 0:
+            cov.covered += 1
+            continue
+        inside = int(np.count_nonzero(reg[y0:y1, x0:x1]))
+        if inside >= COVERED_MIN * area:
+            cov.covered += 1
+
+
+def decoded_leaks(src: Image, out: Image, truth: Mask, skip: Mask | None) -> tuple[int, int, int, int]:
+    """Per-pixel leak test on decoded output (see LEAK_TOL). Returns (leaked, checked, dark, skipped)."""
+    inside = truth > 0
+    skipped = 0
+    if skip is not None:
+        styled = inside & (skip > 0)
+        skipped = int(np.count_nonzero(styled))
+        inside &= ~styled
+    bright = cv2.cvtColor(src, cv2.COLOR_BGR2GRAY) >= SOURCE_MIN_LUMA
+    not_black = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY) >= OUTPUT_MIN_LUMA
+    diff = np.abs(out.astype(np.int16) - src.astype(np.int16)).max(axis=2)
+    leaked = inside & bright & not_black & (diff <= LEAK_TOL)
+    checked = inside & bright
+    return (int(np.count_nonzero(leaked)), int(np.count_nonzero(checked)),
+            int(np.count_nonzero(inside & ~bright)), skipped)
+
+
+def _fit_mask(mask: Mask, w: int, h: int) -> Mask:
+    """A mask scaled like `fit_into` scales the frame; only pixels fully inside stay set."""
+    if mask.shape[:2] == (h, w):
+        return mask
+    fitted = fit_into(np.dstack([mask, mask, mask]), w, h)
+    return np.where(fitted[:, :, 0] == 255, 255, 0).astype(np.uint8)
+
+
+def evaluate(fixture_dir: Path, replay_dir: Path, *, decode: bool = True) -> EvalReport:
+    """Compare `replay_dir` (written by `run_replay`) with the truth of `fixture_dir`."""
+    truth = load_truth(fixture_dir)
+    decisions = read_decisions(replay_dir)
+    rep = EvalReport(str(fixture_dir), str(replay_dir), str(truth["scenario"]))
+    zones = truth["zones"]
+    n = int(truth["frames"])
+    rep.frames_in = n
+    rep.unexpected_decisions = sorted(f for f in decisions if f >= n)
+
+    released: dict[int, tuple[int, Mask, Mask | None]] = {}  # out_index -> frame, truth mask, styled mask
+    next_out = 0
+    for fr in truth["per_frame"]:
+        i = int(fr["frame"])
+        w, h = int(fr["width_px"]), int(fr["height_px"])
+        rep.total_px += w * h
+        must = bool(fr["must_withhold"])
+        rep.must_withhold_frames += must
+        tmask = _truth_mask(zones, w, h)
+        d = decisions.get(i)
+        if d is None:
+            rep.missing_decisions.append(i)
+            if must:
+                rep.withhold_miss_frames.append(i)
+            continue
+        if d.action == "withhold":
+            rep.frames_withheld += 1
+            if d.out_index is not None:
+                rep.output_problems.append(f"frame {i} is withheld but has out_index {d.out_index}")
+            if not must:
+                rep.over_withheld_frames += 1
+                private = int(np.count_nonzero(tmask))
+                rep.over_px += w * h - private
+                objs = cv2.bitwise_or(tmask, _box_mask(_gt_boxes(fr), w, h))
+                rep.over_px_outside_objects += w * h - int(np.count_nonzero(objs))
+            _coverage(rep.faces, fr["faces"], None, w, h)
+            _coverage(rep.persons, fr["persons"], None, w, h)
+            continue
+        rep.frames_released += 1
+        if must:
+            rep.withhold_miss_frames.append(i)
+        reg = regions_mask(d.regions, w, h)
+        leaked = int(np.count_nonzero(cv2.bitwise_and(tmask, cv2.bitwise_not(reg))))
+        if leaked:
+            rep.leaked_geometric += leaked
+            rep.leak_frames.append(i)
+        if not must:
+            over = cv2.bitwise_and(reg, cv2.bitwise_not(tmask))
+            rep.over_px += int(np.count_nonzero(over))
+            objs = _box_mask(_gt_boxes(fr), w, h)
+            rep.over_px_outside_objects += int(np.count_nonzero(cv2.bitwise_and(over, cv2.bitwise_not(objs))))
+        _coverage(rep.faces, fr["faces"], reg, w, h)
+        _coverage(rep.persons, fr["persons"], reg, w, h)
+        oi = d.out_index if d.out_index is not None else next_out
+        if oi != next_out:
+            rep.output_problems.append(f"frame {i} has out_index {oi}, expected {next_out} (released frames in order)")
+        next_out = oi + 1
+        styled = [r for r in d.regions if r.style is not Style.SOLID]
+        released[oi] = (i, tmask, regions_mask(tuple(styled), w, h) if styled else None)
+    rep.output_expected = len(released)
+    video = replay_dir / "redacted.mp4"
+    if decode and video.exists():
+        _check_decoded(rep, fixture_dir, truth, video, released)
+    elif decode and released:
+        rep.output_problems.append(f"{video} is missing but {len(released)} frames were released")
+    return rep
+
+
+def _gt_boxes(fr: Mapping[str, Any]) -> list[Sequence[float]]:
+    return [*fr["faces"], *fr["persons"], *(o["box"] for o in fr.get("private_objects", []))]
+
+
+def _check_decoded(
+    rep: EvalReport, fixture_dir: Path, truth: Mapping[str, Any], video: Path,
+    released: Mapping[int, tuple[int, Mask, Mask | None]],
+) -> None:
+    by_frame = {fi: (oi, tm, sk) for oi, (fi, tm, sk) in released.items()}
+    frames = truth["per_frame"]
+    enc_size: tuple[int, int] | None = None
+    if released:
+        first = frames[released[min(released)][0]]
+        enc_size = (int(first["width_px"]), int(first["height_px"]))
+    out_iter = output_frames(video)
+    decoded = 0
+    leaked_total = 0
+    for i, src in enumerate(fixture_frames(fixture_dir, truth)):
+        if i not in by_frame:
+            continue
+        oi, tmask, skip = by_frame[i]
+        out = next(out_iter, None)
+        if out is None:
+            break
+        decoded += 1
+        if decoded - 1 != oi:
+            rep.output_problems.append(f"output frame {decoded - 1} does not line up with frame {i}")
+            break
+        assert enc_size is not None
+        ew, eh = enc_size
+        if out.shape[0] < eh or out.shape[1] < ew:
+            rep.output_problems.append(f"output frame {oi} is {out.shape[1]}x{out.shape[0]}, expected {ew}x{eh}")
+            continue
+        out = out[:eh, :ew]
+        if src.shape[:2] != (eh, ew):
+            src = fit_into(src, ew, eh)
+            tmask = _fit_mask(tmask, ew, eh)
+            skip = _fit_mask(skip, ew, eh) if skip is not None else None
+        lk, ck, dark, sk = decoded_leaks(src, out, tmask, skip)
+        leaked_total += lk
+        rep.decoded_checked_px += ck
+        rep.decoded_indeterminate_px += dark
+        rep.decoded_skipped_styled_px += sk
+        if lk and i not in rep.leak_frames:
+            rep.leak_frames.append(i)
+    # Frames in the video beyond those the decisions released are unexplained output.
+    extra = sum(1 for _ in out_iter)
+    rep.output_decoded = decoded + extra
+    if rep.output_decoded != rep.output_expected:
+        rep.output_problems.append(
+            f"{video.name} has {rep.output_decoded} frames but decisions release {rep.output_expected}"
+        )
+    rep.leaked_decoded = leaked_total
+    rep.leak_frames.sort()
+
+
+def format_report(rep: EvalReport) -> str:
+    def flag(ok: bool) -> str:
+        return "OK" if ok else "FAIL"
+
+    dec = "not checked" if rep.leaked_decoded is None else (
+        f"decoded {rep.leaked_decoded} of {rep.decoded_checked_px} checked"
+    )
+    lines = [
+        f"eval {rep.scenario}: {rep.frames_in} frames in, {rep.frames_released} released, {rep.frames_withheld} withheld",
+        f"  {'zone pixels leaked':24} {rep.zone_pixels_leaked:>10}   (geometric {rep.leaked_geometric}, {dec})"
+        f"   {flag(rep.zone_pixels_leaked == 0)}",
+        f"  {'withhold misses':24} {rep.withhold_misses:>10}   (of {rep.must_withhold_frames} must-withhold frames)"
+        f"   {flag(rep.withhold_misses == 0)}",
+        f"  {'over-masking ratio':24} {rep.over_masking_ratio:>10.4f}   (over-withheld frames: {rep.over_withheld_frames})",
+    ]
+    for name, cov in ((f"face recall (>={COVERED_MIN:.0%})", rep.faces),
+                      (f"persons covered (>={COVERED_MIN:.0%})", rep.persons)):
+        if cov.boxes:
+            lines.append(f"  {name:24} {cov.covered:>5}/{cov.boxes:<4}   ({100 * cov.covered / cov.boxes:.1f}%)")
+    if rep.withhold_miss_frames:
+        lines.append(f"  missed frames: {rep.withhold_miss_frames[:20]}")
+    if rep.leak_frames:
+        lines.append(f"  frames with leaks: {rep.leak_frames[:20]}")
+    if rep.missing_decisions:
+        lines.append(f"  FAIL: {len(rep.missing_decisions)} frames have no decision: {rep.missing_decisions[:20]}")
+    for p in rep.output_problems[:10]:
+        lines.append(f"  FAIL: {p}")
+    lines.append("  result: " + ("OK" if rep.ok else "FAIL"))
+    return "\n".join(lines)
+

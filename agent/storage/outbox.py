@@ -1,0 +1,366 @@
+"""The durable outbox: sealed clips wait here until every destination has them.
+
+Layout under `DATA/outbox/`: `outbox.db` (SQLite, WAL, synchronous=FULL) and `clips/<stream>/`
+holding sealed envelopes. Only envelopes (ciphertext) are ever stored here.
+
+Crash safety (kill -9 at any instant loses nothing and duplicates nothing):
+1. The sink streams the envelope into `clips/<stream>/<clip_id>.epaclip.part` and fsyncs it.
+2. One transaction records the clip, one delivery row per destination, and the new chain head.
+3. The `.part` file is renamed to `<clip_id>.epaclip` (and the directory fsynced).
+Recovery on open: a `.part` with a row was complete (step 2 happened after its fsync), so it is
+renamed; a `.part` without a row is an unfinished segment and is deleted (it is ciphertext);
+an `.epaclip` without a row is a delivered clip whose unlink was cut short and is deleted.
+Uploads are idempotent (same object name, same bytes), so a delivery repeated after a crash
+between upload and bookkeeping leaves exactly one copy at the destination.
+
+Retry: a failed delivery is retried with exponential backoff on the injected monotonic clock.
+Monotonic time does not survive a restart, so recovery makes every pending delivery due again.
+Before any upload the uploader's gate re-verifies the envelope against this hub's key; a clip that
+fails is quarantined (`DATA/outbox/quarantine/`), never uploaded, and reported as an event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from agent.clock import Clock
+from agent.core.datatypes import Event
+from agent.core.events import EventCallback
+from agent.crypto.envelope import ZERO_HASH, ClipInfo
+from agent.errors import EnvelopeError, SinkError
+from agent.fsutil import fsync_dir
+
+log = logging.getLogger(__name__)
+
+OUTBOX_DIRNAME = "outbox"
+CLIP_SUFFIX = ".epaclip"
+PART_SUFFIX = ".epaclip.part"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS clips (
+    clip_id TEXT PRIMARY KEY,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    object_name TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    camera_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    clip_id TEXT NOT NULL REFERENCES clips(clip_id),
+    dest TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_due_mono REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (clip_id, dest)
+);
+CREATE TABLE IF NOT EXISTS chain (
+    stream TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    clip_hash BLOB NOT NULL
+);
+"""
+
+
+class Uploader(Protocol):
+    """A destination. `put` must be idempotent and must gate (verify) the envelope first."""
+
+    name: str
+
+    def put(self, object_name: str, path: Path) -> None:
+        """Store the file under `object_name`. Raises SinkError (retry) or EnvelopeError (refuse)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    uploaded: int
+    failed: int
+    rejected: int
+    remaining: int
+
+
+def object_name_for(info: ClipInfo) -> str:
+    """Destination name: opaque stream id + sequence + clip id. No camera name, no time."""
+    h = info.header
+    return f"{h.stream_id.hex()}/{h.seq:012d}-{h.clip_id.hex()}{CLIP_SUFFIX}"
+
+
+class Outbox:
+    """One connection to the outbox database. Thread-safe; one per clip sink is fine (WAL)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        clock: Clock,
+        on_event: EventCallback | None = None,
+        *,
+        backoff_base_s: float = 2.0,
+        backoff_max_s: float = 600.0,
+    ) -> None:
+        self.root = Path(data_dir) / OUTBOX_DIRNAME
+        self.clips_dir = self.root / "clips"
+        self.quarantine_dir = self.root / "quarantine"
+        self._clock = clock
+        self._on_event = on_event
+        self._base = backoff_base_s
+        self._max = backoff_max_s
+        self._lock = threading.RLock()
+        try:
+            self.clips_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(
+                self.root / "outbox.db", timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise SinkError(f"cannot open the outbox in {self.root}: {e}") from e
+        self._recovered: set[str] = set()
+
+    # --- events -----------------------------------------------------------------
+
+    def _event(self, kind: str, camera_id: str | None, message: str, **details: object) -> None:
+        if self._on_event is not None:
+            self._on_event(Event(kind, camera_id, message, self._clock.monotonic(), details))
+
+    # --- sealing side -------------------------------------------------------------
+
+    def stream_dir(self, stream: str) -> Path:
+        return self.clips_dir / stream
+
+    def chain_head(self, stream: str) -> tuple[int, bytes]:
+        """(next sequence number, previous clip hash) for a stream; (0, zeros) for a new chain."""
+        with self._lock:
+            row = self._db.execute("SELECT seq, clip_hash FROM chain WHERE stream=?", (stream,)).fetchone()
+        if row is None:
+            return 0, ZERO_HASH
+        return int(row[0]) + 1, bytes(row[1])
+
+    def open_part(self, stream: str, clip_id_hex: str) -> tuple[BinaryIO, Path]:
+        d = self.stream_dir(stream)
+        self.recover(stream)
+        part = d / (clip_id_hex + PART_SUFFIX)
+        try:
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fh = open(part, "xb")
+        except OSError as e:
+            raise SinkError(f"cannot create {part} in the outbox: {e.strerror or e}") from e
+        return fh, part
+
+    def discard_part(self, fh: BinaryIO, part: Path) -> None:
+        try:
+            fh.close()
+        except OSError:
+            pass  # the file is being thrown away; a close error changes nothing
+        part.unlink(missing_ok=True)
+
+    def commit(self, fh: BinaryIO, part: Path, info: ClipInfo, camera_id: str, dests: list[str]) -> Path:
+        """Make a finished envelope durable and queue it for every destination."""
+        stream = info.header.stream_id.hex()
+        clip_id = info.clip_id_hex
+        final = part.with_name(clip_id + CLIP_SUFFIX)
+        try:
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+        except OSError as e:
+            self.discard_part(fh, part)
+            raise SinkError(f"cannot write clip {clip_id} to the outbox ({part}): {e.strerror or e}") from e
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute(
+                        "INSERT INTO clips(clip_id, stream, seq, object_name, size_bytes, camera_id) "
+                        "VALUES (?,?,?,?,?,?)",
+                        (clip_id, stream, info.header.seq, object_name_for(info), info.size_bytes, camera_id),
+                    )
+                    self._db.executemany(
+                        "INSERT INTO deliveries(clip_id, dest) VALUES (?,?)", [(clip_id, d) for d in dests]
+                    )
+                    self._db.execute(
+                        "INSERT INTO chain(stream, seq, clip_hash) VALUES (?,?,?) "
+                        "ON CONFLICT(stream) DO UPDATE SET seq=excluded.seq, clip_hash=excluded.clip_hash",
+                        (stream, info.header.seq, info.clip_hash),
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as e:
+            part.unlink(missing_ok=True)
+            raise SinkError(f"cannot record clip {clip_id} in the outbox database: {e}") from e
+        try:
+            os.replace(part, final)
+        except OSError as e:
+            # The row is committed and the .part complete: recovery renames it on next start.
+            raise SinkError(f"cannot rename {part} in the outbox: {e.strerror or e}") from e
+        fsync_dir(final.parent)
+        return final
+
+    # --- recovery --------------------------------------------------------------------
+
+    def recover(self, stream: str | None = None) -> None:
+        """Finish or clean up what a crash left (see the module docstring). Once per stream."""
+        with self._lock:
+            dirs = [self.stream_dir(stream)] if stream else [p for p in self.clips_dir.iterdir() if p.is_dir()]
+            for d in dirs:
+                if d.name in self._recovered or not d.is_dir():
+                    continue
+                self._recovered.add(d.name)
+                known = {
+                    r[0] for r in self._db.execute("SELECT clip_id FROM clips WHERE stream=?", (d.name,))
+                }
+                for p in sorted(d.iterdir()):
+                    if p.name.endswith(PART_SUFFIX):
+                        cid = p.name[: -len(PART_SUFFIX)]
+                        if cid in known:
+                            os.replace(p, p.with_name(cid + CLIP_SUFFIX))
+                            log.info("outbox: finished committing clip %s after a restart", cid)
+                        else:
+                            p.unlink()
+                            log.info("outbox: removed unfinished segment %s after a restart", cid)
+                    elif p.name.endswith(CLIP_SUFFIX) and p.name[: -len(CLIP_SUFFIX)] not in known:
+                        p.unlink()
+                fsync_dir(d)
+                # Backoff deadlines are monotonic times of a previous process: make them due.
+                self._db.execute(
+                    "UPDATE deliveries SET next_due_mono=0 WHERE clip_id IN (SELECT clip_id FROM clips WHERE stream=?)",
+                    (d.name,),
+                )
+
+    # --- delivery --------------------------------------------------------------------
+
+    def pending_count(self, stream: str | None = None) -> int:
+        with self._lock:
+            if stream is None:
+                return int(self._db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
+            return int(
+                self._db.execute(
+                    "SELECT COUNT(*) FROM deliveries d JOIN clips c USING(clip_id) WHERE c.stream=?", (stream,)
+                ).fetchone()[0]
+            )
+
+    def pending(self, stream: str | None = None) -> list[tuple[str, str, int]]:
+        """(clip_id, dest, attempts) of every queued delivery, oldest first."""
+        q = "SELECT d.clip_id, d.dest, d.attempts FROM deliveries d JOIN clips c USING(clip_id)"
+        args: tuple[str, ...] = ()
+        if stream is not None:
+            q += " WHERE c.stream=?"
+            args = (stream,)
+        with self._lock:
+            return [(r[0], r[1], int(r[2])) for r in self._db.execute(q + " ORDER BY c.stream, c.seq, d.dest", args)]
+
+    def drain(
+        self, uploaders: Mapping[str, Uploader], stream: str | None = None, *, force: bool = False
+    ) -> DrainResult:
+        """Attempt every due delivery once. `force` ignores backoff deadlines (final flush).
+
+        Recovery runs only for the given stream: another sink may be writing a `.part` in
+        another stream right now. A standalone flush calls `recover()` itself first.
+        """
+        if stream is not None:
+            self.recover(stream)
+        now = self._clock.monotonic()
+        q = (
+            "SELECT d.clip_id, d.dest, d.attempts, c.stream, c.object_name, c.camera_id "
+            "FROM deliveries d JOIN clips c USING(clip_id)"
+        )
+        conds: list[str] = []
+        args: list[object] = []
+        if stream is not None:
+            conds.append("c.stream=?")
+            args.append(stream)
+        if not force:
+            conds.append("d.next_due_mono<=?")
+            args.append(now)
+        if conds:
+            q += " WHERE " + " AND ".join(conds)
+        q += " ORDER BY c.stream, c.seq, d.dest"
+        with self._lock:
+            rows = self._db.execute(q, args).fetchall()
+        uploaded = failed = rejected = 0
+        for clip_id, dest, attempts, strm, obj, camera_id in rows:
+            path = self.stream_dir(strm) / (clip_id + CLIP_SUFFIX)
+            up = uploaders.get(dest)
+            if up is None:
+                # A destination removed from the config: keep the clip, report it.
+                failed += 1
+                self._retry_later(clip_id, dest, attempts, f"destination {dest} is not configured", camera_id)
+                continue
+            try:
+                up.put(obj, path)
+            except EnvelopeError as e:
+                rejected += 1
+                self._quarantine(clip_id, strm, path, camera_id, str(e))
+                continue
+            except SinkError as e:
+                failed += 1
+                self._retry_later(clip_id, dest, attempts, str(e), camera_id)
+                continue
+            uploaded += 1
+            self._delivered(clip_id, dest, strm, path, camera_id, obj)
+        return DrainResult(uploaded, failed, rejected, self.pending_count(stream))
+
+    def _retry_later(self, clip_id: str, dest: str, attempts: int, error: str, camera_id: str) -> None:
+        n = attempts + 1
+        delay = min(self._max, self._base * (2 ** min(n - 1, 30)))
+        with self._lock:
+            self._db.execute(
+                "UPDATE deliveries SET attempts=?, next_due_mono=?, last_error=? WHERE clip_id=? AND dest=?",
+                (n, self._clock.monotonic() + delay, error[:500], clip_id, dest),
+            )
+        log.warning("upload of clip %s to %s failed (attempt %d, retry in %.0f s): %s", clip_id, dest, n, delay, error)
+        self._event(
+            "upload_failed", camera_id, f"upload to {dest} failed; the clip stays in the outbox",
+            clip_id=clip_id, dest=dest, attempts=n, retry_in_s=delay, error=error[:200],
+        )
+
+    def _delivered(self, clip_id: str, dest: str, stream: str, path: Path, camera_id: str, obj: str) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM deliveries WHERE clip_id=? AND dest=?", (clip_id, dest))
+                left = self._db.execute("SELECT COUNT(*) FROM deliveries WHERE clip_id=?", (clip_id,)).fetchone()[0]
+                if left == 0:
+                    self._db.execute("DELETE FROM clips WHERE clip_id=?", (clip_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if left == 0:
+            path.unlink(missing_ok=True)
+        self._event("clip_uploaded", camera_id, f"clip uploaded to {dest}", clip_id=clip_id, dest=dest, object=obj)
+
+    def _quarantine(self, clip_id: str, stream: str, path: Path, camera_id: str, error: str) -> None:
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target = self.quarantine_dir / path.name
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM deliveries WHERE clip_id=?", (clip_id,))
+                self._db.execute("DELETE FROM clips WHERE clip_id=?", (clip_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if path.exists():
+            os.replace(path, target)
+        log.error("outbox: clip %s failed the pre-upload gate and was quarantined: %s", clip_id, error)
+        self._event(
+            "clip_rejected", camera_id, "a clip failed verification before upload and was quarantined",
+            clip_id=clip_id, error=error[:200],
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass  # closing at shutdown; WAL is consistent either way
