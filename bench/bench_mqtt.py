@@ -36,7 +36,7 @@ from agent.crypto.keys import DeviceIdentity, HubIdentity, RosterEntry, sign_ros
 from agent.mqtt.client import Message, MqttClient  # noqa: E402
 from agent.mqtt.hub import HubAccessService  # noqa: E402
 from agent.mqtt.outbox import Deduper, Outbox  # noqa: E402
-from agent.mqtt.topics import Topics  # noqa: E402
+from agent.topics import Topics  # noqa: E402
 
 PREFIX = "epa-bench"
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from agent.analysis.factory import model_cache_path
 from agent.config import CameraConfig, LoadedConfig, effective_detection
+from agent.config.edit import NewZone
 from agent.core.datatypes import Detection, Image
 from agent.detect.registry import load_detector
 from agent.errors import ConfigError, SourceError
@@ -40,6 +41,12 @@ class Proposal:
         return [[round(x, 4), round(y, 4)] for x, y in (
             (self.box.x0_rel, self.box.y0_rel), (self.box.x1_rel, self.box.y0_rel),
             (self.box.x1_rel, self.box.y1_rel), (self.box.x0_rel, self.box.y1_rel))]
+
+    def as_zone(self) -> NewZone:
+        """The proposal as a zone for the config, with where it came from as the zone's comment."""
+        return NewZone(self.name, tuple((x, y) for x, y in self.points()),
+                       f"discovered: {self.label} in {self.frames_seen}/{self.frames_sampled} sampled frames "
+                       f"(best score {self.best_score:.2f})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,7 +124,7 @@ def cmd_zones_discover(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     snippet = out_dir / f"zones-{args.camera}.yaml"
     preview = out_dir / f"zones-{args.camera}.png"
-    snippet.write_text(snippet_text(args.camera, proposals, action), encoding="utf-8")
+    snippet.write_text(snippet_text(args.camera, [p.as_zone() for p in proposals], action), encoding="utf-8")
     if not cv2.imwrite(str(preview), render_preview(first, proposals, skipped, existing)):
         raise SinkError(f"cannot write preview image {preview}")
     for p in proposals:
@@ -141,7 +141,7 @@ def cmd_zones_discover(args: argparse.Namespace) -> int:
     if not args.yes and not _confirm(f"Add {len(proposals)} zone(s) to camera {args.camera!r} in {args.config}?"):
         print("not applied")
         return 1
-    merged = merge_into_config(loaded.path, args.camera, proposals, action)
+    merged = merge_into_config(loaded.path, args.camera, [p.as_zone() for p in proposals], action)
     backup = write_config_atomically(loaded.path, merged)
     print(f"added {len(proposals)} zone(s) to {loaded.path} (previous version in {backup})")
     return 0

@@ -41,7 +41,7 @@ from agent.errors import (
 )
 from agent.fsutil import atomic_write
 from agent.mqtt.client import Message, MqttClient
-from agent.mqtt.topics import DEFAULT_PREFIX
+from agent.topics import DEFAULT_PREFIX
 
 
 def add_broker_args(p: argparse.ArgumentParser) -> None:

@@ -9,32 +9,44 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.util import load_yaml_guess_indent
 
-from agent.analysis.discover import Proposal
 from agent.config.loader import parse_config_text
 from agent.errors import ConfigError
 
 
-def _zone_map(p: Proposal, action: str) -> CommentedMap:
+@dataclass(frozen=True, slots=True)
+class NewZone:
+    """A zone to add to a camera: a name, relative `[x, y]` points, and a note kept as a comment.
+
+    The editor knows nothing of where a zone came from (discovery, a drawing): callers describe it
+    in `note`, so the config package never imports the tools that propose zones.
+    """
+
+    name: str
+    points: tuple[tuple[float, float], ...]
+    note: str = ""
+
+
+def _zone_map(z: NewZone, action: str) -> CommentedMap:
     m = CommentedMap()
-    m["name"] = p.name
+    m["name"] = z.name
     pts = CommentedSeq()
-    for xy in p.points():
-        pair = CommentedSeq(xy)
+    for xy in z.points:
+        pair = CommentedSeq(list(xy))
         pair.fa.set_flow_style()
         pts.append(pair)
     pts.fa.set_flow_style()
     m["points"] = pts
     m["action"] = action
-    m.yaml_add_eol_comment(
-        f"discovered: {p.label} in {p.frames_seen}/{p.frames_sampled} sampled frames (best score {p.best_score:.2f})",
-        "name",
-    )
+    if z.note:
+        m.yaml_add_eol_comment(z.note, "name")
     return m
 
 
@@ -52,10 +64,10 @@ def _mapping_indent(text: str) -> int:
     return 2
 
 
-def snippet_text(camera_id: str, proposals: list[Proposal], action: str) -> str:
+def snippet_text(camera_id: str, zones: Sequence[NewZone], action: str) -> str:
     y = YAML(typ="rt")
     y.indent(mapping=2, sequence=4, offset=2)
-    seq = CommentedSeq([_zone_map(p, action) for p in proposals])
+    seq = CommentedSeq([_zone_map(z, action) for z in zones])
     with tempfile.SpooledTemporaryFile(mode="w+") as buf:
         y.dump(seq, buf)
         buf.seek(0)
@@ -63,11 +75,11 @@ def snippet_text(camera_id: str, proposals: list[Proposal], action: str) -> str:
     head = (f"# Proposed privacy zones for camera {camera_id!r} (privacy-agent zones discover).\n"
             "# Check them on the preview image, then add them under the camera's `zones:`\n"
             "# or run the same command again with --apply.\n")
-    return head + (body if proposals else "[]\n")
+    return head + (body if zones else "[]\n")
 
 
-def merge_into_config(path: Path, camera_id: str, proposals: list[Proposal], action: str) -> str:
-    """The config file's text with the proposals appended to the camera's zones (comments kept)."""
+def merge_into_config(path: Path, camera_id: str, new_zones: Sequence[NewZone], action: str) -> str:
+    """The config file's text with `new_zones` appended to the camera's zones (comments kept)."""
     text = path.read_text(encoding="utf-8")
     try:
         root, indent, block_seq_indent = load_yaml_guess_indent(text)
@@ -83,8 +95,8 @@ def merge_into_config(path: Path, camera_id: str, proposals: list[Proposal], act
         cam["zones"] = zones
     if not isinstance(zones, CommentedSeq):
         raise ConfigError(f"{path}: cameras[{camera_id}].zones is not a list")
-    for p in proposals:
-        zones.append(_zone_map(p, action))
+    for z in new_zones:
+        zones.append(_zone_map(z, action))
     y = YAML(typ="rt")
     # ruamel's guess: `indent` is where a sequence item's content starts, `block_seq_indent` where its dash is.
     y.indent(mapping=_mapping_indent(text), sequence=indent or 2, offset=block_seq_indent or 0)

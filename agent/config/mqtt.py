@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from agent.config.base import StrictModel
 from agent.errors import ConfigError, MqttError
-from agent.mqtt.topics import DEFAULT_PREFIX, HA_DISCOVERY_PREFIX, check_prefix
+from agent.topics import DEFAULT_PREFIX, HA_DISCOVERY_PREFIX, check_prefix
 
 REQUESTER_ROLES: tuple[str, ...] = ("vendor", "contractor", "police", "household")
 

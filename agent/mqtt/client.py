@@ -38,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
 from agent.errors import MqttError
-from agent.mqtt.topics import OFFLINE, ONLINE, Topics
+from agent.topics import OFFLINE, ONLINE, Topics
 
 log = logging.getLogger(__name__)
 

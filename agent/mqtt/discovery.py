@@ -22,7 +22,7 @@ from typing import Any
 from agent import __version__
 from agent.mqtt.client import Message, MqttClient
 from agent.mqtt.hub import CAMERA_STATES, HA_EVENT_TYPES
-from agent.mqtt.topics import ONLINE, Topics, check_level
+from agent.topics import ONLINE, Topics, check_level
 
 COUNTERS: tuple[tuple[str, str], ...] = (
     ("passed", "frames passed"),

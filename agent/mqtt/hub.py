@@ -39,7 +39,7 @@ from agent.errors import AccessError, AgentError, AuditError, MqttError, RosterE
 from agent.fsutil import atomic_write
 from agent.mqtt.client import Message, MqttClient
 from agent.mqtt.outbox import Outbox
-from agent.mqtt.topics import Topics
+from agent.topics import Topics
 
 log = logging.getLogger(__name__)
 

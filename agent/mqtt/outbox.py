@@ -36,6 +36,7 @@ from typing import Any
 from agent.clock import Clock, SystemClock
 from agent.errors import MqttError
 from agent.mqtt.client import MqttClient
+from agent.storage.queue import SqliteQueue
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     body TEXT NOT NULL,
     retain INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 """
 
 
@@ -69,20 +69,13 @@ class Outbox:
         self._retry_s = retry_s
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as e:
+            # NORMAL: nothing is lost on a process crash; on power loss at most the last events.
+            self._q = SqliteQueue(self.path, _SCHEMA, synchronous="NORMAL")
+            self.stream = self._q.meta_get("stream") or self._new_stream()
+            self._dropped_total = int(self._q.meta_get("dropped_total") or 0)
+            self._rows = int(self._q.scalar("SELECT COUNT(*) FROM outbox"))
+        except (OSError, sqlite3.Error) as e:
             raise MqttError(f"cannot open MQTT outbox {self.path}: {e}") from None
-        try:
-            os.chmod(self.path, 0o600)
-        except OSError:
-            pass  # best effort; the data dir itself is private
-        self._db_lock = threading.Lock()
-        self.stream = self._meta_get("stream") or self._new_stream()
-        self._dropped_total = int(self._meta_get("dropped_total") or 0)
-        self._rows = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         self._cond = threading.Condition()
         self._acks: list[tuple[int, bool]] = []
         self._inflight: dict[int, int] = {}  # paho mid -> seq
@@ -95,49 +88,33 @@ class Outbox:
 
     # --- storage --------------------------------------------------------------
 
-    def _meta_get(self, k: str) -> str | None:
-        row = self._db.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def _meta_set(self, k: str, v: str) -> None:
-        self._db.execute("INSERT INTO meta(k, v) VALUES(?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (k, v))
-
     def _new_stream(self) -> str:
         s = os.urandom(8).hex()
-        with self._db_lock:
-            self._meta_set("stream", s)
+        self._q.meta_set("stream", s)
         return s
 
     def put(self, topic: str, body: Mapping[str, Any], retain: bool = False) -> str:
         """Commit one message; returns its id `<stream>:<seq>`. Safe from any thread."""
         text = json.dumps(dict(body), sort_keys=True, separators=(",", ":"), allow_nan=False)
-        with self._db_lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                cur = self._db.execute(
-                    "INSERT INTO outbox(topic, body, retain) VALUES(?, ?, ?)", (topic, text, int(retain))
-                )
+        try:
+            with self._q.transaction() as db:
+                cur = db.execute("INSERT INTO outbox(topic, body, retain) VALUES(?, ?, ?)", (topic, text, int(retain)))
                 seq = int(cur.lastrowid or 0)
                 # Rows delivered meanwhile are deleted by the pump; this count is an upper bound
                 # kept in memory (COUNT(*) on every put would scan the table).
                 self._rows += 1
                 if self._rows > self._max_rows:
-                    self._rows = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+                    self._rows = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
                 n = self._rows
                 if n > self._max_rows:
                     drop = n - self._max_rows
-                    self._db.execute(
-                        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (drop,)
-                    )
+                    db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (drop,))
                     self._dropped_total += drop
                     self._rows -= drop
-                    self._meta_set("dropped_total", str(self._dropped_total))
+                    self._q.meta_set("dropped_total", str(self._dropped_total))
                     log.error("MQTT outbox full (%d rows): dropped the %d oldest events", self._max_rows, drop)
-                self._db.execute("COMMIT")
-            except sqlite3.Error as e:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise MqttError(f"cannot write MQTT outbox {self.path}: {e}") from None
+        except sqlite3.Error as e:
+            raise MqttError(f"cannot write MQTT outbox {self.path}: {e}") from None
         with self._cond:
             self._cond.notify_all()
         return f"{self.stream}:{seq}"
@@ -150,8 +127,7 @@ class Outbox:
         )
 
     def pending(self) -> int:
-        with self._db_lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return int(self._q.scalar("SELECT COUNT(*) FROM outbox"))
 
     def _payload(self, seq: int, body_text: str) -> bytes:
         body = json.loads(body_text)
@@ -209,17 +185,13 @@ class Outbox:
         return not (self._inflight and client.connect_count != self._sent_epoch)
 
     def _has_unsent(self) -> bool:
-        with self._db_lock:
-            row = self._db.execute("SELECT 1 FROM outbox WHERE seq > ? LIMIT 1", (self._last_sent,)).fetchone()
-        return row is not None
+        return self._q.scalar("SELECT 1 FROM outbox WHERE seq > ? LIMIT 1", (self._last_sent,)) is not None
 
     def _send_some(self, client: MqttClient) -> None:
         room = self._window - len(self._inflight)
-        with self._db_lock:
-            rows = self._db.execute(
-                "SELECT seq, topic, body, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                (self._last_sent, room),
-            ).fetchall()
+        rows = self._q.rows(
+            "SELECT seq, topic, body, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (self._last_sent, room)
+        )
         for seq, topic, body, retain in rows:
             try:
                 info = client.publish(topic, self._payload(int(seq), str(body)), qos=1, retain=bool(retain))
@@ -244,10 +216,8 @@ class Outbox:
             else:
                 done.append(seq)
         if done:
-            with self._db_lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in done])
-                self._db.execute("COMMIT")
+            with self._q.transaction() as db:
+                db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in done])
             self.delivered += len(done)
             self._rows = max(0, self._rows - len(done))
         if refused_seq is not None:
@@ -280,8 +250,7 @@ class Outbox:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
-        with self._db_lock:
-            self._db.close()
+        self._q.close()
 
 
 class Deduper:

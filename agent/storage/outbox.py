@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from agent.core.events import EventCallback
 from agent.crypto.envelope import ZERO_HASH, ClipInfo
 from agent.errors import EnvelopeError, SinkError
 from agent.fsutil import fsync_dir
+from agent.storage.queue import SqliteQueue, backoff_s
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +110,10 @@ class Outbox:
         self._on_event = on_event
         self._base = backoff_base_s
         self._max = backoff_max_s
-        self._lock = threading.RLock()
         try:
             self.clips_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(
-                self.root / "outbox.db", timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            # FULL: a row stands for a sealed clip on disk, which must survive power loss.
+            self._q = SqliteQueue(self.root / "outbox.db", _SCHEMA, synchronous="FULL")
         except (OSError, sqlite3.Error) as e:
             raise SinkError(f"cannot open the outbox in {self.root}: {e}") from e
         self._recovered: set[str] = set()
@@ -136,8 +131,8 @@ class Outbox:
 
     def chain_head(self, stream: str) -> tuple[int, bytes]:
         """(next sequence number, previous clip hash) for a stream; (0, zeros) for a new chain."""
-        with self._lock:
-            row = self._db.execute("SELECT seq, clip_hash FROM chain WHERE stream=?", (stream,)).fetchone()
+        rows = self._q.rows("SELECT seq, clip_hash FROM chain WHERE stream=?", (stream,))
+        row = rows[0] if rows else None
         if row is None:
             return 0, ZERO_HASH
         return int(row[0]) + 1, bytes(row[1])
@@ -173,26 +168,20 @@ class Outbox:
             self.discard_part(fh, part)
             raise SinkError(f"cannot write clip {clip_id} to the outbox ({part}): {e.strerror or e}") from e
         try:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.execute(
-                        "INSERT INTO clips(clip_id, stream, seq, object_name, size_bytes, camera_id) "
-                        "VALUES (?,?,?,?,?,?)",
-                        (clip_id, stream, info.header.seq, object_name_for(info), info.size_bytes, camera_id),
-                    )
-                    self._db.executemany(
-                        "INSERT INTO deliveries(clip_id, dest) VALUES (?,?)", [(clip_id, d) for d in dests]
-                    )
-                    self._db.execute(
-                        "INSERT INTO chain(stream, seq, clip_hash) VALUES (?,?,?) "
-                        "ON CONFLICT(stream) DO UPDATE SET seq=excluded.seq, clip_hash=excluded.clip_hash",
-                        (stream, info.header.seq, info.clip_hash),
-                    )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+            with self._q.transaction() as db:
+                db.execute(
+                    "INSERT INTO clips(clip_id, stream, seq, object_name, size_bytes, camera_id) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (clip_id, stream, info.header.seq, object_name_for(info), info.size_bytes, camera_id),
+                )
+                db.executemany(
+                    "INSERT INTO deliveries(clip_id, dest) VALUES (?,?)", [(clip_id, d) for d in dests]
+                )
+                db.execute(
+                    "INSERT INTO chain(stream, seq, clip_hash) VALUES (?,?,?) "
+                    "ON CONFLICT(stream) DO UPDATE SET seq=excluded.seq, clip_hash=excluded.clip_hash",
+                    (stream, info.header.seq, info.clip_hash),
+                )
         except sqlite3.Error as e:
             part.unlink(missing_ok=True)
             raise SinkError(f"cannot record clip {clip_id} in the outbox database: {e}") from e
@@ -208,15 +197,13 @@ class Outbox:
 
     def recover(self, stream: str | None = None) -> None:
         """Finish or clean up what a crash left (see the module docstring). Once per stream."""
-        with self._lock:
+        with self._q.lock:
             dirs = [self.stream_dir(stream)] if stream else [p for p in self.clips_dir.iterdir() if p.is_dir()]
             for d in dirs:
                 if d.name in self._recovered or not d.is_dir():
                     continue
                 self._recovered.add(d.name)
-                known = {
-                    r[0] for r in self._db.execute("SELECT clip_id FROM clips WHERE stream=?", (d.name,))
-                }
+                known = {r[0] for r in self._q.rows("SELECT clip_id FROM clips WHERE stream=?", (d.name,))}
                 for p in sorted(d.iterdir()):
                     if p.name.endswith(PART_SUFFIX):
                         cid = p.name[: -len(PART_SUFFIX)]
@@ -230,7 +217,7 @@ class Outbox:
                         p.unlink()
                 fsync_dir(d)
                 # Backoff deadlines are monotonic times of a previous process: make them due.
-                self._db.execute(
+                self._q.execute(
                     "UPDATE deliveries SET next_due_mono=0 WHERE clip_id IN (SELECT clip_id FROM clips WHERE stream=?)",
                     (d.name,),
                 )
@@ -238,14 +225,11 @@ class Outbox:
     # --- delivery --------------------------------------------------------------------
 
     def pending_count(self, stream: str | None = None) -> int:
-        with self._lock:
-            if stream is None:
-                return int(self._db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
-            return int(
-                self._db.execute(
-                    "SELECT COUNT(*) FROM deliveries d JOIN clips c USING(clip_id) WHERE c.stream=?", (stream,)
-                ).fetchone()[0]
-            )
+        if stream is None:
+            return int(self._q.scalar("SELECT COUNT(*) FROM deliveries"))
+        return int(
+            self._q.scalar("SELECT COUNT(*) FROM deliveries d JOIN clips c USING(clip_id) WHERE c.stream=?", (stream,))
+        )
 
     def pending(self, stream: str | None = None) -> list[tuple[str, str, int]]:
         """(clip_id, dest, attempts) of every queued delivery, oldest first."""
@@ -254,8 +238,7 @@ class Outbox:
         if stream is not None:
             q += " WHERE c.stream=?"
             args = (stream,)
-        with self._lock:
-            return [(r[0], r[1], int(r[2])) for r in self._db.execute(q + " ORDER BY c.stream, c.seq, d.dest", args)]
+        return [(r[0], r[1], int(r[2])) for r in self._q.rows(q + " ORDER BY c.stream, c.seq, d.dest", args)]
 
     def drain(
         self, uploaders: Mapping[str, Uploader], stream: str | None = None, *, force: bool = False
@@ -283,8 +266,7 @@ class Outbox:
         if conds:
             q += " WHERE " + " AND ".join(conds)
         q += " ORDER BY c.stream, c.seq, d.dest"
-        with self._lock:
-            rows = self._db.execute(q, args).fetchall()
+        rows = self._q.rows(q, args)
         uploaded = failed = rejected = 0
         for clip_id, dest, attempts, strm, obj, camera_id in rows:
             path = self.stream_dir(strm) / (clip_id + CLIP_SUFFIX)
@@ -310,12 +292,11 @@ class Outbox:
 
     def _retry_later(self, clip_id: str, dest: str, attempts: int, error: str, camera_id: str) -> None:
         n = attempts + 1
-        delay = min(self._max, self._base * (2 ** min(n - 1, 30)))
-        with self._lock:
-            self._db.execute(
-                "UPDATE deliveries SET attempts=?, next_due_mono=?, last_error=? WHERE clip_id=? AND dest=?",
-                (n, self._clock.monotonic() + delay, error[:500], clip_id, dest),
-            )
+        delay = backoff_s(n, self._base, self._max)
+        self._q.execute(
+            "UPDATE deliveries SET attempts=?, next_due_mono=?, last_error=? WHERE clip_id=? AND dest=?",
+            (n, self._clock.monotonic() + delay, error[:500], clip_id, dest),
+        )
         log.warning("upload of clip %s to %s failed (attempt %d, retry in %.0f s): %s", clip_id, dest, n, delay, error)
         self._event(
             "upload_failed", camera_id, f"upload to {dest} failed; the clip stays in the outbox",
@@ -323,17 +304,11 @@ class Outbox:
         )
 
     def _delivered(self, clip_id: str, dest: str, stream: str, path: Path, camera_id: str, obj: str) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM deliveries WHERE clip_id=? AND dest=?", (clip_id, dest))
-                left = self._db.execute("SELECT COUNT(*) FROM deliveries WHERE clip_id=?", (clip_id,)).fetchone()[0]
-                if left == 0:
-                    self._db.execute("DELETE FROM clips WHERE clip_id=?", (clip_id,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._q.transaction() as db:
+            db.execute("DELETE FROM deliveries WHERE clip_id=? AND dest=?", (clip_id, dest))
+            left = db.execute("SELECT COUNT(*) FROM deliveries WHERE clip_id=?", (clip_id,)).fetchone()[0]
+            if left == 0:
+                db.execute("DELETE FROM clips WHERE clip_id=?", (clip_id,))
         if left == 0:
             path.unlink(missing_ok=True)
         self._event("clip_uploaded", camera_id, f"clip uploaded to {dest}", clip_id=clip_id, dest=dest, object=obj)
@@ -341,15 +316,9 @@ class Outbox:
     def _quarantine(self, clip_id: str, stream: str, path: Path, camera_id: str, error: str) -> None:
         self.quarantine_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         target = self.quarantine_dir / path.name
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM deliveries WHERE clip_id=?", (clip_id,))
-                self._db.execute("DELETE FROM clips WHERE clip_id=?", (clip_id,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._q.transaction() as db:
+            db.execute("DELETE FROM deliveries WHERE clip_id=?", (clip_id,))
+            db.execute("DELETE FROM clips WHERE clip_id=?", (clip_id,))
         if path.exists():
             os.replace(path, target)
         log.error("outbox: clip %s failed the pre-upload gate and was quarantined: %s", clip_id, error)
@@ -359,8 +328,4 @@ class Outbox:
         )
 
     def close(self) -> None:
-        with self._lock:
-            try:
-                self._db.close()
-            except sqlite3.Error:
-                pass  # closing at shutdown; WAL is consistent either way
+        self._q.close()

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mosquitto import USERS, Broker
 
 from agent.mqtt.client import MqttClient
-from agent.mqtt.topics import Topics
+from agent.topics import Topics
 
 PREFIX = "epa-test"
 

@@ -36,7 +36,7 @@ from agent.crypto.keys import b64url_encode
 from agent.errors import AccessError, MqttError
 from agent.mqtt.client import Message, MqttClient
 from agent.mqtt.hub import HubAccessService
-from agent.mqtt.topics import Topics
+from agent.topics import Topics
 
 pytestmark = pytest.mark.mqtt
 T = Topics(PREFIX)

@@ -17,7 +17,7 @@ from agent.errors import MqttError
 from agent.mqtt.discovery import Discovery, discovery_payload, node_id
 from agent.mqtt.hub import StateReporter
 from agent.mqtt.outbox import Outbox
-from agent.mqtt.topics import Topics
+from agent.topics import Topics
 
 T = Topics(PREFIX)
 

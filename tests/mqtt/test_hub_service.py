@@ -14,7 +14,7 @@ from agent.clock import FakeClock
 from agent.errors import AccessError
 from agent.mqtt.client import Message, MqttClient
 from agent.mqtt.hub import HubAccessService
-from agent.mqtt.topics import Topics
+from agent.topics import Topics
 
 T = Topics("epa-unit")
 

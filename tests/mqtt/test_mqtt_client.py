@@ -15,7 +15,7 @@ from agent.clock import FakeClock
 from agent.errors import MqttError
 from agent.mqtt.client import MqttClient
 from agent.mqtt.outbox import Deduper, Outbox
-from agent.mqtt.topics import Topics
+from agent.topics import Topics
 
 pytestmark = pytest.mark.mqtt
 T = Topics(PREFIX)
@@ -171,7 +171,7 @@ def test_outbox_bound_drops_oldest_and_says_so(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "ob.sqlite", FakeClock(), max_rows=5)
     ids = [ob.put_event(T.events, "withheld", "cam1", n=i) for i in range(8)]
     assert ob.pending() == 5
-    rows = ob._db.execute("SELECT seq, body FROM outbox ORDER BY seq").fetchall()
+    rows = ob._q.rows("SELECT seq, body FROM outbox ORDER BY seq")
     assert [r[0] for r in rows] == [4, 5, 6, 7, 8]
     payload = json.loads(ob._payload(rows[0][0], rows[0][1]))
     assert payload["dropped_total"] == 3 and payload["id"] == ids[3]

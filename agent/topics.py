@@ -1,5 +1,8 @@
 """Every MQTT topic the agent uses, in one place (README.md lists the same table).
 
+On the ground floor because two packages speak these names: the homeowner's config (its
+`mqtt.topic_prefix`) and the MQTT transport (`agent.mqtt`). It imports only `agent.errors`.
+
 All hub topics live under one prefix (config `mqtt.topic_prefix`, default
 `privacy-agent`). Use one prefix per hub: the broker ACL is written per prefix.
 

@@ -1,0 +1,109 @@
+"""The durable SQLite queue core shared by the clip outbox and the MQTT event outbox.
+
+Both outboxes are a queue whose rows must survive a crash: a row is committed before the work it
+stands for is acknowledged to the rest of the agent, and deleted only once its destination has
+it. What that takes lives here, once:
+
+- **Opening:** WAL journal (readers never block the writer), a `synchronous` level chosen by the
+  caller, the caller's schema plus a small `meta` table, and the file readable by its owner only.
+  `FULL` is for rows that stand for a file that must survive power loss (a sealed clip);
+  `NORMAL` loses nothing on a process crash (kill -9) and at most the last rows on power loss,
+  which the event outbox accepts.
+- **Transactions:** `BEGIN IMMEDIATE ... COMMIT` under one lock, so a transaction never waits on
+  a reader halfway through. A ROLLBACK is issued only while a transaction is open: a failed
+  COMMIT can already have ended it, and a ROLLBACK with no transaction would raise a second error
+  that hides the first.
+- **Bookkeeping:** the `meta` key/value table, and the retry delay of a failed delivery.
+
+Every method may raise `sqlite3.Error` (and opening `OSError`); each outbox turns it into its own
+typed error with a message that names its file, because only it knows what the row meant.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+_META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);"
+
+
+class SqliteQueue:
+    """One connection to a queue database, safe to share between threads."""
+
+    def __init__(
+        self,
+        path: Path,
+        schema: str,
+        *,
+        synchronous: Literal["FULL", "NORMAL"],
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        # Re-entrant: a caller may read (for example a count) inside its own transaction.
+        self.lock = threading.RLock()
+        self._db = sqlite3.connect(
+            str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.executescript(schema + "\n" + _META_SCHEMA)
+        try:
+            os.chmod(self.path, 0o600)
+        except OSError:
+            pass  # best effort: the queue's directory is private to the agent as well
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """`BEGIN IMMEDIATE`, the caller's statements, `COMMIT`; rolled back on any failure."""
+        with self.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def execute(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        """One statement outside a transaction (its own implicit one)."""
+        with self.lock:
+            return self._db.execute(sql, tuple(args))
+
+    def rows(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        with self.lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    def scalar(self, sql: str, args: Iterable[Any] = ()) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        with self.lock:
+            row = self._db.execute(sql, tuple(args)).fetchone()
+        return None if row is None else row[0]
+
+    def meta_get(self, key: str) -> str | None:
+        value = self.scalar("SELECT v FROM meta WHERE k=?", (key,))
+        return None if value is None else str(value)
+
+    def meta_set(self, key: str, value: str) -> None:
+        """Set a bookkeeping value; inside a caller's transaction it commits with it."""
+        with self.lock:
+            self._db.execute(
+                "INSERT INTO meta(k, v) VALUES(?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (key, value)
+            )
+
+    def close(self) -> None:
+        with self.lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass  # closing at shutdown; the WAL is consistent either way
+
+
+def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
+    """Delay before the next try after `attempts` failures: doubling from `base_s`, capped at `max_s`."""
+    return min(max_s, base_s * (2 ** min(max(attempts, 1) - 1, 30)))
