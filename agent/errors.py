@@ -1,18 +1,56 @@
-"""The one error hierarchy of the agent.
+"""The one error hierarchy of the agent, and the one table of exit codes.
 
 Every error the agent raises on purpose is an `AgentError`. The command line
-turns an `AgentError` into a one-line message and a non-zero exit code; any
-other exception is a bug. Stage boundaries in the pipeline catch broadly and
-turn the failure into WITHHOLD plus an event, never into a passed frame.
+turns an `AgentError` into a one-line message and its exit code; any other
+exception is a bug. Stage boundaries in the pipeline catch broadly and turn
+the failure into WITHHOLD plus an event, never into a passed frame.
+
+`ExitCode` is the only place exit codes are defined: every command, the
+firmware hooks and `python -m models.install` return one of them, and the
+README's table is checked against it by a test.
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What every `privacy-agent` command (and firmware hook) exits with."""
+
+    OK = 0
+    #: The command ran and found a problem: a camera or sink failed, `doctor` found a fault, uploads
+    #: are still queued, a model is missing, the mode state is unreadable, or the user said no.
+    FAILED = 1
+    #: Bad input or setup: config, arguments, files, keys, models, storage, the broker (every
+    #: `AgentError` without a code of its own), or a command group given without its sub-command.
+    ERROR = 2
+    #: A networked command got no answer in time; the hub may still act on what was sent.
+    NO_ANSWER = 3
+    #: The hub refused an owner's decision (`owner approve` / `owner deny`).
+    REFUSED = 4
+    #: The clip is not a well-formed envelope (bad magic, version, lengths or encoding).
+    MALFORMED_CLIP = 10
+    #: A clip's header or trailer signature does not verify under the expected hub key.
+    BAD_SIGNATURE = 11
+    #: A clip's ciphertext, header or trailer was modified.
+    TAMPERED_CLIP = 12
+    #: A clip ends before its final chunk or trailer.
+    TRUNCATED_CLIP = 13
+    #: None of the clip's wrapped keys opens with this identity.
+    WRONG_RECIPIENT = 14
+    #: The audit log cannot be written, or it fails verification.
+    AUDIT_FAILED = 20
+    #: Code tried to bypass redaction: a bug, reported loudly.
+    PRIVACY_VIOLATION = 70
+    #: Interrupted (Ctrl-C).
+    INTERRUPTED = 130
 
 
 class AgentError(Exception):
     """Base class. `exit_code` is what the CLI exits with."""
 
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.ERROR
 
 
 class ConfigError(AgentError):
@@ -30,7 +68,7 @@ class SinkError(AgentError):
 class PrivacyViolation(AgentError):
     """Code tried to bypass redaction (for example, building a RedactedFrame outside redact.py)."""
 
-    exit_code = 70
+    exit_code = ExitCode.PRIVACY_VIOLATION
 
 
 class AnalysisError(AgentError):
@@ -85,31 +123,31 @@ class EnvelopeError(CryptoError):
 class MalformedEnvelope(EnvelopeError):
     """The clip is not a well-formed envelope (bad magic, version, lengths or encoding)."""
 
-    exit_code = 10
+    exit_code = ExitCode.MALFORMED_CLIP
 
 
 class BadSignature(EnvelopeError):
     """A header or trailer signature does not verify under the expected hub key."""
 
-    exit_code = 11
+    exit_code = ExitCode.BAD_SIGNATURE
 
 
 class TamperedClip(EnvelopeError):
     """Ciphertext, header or trailer was modified (authentication failed)."""
 
-    exit_code = 12
+    exit_code = ExitCode.TAMPERED_CLIP
 
 
 class TruncatedClip(EnvelopeError):
     """The clip ends before its final chunk or trailer (cut in transit or on disk)."""
 
-    exit_code = 13
+    exit_code = ExitCode.TRUNCATED_CLIP
 
 
 class WrongRecipient(EnvelopeError):
     """None of the clip's wrapped keys opens with this identity."""
 
-    exit_code = 14
+    exit_code = ExitCode.WRONG_RECIPIENT
 
 
 # --- audit log (issue 5) ------------------------------------------------------
@@ -119,7 +157,7 @@ class AuditError(AgentError):
     """The audit log cannot be written, or it fails verification (edited, removed, reordered,
     truncated entries, or a checkpoint that does not verify)."""
 
-    exit_code = 20
+    exit_code = ExitCode.AUDIT_FAILED
 
 class FrameDecodeError(SourceError):
     """One frame could not be decoded; the source may continue."""

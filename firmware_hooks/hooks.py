@@ -25,7 +25,7 @@ from typing import Protocol
 from agent.clock import Clock, SystemClock
 from agent.config import load_config
 from agent.core.modes import write_override
-from agent.errors import AgentError
+from agent.errors import AgentError, ExitCode
 from agent.vocab import Mode
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.hook == "privacy-switch":
             apply_switch(loaded.data_dir, args.state == "on", SystemClock())
             print(f"privacy switch {args.state}")
-            return 0
+            return ExitCode.OK
         watch(SysfsGpioLine(args.gpio_value, args.active_low), loaded.data_dir, SystemClock())
-        return 0
+        return ExitCode.OK
     except AgentError as e:
         print(f"firmware hook: error: {e}", file=sys.stderr)
         return e.exit_code

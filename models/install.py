@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from agent.errors import ModelError
+from agent.errors import ExitCode, ModelError
 from agent.fsutil import sha256_file
 
 log = logging.getLogger(__name__)
@@ -420,7 +420,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         shape = "x".join("?" if v is None else str(v) for v in e.input_shape) if e.input_shape else "-"
         default = " (default)" if e.name in DEFAULT_MODELS else ""
         print(f"{e.name:<18} {e.kind:<8} {status:<10} {shape:<12} {e.licence.split(' ')[0]:<12} {e.source}{default}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -435,14 +435,14 @@ def cmd_install(args: argparse.Namespace) -> int:
         names = have
     for p in install(names, from_dir=args.from_dir, cache=args.cache):
         print(f"ok {p}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     results = verify(args.names, cache=args.cache)
     if not results:
         print(f"no models installed in {cache_dir(args.cache)}")
-        return 1
+        return ExitCode.FAILED
     bad = 0
     for r in results:
         if r.ok:
@@ -452,7 +452,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"FAIL {r.name}: {r.problem}")
     if bad:
         raise ModelError(f"{bad} of {len(results)} installed models failed verification")
-    return 0
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         p.print_help()
-        return 2
+        return ExitCode.ERROR
     try:
         return int(args.func(args))
     except ModelError as e:

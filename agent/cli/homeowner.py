@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 from agent.analysis.discover import discover, render_preview
 from agent.config.edit import merge_into_config, snippet_text, write_config_atomically
+from agent.errors import ExitCode
 from agent.media.preview import render_zones
 
 
@@ -41,7 +42,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  camera {cam.id}: source {cam.source}; {zones}")
     for warn in plaintext_sinks(loaded):
         print(f"  warning: {warn} writes plaintext (unencrypted) video")
-    return 0
+    return ExitCode.OK
 
 
 def _first_frame(loaded: LoadedConfig, source: str, fps: float | None) -> np.ndarray:
@@ -65,7 +66,7 @@ def cmd_zones_preview(args: argparse.Namespace) -> int:
     if not cv2.imwrite(str(args.out), out):
         raise SinkError(f"cannot write preview image {args.out} (unknown extension or unwritable directory)")
     print(f"wrote {args.out}: {len(zones)} zone(s) over a {img.shape[1]}x{img.shape[0]} frame from {cam.id}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_mode(args: argparse.Namespace) -> int:
@@ -78,15 +79,15 @@ def cmd_mode(args: argparse.Namespace) -> int:
         else:
             write_override(data_dir, Mode(args.mode), "cli", SystemClock().wall())
             print(f"mode set to {args.mode}")
-        return 0
+        return ExitCode.OK
     try:
         override = read_override(data_dir)
     except AgentError as e:
         print(f"mode state unreadable ({e}); cameras use privacy mode", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     current = ModeController(loaded.config.modes, data_dir).current()
     print(json.dumps({"mode": str(current), "override": str(override) if override else None}))
-    return 0
+    return ExitCode.OK
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -96,7 +97,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
     zones = sub.add_parser("zones", help="privacy-zone tools")
     zsub = zones.add_subparsers(dest="zones_command", metavar="ZONES_COMMAND")
-    zones.set_defaults(func=lambda a: (zones.print_help(), 2)[1])
+    zones.set_defaults(func=lambda a: (zones.print_help(), ExitCode.ERROR)[1])
     pv = zsub.add_parser("preview", help="draw a camera's zones with their names over a frame from its source")
     pv.add_argument("--config", required=True)
     pv.add_argument("--camera", required=True)
@@ -134,17 +135,17 @@ def cmd_zones_discover(args: argparse.Namespace) -> int:
         print(f"not proposed: {s.label} ({s.reason})")
     print(f"wrote {snippet} and {preview}")
     if not args.apply:
-        return 0
+        return ExitCode.OK
     if not proposals:
         print("nothing to apply")
-        return 0
+        return ExitCode.OK
     if not args.yes and not _confirm(f"Add {len(proposals)} zone(s) to camera {args.camera!r} in {args.config}?"):
         print("not applied")
-        return 1
+        return ExitCode.FAILED
     merged = merge_into_config(loaded.path, args.camera, [p.as_zone() for p in proposals], action)
     backup = write_config_atomically(loaded.path, merged)
     print(f"added {len(proposals)} zone(s) to {loaded.path} (previous version in {backup})")
-    return 0
+    return ExitCode.OK
 
 
 def add_discover_parser(zones_sub: argparse._SubParsersAction) -> None:

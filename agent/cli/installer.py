@@ -28,7 +28,7 @@ from agent.core.modes import ModeController
 from agent.core.pipeline import CameraPipeline
 from agent.core.policy import camera_policy
 from agent.core.process import tune_process
-from agent.errors import AgentError, SinkError, SourceError
+from agent.errors import AgentError, ExitCode, SinkError, SourceError
 from agent.media.sources import SourceOpener
 from agent.storage.sinks.factory import build_sinks, plaintext_sinks
 from agent.vocab import Action, Mode
@@ -126,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     bad_sinks = [c for c, r in results.items() if r["sink_errors"]]
     if failed:
         print(f"no frames processed for: {', '.join(failed)} (see {data_dir / 'events.jsonl'})", file=sys.stderr)
-    return 1 if failed or bad_sinks else 0
+    return ExitCode.FAILED if failed or bad_sinks else ExitCode.OK
 
 
 _STATE = {Action.PASS: "clear", Action.MASK: "masked", Action.WITHHOLD: "withheld"}
@@ -358,7 +358,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     fails = sum(r.status == "fail" for r in results)
     warns = sum(r.status == "warn" for r in results)
     print(f"\n{len(results)} checks: {fails} failed, {warns} warnings")
-    return 1 if fails else 0
+    return ExitCode.FAILED if fails else ExitCode.OK
 
 
 def _register_doctor(sub: argparse._SubParsersAction) -> None:
@@ -368,7 +368,7 @@ def _register_doctor(sub: argparse._SubParsersAction) -> None:
 
 def _help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
-    return 2
+    return ExitCode.ERROR
 
 
 def _register_models(sub: argparse._SubParsersAction) -> None:
@@ -390,7 +390,7 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
 
 def _register_hub(sub: argparse._SubParsersAction) -> None:
     hb = sub.add_parser("hub", help="the hub's MQTT side")
-    hb.set_defaults(func=lambda a: (hb.print_help(), 2)[1])
+    hb.set_defaults(func=lambda a: (hb.print_help(), ExitCode.ERROR)[1])
     hsub = hb.add_subparsers(dest="hub_command", metavar="HUB_COMMAND")
     p = hsub.add_parser("serve", help="connect to the broker and answer access requests and mode changes")
     p.add_argument("--config", required=True, help="config file with an `mqtt:` section")

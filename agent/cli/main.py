@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
-from agent.errors import AgentError
+from agent.errors import AgentError, ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return ExitCode.ERROR
     try:
         return int(args.func(args) or 0)
     except AgentError as e:
@@ -56,4 +56,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("privacy-agent: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED

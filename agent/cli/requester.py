@@ -38,6 +38,7 @@ from agent.errors import (
     AccessError,
     AgentError,
     EnvelopeError,
+    ExitCode,
 )
 
 
@@ -45,7 +46,7 @@ def cmd_requester_keygen(args: argparse.Namespace) -> int:
     ident = DeviceIdentity.generate(args.name)
     pub = write_device_identity(ident, Path(args.out))
     print(f"requester identity {ident.key_id} written to {args.out} (mode 0600); public key in {pub}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_requester_request(args: argparse.Namespace) -> int:
@@ -64,12 +65,12 @@ def cmd_requester_request(args: argparse.Namespace) -> int:
         client.publish_wait(t.access_request(rid.hex()), data, timeout_s=args.timeout)
         print(f"request {rid.hex()} sent to hub {hub.key_id}")
         if args.wait <= 0:
-            return 0
+            return ExitCode.OK
         with inbox.cond:
             inbox.cond.wait_for(lambda: bool(inbox.messages), args.wait)
         if not inbox.messages:
             print(f"no decision within {args.wait:g} s; the owners may still decide", file=sys.stderr)
-            return 3
+            return ExitCode.NO_ANSWER
         raw = inbox.messages[0].payload
     finally:
         client.stop()
@@ -80,7 +81,7 @@ def cmd_requester_request(args: argparse.Namespace) -> int:
     out.write_bytes(raw)
     print(f"granted by {', '.join(grant.approvers)}: cameras {list(grant.scope.cameras)}, "
           f"{len(grant.keys)} clip key(s), until {format_ms(grant.expires_ms)}; saved to {out}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_requester_open(args: argparse.Namespace) -> int:
@@ -114,13 +115,13 @@ def cmd_requester_open(args: argparse.Namespace) -> int:
         part.unlink(missing_ok=True)
         raise
     print(f"clip {info.clip_id_hex} ({meta.get('camera_id', '?')}): {n} bytes written to {out}")
-    return 0
+    return ExitCode.OK
 
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
     rq = sub.add_parser("requester", help="request access to clips and open what was granted")
-    rq.set_defaults(func=lambda a: (rq.print_help(), 2)[1])
+    rq.set_defaults(func=lambda a: (rq.print_help(), ExitCode.ERROR)[1])
     rsub = rq.add_subparsers(dest="requester_command", metavar="REQUESTER_COMMAND")
     p = rsub.add_parser("keygen", help="create a requester identity (FILE, 0600) and FILE.pub")
     p.add_argument("--out", required=True, help="secret identity file to create")

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import load_config
-from agent.errors import FixtureError
+from agent.errors import ExitCode, FixtureError
 from agent.lab.evaluate import evaluate, format_report
 from agent.lab.fixtures import load_truth, make_fixtures
 from agent.lab.replay import run_replay
@@ -71,14 +71,14 @@ def _cmd_make(args: argparse.Namespace) -> int:
         n_hold = sum(1 for f in truth["per_frame"] if f["must_withhold"])
         n_faces = sum(len(f["faces"]) for f in truth["per_frame"])
         print(f"{d}: {truth['frames']} frames, {n_hold} must be withheld, {n_faces} face boxes")
-    return 0
+    return ExitCode.OK
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     p = Params(64, 48, 1.0)
     for name, fn in SCENARIOS.items():
         print(f"{name:14} {fn(p).description}")
-    return 0
+    return ExitCode.OK
 
 
 def _register_fixtures(sub: argparse._SubParsersAction) -> None:
@@ -136,7 +136,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         print(format_video_comparison(comparison, rep.scenario))
     print(f"  report: {out}")
-    return 0 if rep.ok else 1
+    return ExitCode.OK if rep.ok else ExitCode.FAILED
 
 
 def _deface_bin(args: argparse.Namespace) -> Path:
@@ -170,7 +170,7 @@ def _cmd_eval_photos(args: argparse.Namespace) -> int:
     if args.out:
         write_json(Path(args.out), rep.to_json())
         print(f"  report: {args.out}")
-    return 0 if rep.ok else 1
+    return ExitCode.OK if rep.ok else ExitCode.FAILED
 
 
 def _register_eval(sub: argparse._SubParsersAction) -> None:
@@ -208,7 +208,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     if summary["withhold_reasons"]:
         print("  withheld because: " + ", ".join(f"{k} x{v}" for k, v in summary["withhold_reasons"].items()))
-    return 0
+    return ExitCode.OK
 
 
 

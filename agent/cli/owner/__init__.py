@@ -1,0 +1,24 @@
+"""The owner's commands: the hub's keys and the roster, clips (`open`, `verify`, `outbox`),
+access decisions and the audit log.
+
+One module per concern (`keys`, `clips`, `access`); this module builds the `owner` group and
+registers them in help order.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from agent.cli.owner import access, clips, keys
+from agent.errors import ExitCode
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    keys.register_keys(sub)
+    owner = sub.add_parser("owner", help="owner device tools: keys, roster, approvals")
+    owner.set_defaults(func=lambda a: (owner.print_help(), ExitCode.ERROR)[1])
+    osub = owner.add_subparsers(dest="owner_command", metavar="OWNER_COMMAND")
+    keys.register_owner(osub)
+    access.register_owner(osub)
+    clips.register(sub)
+    access.register_audit(sub)

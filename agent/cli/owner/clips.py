@@ -1,0 +1,154 @@
+"""The owner's clip commands: `open`, `verify` and `outbox status|flush`.
+
+`open` verifies the hub's signatures and the whole ciphertext before it decrypts, writes to
+`OUT.part` and renames only on success: a tampered or truncated clip leaves no output file.
+Wrong recipient, tampered, truncated, bad signature and malformed clips each get their own error
+class, message and exit code (`agent.errors.ExitCode`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from agent.crypto.envelope import check_chain, open_clip, verify_clip
+from agent.crypto.keys import (
+    load_device_identity,
+    load_hub_public,
+)
+from agent.errors import (
+    BadSignature,
+    EnvelopeError,
+    ExitCode,
+    KeyFileError,
+    MalformedEnvelope,
+    TamperedClip,
+    TruncatedClip,
+    WrongRecipient,
+)
+
+# A short word in front of each envelope error so the three cases the owner must tell apart
+# (wrong recipient, tampered, truncated) read differently even before the details.
+_KIND = (
+    (WrongRecipient, "wrong recipient"),
+    (TruncatedClip, "truncated"),
+    (BadSignature, "bad signature"),
+    (TamperedClip, "tampered"),
+    (MalformedEnvelope, "malformed"),
+)
+
+
+def _labelled(e: EnvelopeError, clip: Path) -> EnvelopeError:
+    kind = next((k for cls, k in _KIND if isinstance(e, cls)), "invalid")
+    return type(e)(f"{clip}: {kind}: {e}")
+
+
+def _open_clip_file(path: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise EnvelopeError(f"clip {p} does not exist or is not a file")
+    return p
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    clip = _open_clip_file(args.clip)
+    ident = load_device_identity(args.identity)
+    hub = load_hub_public(args.hub) if args.hub else None
+    out = Path(args.out)
+    part = out.with_name(out.name + ".part")
+    try:
+        with open(clip, "rb") as src, open(part, "wb") as dst:
+            opened = open_clip(src, ident, dst.write, hub)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(part, out)
+    except EnvelopeError as e:
+        part.unlink(missing_ok=True)
+        raise _labelled(e, clip) from None
+    except OSError as e:
+        part.unlink(missing_ok=True)
+        raise KeyFileError(f"cannot write {out}: {e.strerror}") from None
+    meta = opened.metadata
+    if args.meta:
+        Path(args.meta).write_text(json.dumps(dict(meta), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    h = opened.info.header
+    pin = "" if hub else " (hub not pinned: pass --hub to check it is your hub)"
+    print(f"{clip}: OK, signed by hub {h.hub_key_id}{pin}; clip {h.clip_id.hex()} seq {h.seq}")
+    print(f"camera {meta.get('camera_id')!r} name {meta.get('camera_name')!r}, {meta.get('frames')} frames, "
+          f"labels {meta.get('labels')}; {opened.payload_bytes} bytes of video written to {out}")
+    return ExitCode.OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    hub = load_hub_public(args.hub)
+    infos = []
+    for c in args.clips:
+        p = _open_clip_file(c)
+        try:
+            with open(p, "rb") as f:
+                info = verify_clip(f, hub)
+        except EnvelopeError as e:
+            raise _labelled(e, p) from None
+        infos.append(info)
+        h = info.header
+        print(f"{p}: OK, hub {h.hub_key_id}, stream {h.stream_id.hex()[:16]} seq {h.seq}, "
+              f"{info.chunk_count} chunks, recipients {', '.join(h.recipient_ids)}")
+    problems = check_chain(infos)
+    for msg in problems:
+        print(f"chain: {msg}", file=sys.stderr)
+    if problems:
+        raise TamperedClip(f"{len(problems)} chain problem(s): a clip was deleted, reordered or inserted")
+    if len(infos) > 1:
+        print(f"chain intact over {len(infos)} clips")
+    return ExitCode.OK
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from agent.clock import SystemClock
+    from agent.config import DirectorySinkConfig, load_config
+    from agent.crypto.keys import load_hub_identity
+    from agent.storage.outbox import Outbox
+    from agent.storage.sinks.clips import build_uploaders
+
+    loaded = load_config(args.config)
+    ob = Outbox(loaded.data_dir, SystemClock())
+    try:
+        if args.action == "status":
+            rows = ob.pending()
+            for clip_id, dest, attempts in rows:
+                print(f"{clip_id} -> {dest} ({attempts} failed attempts)")
+            print(f"{len(rows)} queued upload(s)")
+            return ExitCode.OK
+        ob.recover()
+        cfgs = [s for s in loaded.config.sinks if not (isinstance(s, DirectorySinkConfig) and s.plaintext)]
+        ups = build_uploaders(loaded, cfgs, load_hub_identity(loaded.data_dir).public)
+        res = ob.drain(ups, force=True)
+        print(f"{res.uploaded} uploaded, {res.failed} failed, {res.rejected} rejected, {res.remaining} remaining")
+        return ExitCode.OK if res.remaining == 0 else ExitCode.FAILED
+    finally:
+        ob.close()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """`open`, `verify` and `outbox`."""
+    p = sub.add_parser("open", help="verify, then decrypt a clip with an owner device identity")
+    p.add_argument("clip", help="the .epaclip file")
+    p.add_argument("--identity", required=True, help="owner device identity file (from `owner keygen`)")
+    p.add_argument("--out", required=True, help="where to write the video (MP4)")
+    p.add_argument("--hub", help="expected hub public key (hub.pub, epa1hub: value or data dir); "
+                   "without it only the key named in the clip is checked")
+    p.add_argument("--meta", help="also write the decrypted metadata (JSON, thumbnail included) here")
+    p.set_defaults(func=cmd_open)
+
+    p = sub.add_parser("verify", help="check clip signatures and chain without any secret key")
+    p.add_argument("clips", nargs="+", help="one or more .epaclip files (several: the chain is checked too)")
+    p.add_argument("--hub", required=True, help="hub public key (hub.pub, epa1hub: value or data dir)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("outbox", help="show or flush queued clip uploads")
+    p.add_argument("action", choices=["status", "flush"], help="status: list queued uploads; flush: retry now")
+    p.add_argument("--config", required=True, help="config file (for data_dir and sinks)")
+    p.set_defaults(func=cmd_outbox)
