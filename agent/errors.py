@@ -61,6 +61,10 @@ class SourceError(AgentError):
     """A camera source cannot be opened or decoded."""
 
 
+class FrameDecodeError(SourceError):
+    """One frame could not be decoded; the source may continue."""
+
+
 class SinkError(AgentError):
     """A sink cannot store or upload redacted output (unwritable dir, full disk, ...)."""
 
@@ -158,7 +162,3 @@ class AuditError(AgentError):
     truncated entries, or a checkpoint that does not verify)."""
 
     exit_code = ExitCode.AUDIT_FAILED
-
-class FrameDecodeError(SourceError):
-    """One frame could not be decoded; the source may continue."""
-

@@ -89,6 +89,7 @@ class BoxRel:
             PointRel(self.x0_rel, self.y1_rel),
         )
 
+
 class PolygonError(ValueError):
     """A polygon is not usable as a privacy zone."""
 
@@ -147,4 +148,3 @@ def validate_polygon(points: Sequence[Sequence[float]]) -> tuple[PointRel, ...]:
     if abs(area2) < 1e-9:
         raise PolygonError("polygon has zero area (points are collinear or repeated)")
     return tuple(PointRel(x, y) for x, y in pts)
-

@@ -49,4 +49,3 @@ class Mode(StrEnum):
     HOME = "home"
     AWAY = "away"
     PRIVACY = "privacy"
-

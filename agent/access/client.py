@@ -145,4 +145,3 @@ def parse_grant(data: bytes, hub: HubPublic) -> Grant:
                  Scope.from_json(b["scope"], "grant: scope"), parse_keys(b["keys"], "grant: keys"),
                  tuple(b["approvers"]), int_field(b["issued_ms"], "grant: issued_ms"),
                  int_field(b["expires_ms"], "grant: expires_ms"))
-

@@ -405,4 +405,3 @@ def on_mode_set(
 
 def new_state(hub_id: str, roster: Roster, counters: Mapping[str, int] | None = None) -> HubState:
     return HubState(hub_id, roster, counters=_frozen(dict(counters or {})))
-

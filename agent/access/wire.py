@@ -360,4 +360,3 @@ def parse_decision(data: bytes, hub_id: str, roster: Roster) -> Decision:
         int_field(b["roster_version"], "decision: roster_version", 1),
         message_digest(m.raw),
     )
-

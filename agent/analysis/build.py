@@ -34,4 +34,3 @@ def build_analyzers(loaded: LoadedConfig, cam: CameraConfig, policy: CameraPolic
             if det.slots:
                 analyzers.append(det)
     return analyzers
-

@@ -186,4 +186,3 @@ def discover(loaded: LoadedConfig, camera_id: str, source: str | None, frames: i
     existing = {z.name: z.points for z in cam.zones}
     proposals, skipped = group_detections(per_frame, po.labels, po.margin_rel, need, existing)
     return proposals, skipped, imgs[0], str(po.action), existing
-

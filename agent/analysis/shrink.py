@@ -20,4 +20,3 @@ def shrink(img: Image, size_px: tuple[int, int]) -> Image:
     if img.shape[1] > 4 * w and img.shape[0] > 4 * h:
         img = cv2.resize(img, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-

@@ -1,7 +1,9 @@
-"""Core commands: check-config, zones preview, replay, run, mode.
+"""The homeowner's commands: `check-config`, `zones preview|discover` and `mode get|set`.
 
-Each handler takes parsed args and returns an exit code; user errors are
-raised as AgentError and printed by `agent.cli.main.main`.
+Each handler takes parsed args and returns an `ExitCode`; user errors are raised as `AgentError`
+and printed by `agent.cli.main.main`. `zones preview` and `zones discover` draw on unredacted
+frames: they write only where the homeowner asks, on the hub, and nothing sends the pictures
+anywhere.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--config", required=True)
     m.set_defaults(func=cmd_mode)
 
+
 def _confirm(question: str) -> bool:
     if not sys.stdin.isatty():
         raise AgentError("--apply needs confirmation: run it in a terminal, or add --yes")
@@ -167,4 +170,3 @@ def add_discover_parser(zones_sub: argparse._SubParsersAction) -> None:
     d.add_argument("--apply", action="store_true", help="add the proposed zones to the config file")
     d.add_argument("--yes", action="store_true", help="with --apply: do not ask for confirmation")
     d.set_defaults(func=cmd_zones_discover)
-

@@ -1,7 +1,8 @@
-"""Core commands: check-config, zones preview, replay, run, mode.
+"""The installer's commands: `run`, `doctor`, `models list|install|verify` and `hub serve`.
 
-Each handler takes parsed args and returns an exit code; user errors are
-raised as AgentError and printed by `agent.cli.main.main`.
+Each handler takes parsed args and returns an `ExitCode`; user errors are raised as `AgentError`
+and printed by `agent.cli.main.main`. `doctor` says what to fix for every check that fails, and
+its exit code (`FAILED`) drives the firmware's fault LED through `boot-check`.
 """
 
 from __future__ import annotations
@@ -366,6 +367,7 @@ def _register_doctor(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="config file to check as well")
     p.set_defaults(func=cmd_doctor)
 
+
 def _help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return ExitCode.ERROR
@@ -380,6 +382,7 @@ def _register_models(sub: argparse._SubParsersAction) -> None:
     )
     add_arguments(p)
     p.set_defaults(func=lambda args: _help(p))
+
 
 def cmd_hub_serve(args: argparse.Namespace) -> int:
     from agent.mqtt.service import serve

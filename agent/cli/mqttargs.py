@@ -1,26 +1,10 @@
-"""Reference CLIs for the access flow and the audit log.
+"""Broker options and helpers shared by every networked command (owner, requester, audit).
 
-    privacy-agent requester keygen  --out FILE
-    privacy-agent requester request --identity KEY --hub HUBPUB --role ROLE --camera C [--clip ID]...
-    privacy-agent requester open    CLIP --identity KEY --hub HUBPUB --grant GRANT --out clip.mp4
-    privacy-agent owner pending     --identity KEY --hub HUBPUB
-    privacy-agent owner approve     CHALLENGE --identity KEY --hub HUBPUB [--clips-dir DIR] [narrowing]
-    privacy-agent owner deny        CHALLENGE --identity KEY --hub HUBPUB
-    privacy-agent owner mode        [home|away|privacy] --identity KEY --hub HUBPUB
-    privacy-agent audit pin         --hub HUBPUB --pins FILE (--checkpoint FILE | broker options)
-    privacy-agent audit verify      (--data DIR | --log FILE) --hub HUBPUB [--pins FILE]
-    privacy-agent hub serve         --config FILE   (the hub's MQTT side, standalone)
-
-Broker options (every networked command): `--config FILE` takes host, port, CA and prefix from a
-hub config's `mqtt:` section; `--host/--port/--ca-file/--prefix` override; the user name comes
-from `--username` and the password from `--password-file` or the `EPA_MQTT_PASSWORD`
-environment variable (never a command-line argument: it would show in `ps`).
-
-Invariants: the owner tool verifies the hub's signature on the challenge and the requester's
-signature on the request before showing or approving anything; it never signs a scope wider
-than the request; it re-wraps clip keys only to the requester key named in the signed request.
-The requester tool decrypts only clips named in a grant that the pinned hub key signed.
-Nothing here prints key material.
+`--config FILE` takes host, port, CA and prefix from a hub config's `mqtt:` section;
+`--host/--port/--ca-file/--prefix` override; the user name comes from `--username` and the
+password from `--password-file` or the `EPA_MQTT_PASSWORD` environment variable (never a
+command-line argument: it would show in `ps`). An owner device's decision counter is kept next
+to its identity file and only ever grows.
 """
 
 from __future__ import annotations
@@ -157,4 +141,3 @@ def next_counter(identity_path: Path) -> int:
 def check_password_file(path: str | None) -> None:
     if path and os.path.exists(path) and stat.S_IMODE(os.stat(path).st_mode) & 0o077:
         raise ConfigError(f"password file {path} must be mode 0600")
-

@@ -1,26 +1,11 @@
-"""Reference CLIs for the access flow and the audit log.
+"""The requester's commands: `requester keygen|request|open`.
 
     privacy-agent requester keygen  --out FILE
     privacy-agent requester request --identity KEY --hub HUBPUB --role ROLE --camera C [--clip ID]...
     privacy-agent requester open    CLIP --identity KEY --hub HUBPUB --grant GRANT --out clip.mp4
-    privacy-agent owner pending     --identity KEY --hub HUBPUB
-    privacy-agent owner approve     CHALLENGE --identity KEY --hub HUBPUB [--clips-dir DIR] [narrowing]
-    privacy-agent owner deny        CHALLENGE --identity KEY --hub HUBPUB
-    privacy-agent owner mode        [home|away|privacy] --identity KEY --hub HUBPUB
-    privacy-agent audit pin         --hub HUBPUB --pins FILE (--checkpoint FILE | broker options)
-    privacy-agent audit verify      (--data DIR | --log FILE) --hub HUBPUB [--pins FILE]
-    privacy-agent hub serve         --config FILE   (the hub's MQTT side, standalone)
 
-Broker options (every networked command): `--config FILE` takes host, port, CA and prefix from a
-hub config's `mqtt:` section; `--host/--port/--ca-file/--prefix` override; the user name comes
-from `--username` and the password from `--password-file` or the `EPA_MQTT_PASSWORD`
-environment variable (never a command-line argument: it would show in `ps`).
-
-Invariants: the owner tool verifies the hub's signature on the challenge and the requester's
-signature on the request before showing or approving anything; it never signs a scope wider
-than the request; it re-wraps clip keys only to the requester key named in the signed request.
-The requester tool decrypts only clips named in a grant that the pinned hub key signed.
-Nothing here prints key material.
+The requester tool decrypts only clips named in a grant that the pinned hub key signed. Nothing
+here prints key material.
 """
 
 from __future__ import annotations

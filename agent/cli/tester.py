@@ -1,30 +1,9 @@
-"""Fixture generator: short videos with exact ground truth, rendered from the shared photos.
+"""The tester's commands: `fixtures make|list`, `replay` and `eval`.
 
-`privacy-agent fixtures make --out ROOT` writes one directory per scenario:
-
-- `video.mp4` (OpenCV `mp4v`) or `frames/00000.png ...` (lossless PNG, for the
-  scenarios whose pixels must reach the pipeline exactly: `resize`, whose
-  resolution changes mid-stream, and `canary`, whose pattern bytes are
-  searched for in the outputs);
-- `config.yaml`: a valid config (camera `cam`, source relative to the file);
-- `truth.json`: zones, and per frame the size, face/person/private-object
-  boxes, `must_withhold` and `zone_occupied` (format in `TRUTH_FORMAT`).
-
-Invariants:
-- Deterministic: the same scenario, size, duration, fps and seed give the same
-  pixels and the same truth. Photos are read only through
-  `agent.lab.shared_data.shared_file`, which checks their sha256.
-- Sprite ground truth is exact: a sprite is a rectangular crop of a real photo
-  pasted at integer pixel positions, and its box is the pasted rectangle (in
-  relative coordinates, clipped to the frame). Face boxes inside crops and
-  boxes of people in whole photos were measured by hand (about +-3 px for
-  faces, +-10 px for people and objects in the source photo).
-- `must_withhold` is true exactly while a sprite (person or head) overlaps a
-  `withhold` zone by at least `OVERLAP_MIN_PX2` square pixels, including while
-  it stands perfectly still there.
-- Scenario layouts keep sprites apart from each other and face sprites out of
-  zones; the generator raises `FixtureError` if a layout breaks that, because
-  occlusion would make the truth wrong.
+`fixtures make --out ROOT` renders one directory per scenario (`agent.lab.fixtures`): the video,
+a valid `config.yaml` and `truth.json`. `replay` writes exactly what would leave the hub for a
+recorded source; `eval` scores a replay against the truth, or the default camera on the shared
+photos.
 """
 
 from __future__ import annotations
@@ -96,6 +75,7 @@ def _register_fixtures(sub: argparse._SubParsersAction) -> None:
     mk.set_defaults(func=_cmd_make)
     ls = fsub.add_parser("list", help="list the scenarios")
     ls.set_defaults(func=_cmd_list)
+
 
 def _replay_fixture(fixture_dir: Path, replay_dir: Path) -> None:
     from agent.config import load_config

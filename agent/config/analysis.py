@@ -56,4 +56,3 @@ class AnalysisConfig(StrictModel):
     )
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Activity detection in withhold zones.")
     tamper: TamperConfig = Field(default_factory=TamperConfig, description="Covered-camera detection.")
-

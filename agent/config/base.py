@@ -17,4 +17,3 @@ class StrictModel(BaseModel):
 
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-

@@ -142,4 +142,3 @@ class ModesConfig(StrictModel):
     schedule: list[ScheduleEntry] = Field(
         default_factory=list, description="Time windows that pick the mode. The first matching window wins."
     )
-

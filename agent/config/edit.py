@@ -125,4 +125,3 @@ def write_config_atomically(path: Path, text: str) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return backup
-

@@ -149,4 +149,3 @@ def load_config(path: str | Path) -> LoadedConfig:
         raise ConfigError(f"cannot read config file {p}: {e}") from None
     cfg = parse_config_text(text, p.name)
     return LoadedConfig(config=cfg, path=p.resolve(), sha256=config_hash(cfg))
-

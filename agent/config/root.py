@@ -59,4 +59,3 @@ class AgentConfig(StrictModel):
                 return c
         known = ", ".join(c.id for c in self.cameras)
         raise ConfigError(f"no camera with id {camera_id!r} in config (known: {known})")
-

@@ -92,4 +92,3 @@ class S3SinkConfig(StrictModel):
 
 
 SinkConfig = Annotated[DirectorySinkConfig | S3SinkConfig, Field(discriminator="type")]
-

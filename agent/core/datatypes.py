@@ -156,4 +156,3 @@ class Event:
             "monotonic_s": round(self.monotonic_s, 6),
             "details": dict(self.details),
         }
-

@@ -193,8 +193,8 @@ def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -
                         tuple(regions))
     return Decision(policy.camera_id, frame.index, frame.t_s, Action.PASS)
 
+
 def camera_policy(loaded: LoadedConfig, cam: CameraConfig) -> CameraPolicy:
     eff = effective_detection(loaded.config.detection, cam.detection)
     rules = tuple(DetectionRule(**r) for r in detection_rules(eff)) if eff.enabled else ()
     return compile_policy(cam, loaded.config, rules, eff.max_detection_age_s)
-

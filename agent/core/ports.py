@@ -16,6 +16,8 @@ from agent.core.redact import RedactedFrame
 
 @dataclass(frozen=True, slots=True)
 class SourceInfo:
+    """What a source says about itself: for the log, live or file, and its frame rate."""
+
     description: str
     live: bool
     fps: float
@@ -23,6 +25,8 @@ class SourceInfo:
 
 
 class FrameSource(Protocol):
+    """A camera or recording. Its raw frames go to the pipeline and nowhere else."""
+
     info: SourceInfo
 
     def read(self) -> Image | None:
@@ -30,7 +34,14 @@ class FrameSource(Protocol):
 
     def close(self) -> None: ...
 
+
 class Analyzer(Protocol):
+    """Looks at raw frames and reports what it saw; it never decides and never changes the frame.
+
+    An analyzer that raises, or takes longer than `analysis.timeout_s`, makes the pipeline
+    withhold the frame with a reason; the pipeline enforces this, not the analyzer.
+    """
+
     name: str
 
     def analyze(self, frame: Frame) -> Analysis:
@@ -52,7 +63,12 @@ def merge(parts: list[Analysis]) -> Analysis:
     ages = [p.detections_age_s for p in parts if p.detections_age_s is not None]
     return Analysis(dets, zones, faults, max(ages) if ages else None)
 
+
 class Sink(Protocol):
+    """Where released frames go. `write` takes only a `RedactedFrame` and checks it with
+    `agent.core.redact.require_redacted`; a failing sink raises `SinkError` and the pipeline
+    reports it, never falling back to raw output."""
+
     name: str
     plaintext: bool
 
@@ -64,4 +80,3 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Flush everything (end of source or shutdown). Raises SinkError on failure."""
-

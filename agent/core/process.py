@@ -44,4 +44,3 @@ def _cap_malloc_arenas(n: int) -> None:
         return
     if not ok:
         log.info("malloc arenas not capped: mallopt refused")
-

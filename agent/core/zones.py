@@ -1,4 +1,6 @@
-"""Privacy-zone geometry: validation and exact rasterisation.
+"""Privacy-zone rasterisation: relative polygons and boxes to exact pixel masks.
+
+Polygons are validated where the config is loaded (`agent.geometry.validate_polygon`).
 
 Invariants:
 - Polygons are relative (0..1). They become pixels only in `zone_mask`.
@@ -133,4 +135,3 @@ def union_mask(polys: Sequence[tuple[PointRel, ...]], width_px: int, height_px: 
     for pts in polys:
         cv2.bitwise_or(out, zone_mask(pts, width_px, height_px), dst=out)
     return out
-

@@ -116,4 +116,3 @@ def output_frames(path: Path) -> Iterator[Image]:
     if not path.is_file():
         raise FixtureError(f"video {path} does not exist")
     yield from video_frames(path)
-

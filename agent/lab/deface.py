@@ -44,4 +44,3 @@ def run_deface(binary: Path, src: Path, dst: Path, timeout_s: float = 3600.0) ->
         tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
         raise FixtureError(f"deface on {src} exited {r.returncode} without writing {dst}: {' | '.join(tail)}")
     return el
-

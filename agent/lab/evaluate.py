@@ -367,4 +367,3 @@ def format_report(rep: EvalReport) -> str:
         lines.append(f"  FAIL: {p}")
     lines.append("  result: " + ("OK" if rep.ok else "FAIL"))
     return "\n".join(lines)
-

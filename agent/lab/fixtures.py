@@ -360,4 +360,3 @@ def load_truth(fixture_dir: Path) -> dict[str, Any]:
             if key not in fr:
                 raise FixtureError(f"{path}: per_frame[{i}] lacks {key!r}")
     return doc
-

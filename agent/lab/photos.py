@@ -443,4 +443,3 @@ def format_photo_report(rep: PhotoReport) -> str:
         lines.append(f"  FAIL: {p}")
     lines.append("  result: " + ("OK (no privacy failure; recall is reported, not enforced)" if rep.ok else "FAIL"))
     return "\n".join(lines)
-

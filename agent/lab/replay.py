@@ -119,7 +119,10 @@ def run_replay(
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
+
 class ReplayVideoSink:
+    """Writes released frames to `redacted.mp4` for inspection (plaintext by design: a lab tool)."""
+
     plaintext = True
 
     def __init__(self, path: Path, fps: float) -> None:
@@ -153,4 +156,3 @@ class ReplayVideoSink:
                 self._fh.close()
             except OSError as e:
                 raise SinkError(f"cannot close {self._path}: {e.strerror or e}") from e
-

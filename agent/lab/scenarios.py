@@ -339,4 +339,3 @@ SCENARIOS: Mapping[str, Callable[[Params], Scenario]] = {
     "resize": _resize,
     "faces": _faces,
 }
-

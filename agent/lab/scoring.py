@@ -143,4 +143,3 @@ def write_json(path: Path, doc: Mapping[str, Any]) -> None:
         path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     except OSError as e:
         raise FixtureError(f"cannot write report {path}: {e.strerror or e}") from e
-

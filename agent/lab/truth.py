@@ -1,4 +1,4 @@
-"""Package data: hand-measured ground truth for the shared photos (`photos_truth.json`).
+"""Hand-measured ground truth for the shared photos (`agent/lab/data/photos_truth.json`).
 
 The JSON file is the one source of truth for what is in each photo of
 `../shared/fixtures`: faces, persons and private objects as relative boxes,

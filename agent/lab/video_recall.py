@@ -156,4 +156,3 @@ def format_video_comparison(rows: Sequence[VideoFaceRecall], scenario: str) -> s
         for p in r.problems[:5]:
             lines.append(f"    note: {p}")
     return "\n".join(lines)
-

@@ -1,7 +1,6 @@
-"""Core commands: check-config, zones preview, replay, run, mode.
+"""Drawing zones over a frame for the homeowner: translucent fill, outline and label.
 
-Each handler takes parsed args and returns an exit code; user errors are
-raised as AgentError and printed by `agent.cli.main.main`.
+The frame drawn on is unredacted: the picture is written only where the homeowner asks, on the hub.
 """
 
 from __future__ import annotations
@@ -44,4 +43,3 @@ def render_zones(img: np.ndarray, zones: list[tuple[str, tuple, str]]) -> np.nda
         cv2.rectangle(out, (x0 - 2, y0 - th - 4), (x0 + tw + 2, y0 + 4), (0, 0, 0), -1)
         cv2.putText(out, label, (x0, y0), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
     return out
-

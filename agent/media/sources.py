@@ -142,4 +142,3 @@ class SourceOpener:
 
     def __call__(self) -> FrameSource:
         return open_source(self.spec, None, self._fps_hint)
-

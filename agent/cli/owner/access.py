@@ -334,4 +334,3 @@ def register_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hub", help="the hub's public key (default: from --data)")
     p.add_argument("--pins", help="the owner's pin file (truncation is only detectable against it)")
     p.set_defaults(func=cmd_audit_verify)
-

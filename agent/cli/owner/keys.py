@@ -160,4 +160,3 @@ def cmd_owner_revoke(args: argparse.Namespace) -> int:
         except AgentError:
             ids.append(load_device_public(v).key_id)
     return _finish_roster(args, updated_roster(ident, current, revoke=ids))
-

@@ -51,4 +51,3 @@ def check_chain(clips: Sequence[ClipInfo]) -> list[str]:
                     "(previous-clip hash differs)"
                 )
     return problems
-

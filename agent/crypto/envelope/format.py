@@ -220,4 +220,3 @@ class OpenedClip:
     info: ClipInfo
     metadata: Mapping[str, Any]
     payload_bytes: int
-

@@ -72,4 +72,3 @@ def _hash_worker(q: queue.Queue[tuple[bytes, ...] | None], h: Blake2bStream, err
                     h.update(part)
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread by digest()
                 err.append(e)
-

@@ -175,4 +175,3 @@ def open_clip_bytes(data: bytes, identity: DeviceIdentity, hub: HubPublic | None
     out = bytearray()
     opened = open_clip(data, identity, out.extend, hub)
     return bytes(out), opened
-

@@ -208,4 +208,3 @@ def seal(
     w.write(payload)
     info = w.finish(metadata)
     return out.getvalue(), info
-

@@ -208,4 +208,3 @@ def verify_clip(src: BinaryIO | bytes, hub: HubPublic | None = None) -> ClipInfo
         raise TamperedClip("ciphertext does not match the hash the hub signed in the trailer")
     check_end(r)
     return ClipInfo(header, hsig, count, ct_hash, tsig, r.pos)
-

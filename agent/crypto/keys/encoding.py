@@ -127,4 +127,3 @@ def validate_x25519_public(pk: bytes, what: str) -> PublicKey:
 def canonical_json(obj: Any) -> bytes:
     """The one canonical JSON form used for signed bodies: sorted keys, no spaces, ASCII."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-

@@ -199,4 +199,3 @@ def load_hub_public(path_or_value: str | Path) -> HubPublic:
 
 def hub_public(data_dir: str | Path) -> HubPublic:
     return load_hub_public(keys_dir(data_dir) / HUB_PUBLIC_FILE)
-

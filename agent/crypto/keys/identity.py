@@ -185,4 +185,3 @@ class HubIdentity:
 
     def encode_secret(self) -> str:
         return HUB_SEC_PREFIX + b64url_encode(bytes(self.signing_key))
-

@@ -325,4 +325,3 @@ def resolve_recipients(
     for d in devices:
         uniq.setdefault(d.key_id, d)
     return tuple(sorted(uniq.values(), key=lambda d: d.key_id))
-
