@@ -25,3 +25,11 @@ def test_no_bare_except_and_every_module_has_a_docstring() -> None:
         assert not re.search(r"^\s*except\s*:", text, re.M), f"bare except in {f}"
         stripped = text.lstrip()
         assert stripped.startswith('"""') or not stripped, f"{f} has no module docstring"
+
+
+def test_readme_lists_every_exit_code() -> None:
+    from agent.errors import ExitCode
+
+    readme = (AGENT.parent / "README.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| `([A-Z_]+)` \|", readme, re.M)
+    assert [(int(c), n) for c, n in rows] == [(int(e), e.name) for e in ExitCode]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from agent.cli.parsing import command_group
 from agent.clock import SystemClock
 from agent.config import LoadedConfig, load_config
 from agent.core.modes import ModeController, read_override, write_override
@@ -97,9 +98,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="path to config.yaml")
     p.set_defaults(func=cmd_check_config)
 
-    zones = sub.add_parser("zones", help="privacy-zone tools")
-    zsub = zones.add_subparsers(dest="zones_command", metavar="ZONES_COMMAND")
-    zones.set_defaults(func=lambda a: (zones.print_help(), ExitCode.ERROR)[1])
+    zsub = command_group(sub, "zones", "privacy-zone tools")
     pv = zsub.add_parser("preview", help="draw a camera's zones with their names over a frame from its source")
     pv.add_argument("--config", required=True)
     pv.add_argument("--camera", required=True)

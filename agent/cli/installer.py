@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.analysis.build import build_analyzers
+from agent.cli.parsing import command_group
 from agent.clock import SystemClock
 from agent.config import LoadedConfig, load_config
 from agent.core.datatypes import Decision, Event
@@ -392,9 +393,7 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
 
 
 def _register_hub(sub: argparse._SubParsersAction) -> None:
-    hb = sub.add_parser("hub", help="the hub's MQTT side")
-    hb.set_defaults(func=lambda a: (hb.print_help(), ExitCode.ERROR)[1])
-    hsub = hb.add_subparsers(dest="hub_command", metavar="HUB_COMMAND")
+    hsub = command_group(sub, "hub", "the hub's MQTT side")
     p = hsub.add_parser("serve", help="connect to the broker and answer access requests and mode changes")
     p.add_argument("--config", required=True, help="config file with an `mqtt:` section")
     p.add_argument("--run-for", type=float, help="stop after this many seconds (tests, demos)")

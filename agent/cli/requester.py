@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agent import access as A
 from agent.cli.mqttargs import Inbox, add_broker_args, connect, format_ms, hub_key, now_ms, parse_ms
+from agent.cli.parsing import command_group
 from agent.crypto.keys import DeviceIdentity, load_device_identity, write_device_identity
 from agent.errors import (
     AccessError,
@@ -105,9 +106,7 @@ def cmd_requester_open(args: argparse.Namespace) -> int:
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
-    rq = sub.add_parser("requester", help="request access to clips and open what was granted")
-    rq.set_defaults(func=lambda a: (rq.print_help(), ExitCode.ERROR)[1])
-    rsub = rq.add_subparsers(dest="requester_command", metavar="REQUESTER_COMMAND")
+    rsub = command_group(sub, "requester", "request access to clips and open what was granted")
     p = rsub.add_parser("keygen", help="create a requester identity (FILE, 0600) and FILE.pub")
     p.add_argument("--out", required=True, help="secret identity file to create")
     p.add_argument("--name", default="", help="name the owners will see (for example 'acme-support')")

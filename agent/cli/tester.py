@@ -161,7 +161,7 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--fixture", help="fixture directory (from `fixtures make`)")
     what.add_argument("--photos", action="store_true",
                       help="run each shared photo through the pipeline and report face recall, private-object "
-                      "recall and the false-withhold rate against agent/data/photos_truth.json")
+                      "recall and the false-withhold rate against agent/lab/data/photos_truth.json")
     ev.add_argument("--replay", help="replay output directory (default FIXTURE/replay; replayed if empty)")
     ev.add_argument("--photo", action="append", metavar="NAME",
                     help="with --photos: only this photo (repeatable; default all)")

@@ -22,7 +22,6 @@ from agent.config.analysis import (
     TamperConfig,
 )
 from agent.config.base import (
-    ID_RE,
     StrictModel,
 )
 from agent.config.cameras import (
@@ -86,7 +85,6 @@ __all__ = [
     "DirectorySinkConfig",
     "FALLBACK_THRESHOLD",
     "FaceDetectionConfig",
-    "ID_RE",
     "LoadedConfig",
     "ModesConfig",
     "MotionConfig",

@@ -62,7 +62,7 @@ class PhotoTruth:
 
 
 # The one source of truth for what is in each shared photo is
-# agent/data/photos_truth.json (also scored by `eval --photos`); here it is
+# agent/lab/data/photos_truth.json (also scored by `eval --photos`); here it is
 # only converted to photo pixels.
 PHOTO_TRUTH: Mapping[str, PhotoTruth] = {
     name: PhotoTruth(

@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 
 from agent.cli.owner import access, clips, keys
-from agent.errors import ExitCode
+from agent.cli.parsing import command_group
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
     keys.register_keys(sub)
-    owner = sub.add_parser("owner", help="owner device tools: keys, roster, approvals")
-    owner.set_defaults(func=lambda a: (owner.print_help(), ExitCode.ERROR)[1])
-    osub = owner.add_subparsers(dest="owner_command", metavar="OWNER_COMMAND")
+    osub = command_group(sub, "owner", "owner device tools: keys, roster, approvals")
     keys.register_owner(osub)
     access.register_owner(osub)
     clips.register(sub)

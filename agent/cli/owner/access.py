@@ -27,6 +27,7 @@ from agent.cli.mqttargs import (
     now_ms,
     parse_ms,
 )
+from agent.cli.parsing import command_group
 from agent.crypto.envelope import verify_clip
 from agent.crypto.keys import (
     DeviceIdentity,
@@ -319,9 +320,7 @@ def register_owner(osub: argparse._SubParsersAction) -> None:
 
 def register_audit(sub: argparse._SubParsersAction) -> None:
     """`audit pin` (owner device) and `audit verify` (anyone holding the log)."""
-    au = sub.add_parser("audit", help="tamper-evident audit log: pin checkpoints, verify")
-    au.set_defaults(func=lambda a: (au.print_help(), ExitCode.ERROR)[1])
-    asub = au.add_subparsers(dest="audit_command", metavar="AUDIT_COMMAND")
+    asub = command_group(sub, "audit", "tamper-evident audit log: pin checkpoints, verify")
     p = asub.add_parser("pin", help="pin the hub's latest signed checkpoint (owner device; never goes back)")
     p.add_argument("--hub", required=True, help="the hub's public key")
     p.add_argument("--pins", required=True, help="pin file on the owner device (one checkpoint per line)")

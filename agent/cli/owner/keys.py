@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from agent.cli.parsing import command_group
 from agent.crypto.keys import (
     DeviceIdentity,
     Roster,
@@ -32,9 +33,7 @@ from agent.fsutil import atomic_write
 
 def register_keys(sub: argparse._SubParsersAction) -> None:
     """`keys init|show|roster` (run on the hub)."""
-    keys = sub.add_parser("keys", help="hub identity and roster")
-    keys.set_defaults(func=lambda a: (keys.print_help(), ExitCode.ERROR)[1])
-    ksub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
+    ksub = command_group(sub, "keys", "hub identity and roster")
     p = ksub.add_parser("init", help="create the hub's signing identity in DATA/keys/")
     p.add_argument("--data", required=True, help="the hub's data directory (the config's data_dir)")
     p.set_defaults(func=cmd_keys_init)

@@ -28,7 +28,7 @@ Invariants:
 
 This package's modules, by concern: `format` (layout, digests, parsed header), `verify`
 (signatures and structure, no secret key), `seal` (the writer), `opening` (unwrap and decrypt),
-`chain` (per-camera chain). Code outside the package imports from `agent.crypto.envelope`.
+`chain` (per-camera chain), `hashing` (chunk hashes, in line or on a thread). Code outside the package imports from `agent.crypto.envelope`.
 """
 
 from agent.crypto.envelope.chain import (
@@ -41,7 +41,6 @@ from agent.crypto.envelope.format import (
     CLIP_ID_BYTES,
     FULL_RECORD_CT,
     HASH_BYTES,
-    HEADER_FIXED,
     HEADER_FIXED_BYTES,
     HEADER_SIG_DOMAIN,
     KEY_BYTES,
@@ -57,7 +56,6 @@ from agent.crypto.envelope.format import (
     TAG_MESSAGE,
     TRAILER_BYTES,
     TRAILER_SIG_DOMAIN,
-    U32,
     VERSION,
     WRAP_LABEL,
     WRAP_PLAIN_BYTES,
@@ -67,7 +65,6 @@ from agent.crypto.envelope.format import (
     Header,
     OpenedClip,
     Stanza,
-    blake2b_person,
     clip_hash_of,
     header_digest_of,
     trailer_digest_of,
@@ -84,12 +81,6 @@ from agent.crypto.envelope.seal import (
     wrap_key,
 )
 from agent.crypto.envelope.verify import (
-    Reader,
-    as_stream,
-    check_end,
-    read_header,
-    read_trailer,
-    records,
     verify_clip,
 )
 
@@ -101,7 +92,6 @@ __all__ = [
     "ClipWriter",
     "FULL_RECORD_CT",
     "HASH_BYTES",
-    "HEADER_FIXED",
     "HEADER_FIXED_BYTES",
     "HEADER_SIG_DOMAIN",
     "Header",
@@ -111,7 +101,6 @@ __all__ = [
     "MAX_CHUNKS",
     "MAX_RECIPIENTS",
     "OpenedClip",
-    "Reader",
     "SIG_BYTES",
     "SS_HEADER_BYTES",
     "STANZA_BYTES",
@@ -121,24 +110,17 @@ __all__ = [
     "TAG_MESSAGE",
     "TRAILER_BYTES",
     "TRAILER_SIG_DOMAIN",
-    "U32",
     "VERSION",
     "WRAP_LABEL",
     "WRAP_PLAIN_BYTES",
     "WRAP_SEALED_BYTES",
     "ZERO_HASH",
-    "as_stream",
-    "blake2b_person",
     "check_chain",
-    "check_end",
     "clip_hash_of",
     "decrypt_verified",
     "header_digest_of",
     "open_clip",
     "open_clip_bytes",
-    "read_header",
-    "read_trailer",
-    "records",
     "seal",
     "stream_id_for",
     "trailer_digest_of",
