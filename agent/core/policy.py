@@ -195,6 +195,8 @@ def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -
 
 
 def camera_policy(loaded: LoadedConfig, cam: CameraConfig) -> CameraPolicy:
+    """One camera's compiled policy. Its detection rules come from the same effective detection
+    config as the camera's detectors (`agent.analysis.build`), so a rule never lacks a detector."""
     eff = effective_detection(loaded.config.detection, cam.detection)
     rules = tuple(DetectionRule(**r) for r in detection_rules(eff)) if eff.enabled else ()
     return compile_policy(cam, loaded.config, rules, eff.max_detection_age_s)
