@@ -29,6 +29,8 @@ class ExitCode(IntEnum):
     NO_ANSWER = 3
     #: The hub refused an owner's decision (`owner approve` / `owner deny`).
     REFUSED = 4
+    #: Another process holds the hub's data directory (`run`, `outbox flush`, `hub serve`).
+    BUSY = 5
     #: The clip is not a well-formed envelope (bad magic, version, lengths or encoding).
     MALFORMED_CLIP = 10
     #: A clip's header or trailer signature does not verify under the expected hub key.
@@ -67,6 +69,12 @@ class FrameDecodeError(SourceError):
 
 class SinkError(AgentError):
     """A sink cannot store or upload redacted output (unwritable dir, full disk, ...)."""
+
+
+class DataDirBusy(AgentError):
+    """Another process holds the data directory's lock; the message names it."""
+
+    exit_code = ExitCode.BUSY
 
 
 class PrivacyViolation(AgentError):

@@ -56,6 +56,9 @@ def main() -> int:
             data = t / f"d{n}"
             subprocess.run([*AGENT, "keys", "init", "--data", str(data)], check=True, capture_output=True, env=env,
                            cwd=REPO)
+            (t / f"clips{n}").mkdir()
+            subprocess.run([*AGENT, "sink", "init", str(t / f"clips{n}")], check=True, capture_output=True, env=env,
+                           cwd=REPO)
             cams = "".join(f"  - id: cam{i}\n    source: {clip}\n" for i in range(n))
             cfg = t / f"c{n}.yaml"
             # The rendered clip pans, which the tamper check would call a moved camera.
@@ -64,7 +67,7 @@ def main() -> int:
                            f"sinks:\n  - type: directory\n    path: {t / f'clips{n}'}\n    segment_s: 10\n"
                            f"cameras:\n{cams}")
             rows.append((n, peak_of([*AGENT, "run", "--config", str(cfg)], env)))
-            if not any((t / f"clips{n}").iterdir()):
+            if not list((t / f"clips{n}").rglob("*.epaclip")):
                 raise SystemExit(f"no encrypted clip was written with {n} camera(s)")
     print(f"baseline (import the agent, no camera): {base:.0f} MiB")
     print(f"{'cameras':>7} | {'peak RSS MiB':>12} | {'per extra camera MiB':>20}")

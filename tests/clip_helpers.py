@@ -13,9 +13,17 @@ from agent.core.redact import RedactedFrame, apply
 from agent.crypto import envelope as env
 from agent.crypto.keys import DeviceIdentity, HubIdentity
 from agent.geometry import PointRel
+from agent.storage.sinks.upload import init_sink_dir
 from agent.vocab import Action
 
 U32 = struct.Struct(">I")
+
+
+def sink_dir(path: Path) -> Path:
+    """A directory sink's root as an installer prepares it: created, then `sink init`."""
+    path.mkdir(parents=True, exist_ok=True)
+    init_sink_dir(path)
+    return path
 
 
 def hub_from(n: int) -> HubIdentity:

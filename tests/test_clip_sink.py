@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from clip_helpers import device_from, moving_image, plaintext_hits, redacted
+from clip_helpers import device_from, moving_image, plaintext_hits, redacted, sink_dir
 
 from agent.cli.main import main
 from agent.clock import FakeClock
@@ -40,7 +40,7 @@ def make_sink(tmp_path: Path, clock: FakeClock, *, segment_s: float = 2.0, dest:
               events: EventLog | None = None) -> tuple[ClipSink, Path]:
     data = tmp_path / "data"
     hub = init_hub(data) if not (data / "keys").exists() else load_hub_identity(data)
-    dest = dest or tmp_path / "nas"
+    dest = dest or sink_dir(tmp_path / "nas")
     up = DirectoryUploader(dest, hub.public)
     sink = ClipSink(
         hub=hub, recipients=[OWNER.public, PARTNER.public], camera_id="bedroom", fps=10, segment_s=segment_s,
@@ -199,6 +199,7 @@ def _setup_config(tmp_path: Path, *, roster: bool) -> Path:
         "  - id: bedroom\n    name: Our bedroom\n    source: v.mp4\n    recipients: [owner.key.pub]\n"
         "sinks:\n  - type: directory\n    path: ./nas\n    segment_s: 10\n"
     )
+    sink_dir(tmp_path / "nas")
     return cfg
 
 

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from clip_helpers import device_from, hub_from
+from clip_helpers import device_from, hub_from, sink_dir
 
 from agent.clock import FakeClock
 from agent.core.events import EventLog
@@ -19,7 +19,7 @@ from agent.crypto import envelope as env
 from agent.crypto.keys import HubIdentity, hub_public, init_hub
 from agent.errors import EnvelopeError, SinkError
 from agent.storage.outbox import Outbox, object_name_for
-from agent.storage.sinks.upload import DirectoryUploader
+from agent.storage.sinks.upload import MARKER_FILE, DirectoryUploader
 
 OWNER = device_from(2, "owner")
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_retry_with_exponential_backoff_on_injected_clock(tmp_path: Path) -> Non
     clock = FakeClock()
     events = EventLog()
     hub = init_hub(tmp_path / "data")
-    up = FlakyUploader(DirectoryUploader(tmp_path / "nas", hub.public), failures=3)
+    up = FlakyUploader(DirectoryUploader(sink_dir(tmp_path / "nas"), hub.public), failures=3)
     ob = Outbox(tmp_path / "data", clock, events, backoff_base_s=2.0, backoff_max_s=5.0)
     seal_into(ob, hub, "cam", b"x" * 1000, [up.name])
     ups = {up.name: up}
@@ -83,7 +83,7 @@ def test_pre_upload_gate_refuses_clip_not_signed_by_this_hub(tmp_path: Path) -> 
     clock = FakeClock()
     events = EventLog()
     hub = init_hub(tmp_path / "data")
-    up = DirectoryUploader(tmp_path / "nas", hub.public)
+    up = DirectoryUploader(sink_dir(tmp_path / "nas"), hub.public)
     ob = Outbox(tmp_path / "data", clock, events)
     seal_into(ob, hub_from(9), "cam", b"forged", [up.name])  # signed by another key
     good = seal_into(ob, hub, "cam2", b"good", [up.name])
@@ -178,7 +178,7 @@ CHILD = textwrap.dedent(
 
 @pytest.mark.slow
 def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
-    data, nas, total = tmp_path / "data", tmp_path / "nas", 10
+    data, nas, total = tmp_path / "data", sink_dir(tmp_path / "nas"), 10
     init_hub(data)
     script = tmp_path / "child.py"
     script.write_text(CHILD)
@@ -197,7 +197,7 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
     done = subprocess.run(args, capture_output=True, env=env_vars, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     files = sorted(nas.rglob("*"))
-    clips = [p for p in files if p.is_file()]
+    clips = [p for p in files if p.is_file() and p.name != MARKER_FILE]
     assert all(p.suffix == ".epaclip" and not p.name.startswith(".") for p in clips), files
     hub = hub_public(data)
     infos = [env.verify_clip(p.read_bytes(), hub) for p in clips]

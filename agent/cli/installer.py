@@ -258,6 +258,9 @@ def check_storage(loaded: LoadedConfig | None) -> list[CheckResult]:
         st = "ok" if free > 1 << 30 else "warn"
         out.append(CheckResult(f"{name} space", st, f"{d}: {free / (1 << 30):.1f} GiB free",
                                "" if st == "ok" else "free space or point it at a larger disk"))
+    for i, s in enumerate(loaded.config.sinks):
+        if isinstance(s, DirectorySinkConfig) and not s.plaintext:
+            out.append(_check_sink_marker(f"sinks[{i}]", loaded.resolve(s.path), s.require_mount))
     for p in plaintext_sinks(loaded):
         out.append(CheckResult("plaintext sink", "warn", f"{p} writes unencrypted video",
                                "remove `plaintext: true` outside of testing"))
@@ -265,6 +268,18 @@ def check_storage(loaded: LoadedConfig | None) -> list[CheckResult]:
         out.append(CheckResult("sinks", "warn", "no sinks: redacted output is discarded",
                                "add a `sinks:` entry (directory or s3)"))
     return out
+
+
+def _check_sink_marker(name: str, root: Path, require_mount: bool) -> CheckResult:
+    from agent.storage.sinks.upload import check_sink_dir
+
+    try:
+        check_sink_dir(root, require_mount)
+    except SinkError as e:
+        return CheckResult(f"{name} marker", "fail", str(e),
+                           f"mount the NAS, then run `privacy-agent sink init {root}` once")
+    return CheckResult(f"{name} marker", "ok", f"{root} is a marked sink directory"
+                       + (" on its own mount" if require_mount else ""))
 
 
 def check_models(loaded: LoadedConfig | None) -> list[CheckResult]:
@@ -391,6 +406,22 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
     return serve(args.config, run_for_s=args.run_for)
 
 
+def cmd_sink_init(args: argparse.Namespace) -> int:
+    from agent.storage.sinks.upload import init_sink_dir
+
+    root = Path(args.path).expanduser()
+    marker, created = init_sink_dir(root)
+    mount = root.resolve()
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    print(f"{root}: {'marked' if created else 'already marked'} as a sink directory ({marker.name}); "
+          f"it is on the filesystem mounted at {mount}")
+    if str(mount) == "/":
+        print("note: that is the root filesystem. If this should be a NAS, mount it and run this again "
+              "in the mounted directory (and set `require_mount: true`).")
+    return ExitCode.OK
+
+
 
 def _register_hub(sub: argparse._SubParsersAction) -> None:
     hsub = command_group(sub, "hub", "the hub's MQTT side")
@@ -400,8 +431,18 @@ def _register_hub(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_hub_serve)
 
 
+def _register_sink(sub: argparse._SubParsersAction) -> None:
+    ssub = command_group(sub, "sink", "prepare a directory sink (local disk or NAS)")
+    p = ssub.add_parser("init", help="mark an existing directory as this hub's sink (run with the NAS mounted)",
+                        description="Encrypted clips are delivered only into a directory that carries this "
+                        "marker, so an unmounted NAS (an empty directory on the hub's disk) never receives them.")
+    p.add_argument("path", help="the directory of a `type: directory` sink (must exist)")
+    p.set_defaults(func=cmd_sink_init)
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
     _register_run(sub)
     _register_doctor(sub)
     _register_models(sub)
     _register_hub(sub)
+    _register_sink(sub)

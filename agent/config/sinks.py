@@ -25,6 +25,12 @@ class DirectorySinkConfig(StrictModel):
         default=10.0, ge=1, le=600,
         description="Length of each segment in seconds. Encrypted clips (`plaintext: false`) take 10 to 60.",
     )
+    require_mount: bool = Field(
+        default=False,
+        description="Deliver encrypted clips only while `path` is a mount point (a NAS share). Either way "
+        "the directory must exist and carry the marker written by `privacy-agent sink init PATH`; "
+        "until it does, clips wait in the outbox.",
+    )
 
     @model_validator(mode="after")
     def _encrypted_segment(self) -> DirectorySinkConfig:

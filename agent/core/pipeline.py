@@ -46,7 +46,7 @@ from agent.core.events import EventCallback
 from agent.core.policy import CameraPolicy, decide
 from agent.core.ports import Analyzer, FrameSource, Sink, close_analyzer, merge
 from agent.core.redact import RedactedFrame
-from agent.errors import FrameDecodeError, SinkError, SourceError
+from agent.errors import FrameDecodeError, SourceError
 from agent.vocab import Action, Mode
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,9 @@ DecisionCallback = Callable[[Decision, int | None], None]
 # run every few frames, 1-2x a face run) to stay ahead of the face detector.
 _QUEUE_FRAMES = 2
 _BACKOFF_MAX_S = 60.0
+# Real seconds a stopping pipeline waits for a reader stuck in a read (wall time on purpose: the
+# process must stop within seconds of SIGTERM whatever the injected clock says).
+_READER_GRACE_S = 2.0
 
 
 @dataclass
@@ -228,6 +231,9 @@ class CameraPipeline:
         self._on_decision = on_decision
         self.stats = PipelineStats()
         self._stop = threading.Event()
+        # Set when the sink stage's thread has died: from then on frames are withheld, never
+        # queued for a stage that will not take them (a full queue would block the pipeline).
+        self._sink_stage_dead = threading.Event()
         self._last_withhold_reason: str | None = None
 
     # -- events -----------------------------------------------------------------
@@ -311,9 +317,11 @@ class CameraPipeline:
                     s.write(item)
                 else:
                     s.withheld(item.camera_id, item.frame_index, item.t_s)
-            except SinkError as e:
+            except Exception as e:  # noqa: BLE001 - stage boundary: any sink failure is retried, never fatal
                 # A full disk or a vanished NAS may come back: retry with backoff
-                # rather than dropping the sink for the rest of the run.
+                # rather than dropping the sink for the rest of the run. An unexpected error
+                # (a bug, a raw database error) is handled the same way: the sink's output is
+                # withheld and reported, and the pipeline keeps going.
                 backoff = min(_BACKOFF_MAX_S, failed[1] * 2) if failed else 1.0
                 self._failed_sinks[i] = (now + backoff, backoff)
                 self.stats.sink_errors += 1
@@ -328,14 +336,27 @@ class CameraPipeline:
         for s in self._sinks:
             try:
                 s.close()
-            except SinkError as e:
+            except Exception as e:  # noqa: BLE001 - stage boundary: one sink failing must not skip the others
                 self.stats.sink_errors += 1
                 self._event("sink_error", f"sink {s.name} failed while closing: {e}", sink=s.name)
 
     # -- the loop -----------------------------------------------------------------
 
     def stop(self) -> None:
+        """Stop soon (from any thread, a signal handler included): sinks are told to finish fast."""
         self._stop.set()
+        for s in self._sinks:
+            interrupt = getattr(s, "interrupt", None)
+            if callable(interrupt):
+                interrupt()
+
+    @property
+    def sinks_alive(self) -> bool:
+        return not self._sink_stage_dead.is_set()
+
+    def stored_frames(self) -> dict[str, int | None]:
+        """Per sink, the frames it has durably stored (None: the sink does not say)."""
+        return {s.name: getattr(s, "frames_stored", None) for s in self._sinks}
 
     def run(self, open_source: Callable[[], FrameSource]) -> PipelineStats:
         """Process a source to its end (files) or until `stop()` (live). Returns stats."""
@@ -348,34 +369,42 @@ class CameraPipeline:
         writer.start()
         try:
             while True:
-                item = frames.get()
+                try:
+                    item = frames.get(timeout=0.2)
+                except queue.Empty:
+                    # Asked to stop while the reader is stuck in a read (a live source that went
+                    # quiet): stop without it; the reader is a daemon thread and is abandoned.
+                    if self._stop.is_set():
+                        break
+                    continue
                 if item is None:
                     break
                 live = self._live
                 decision, out = self._finish(item, live)
-                self.stats.count(decision)
                 out_index: int | None = None
+                if out is not None and self._sink_stage_dead.is_set():
+                    out, decision = None, self._withhold_for_sinks(decision, "sink_failed")
+                if out is not None and live and out_q.full():
+                    # Never let a slow sink turn into unbounded memory; a
+                    # dropped frame is a withheld frame, never a raw one.
+                    out, decision = None, self._withhold_for_sinks(decision, "sink_backlog")
+                self.stats.count(decision)
                 if out is not None:
-                    if live and out_q.full():
-                        # Never let a slow sink turn into unbounded memory; a
-                        # dropped frame is a withheld frame, never a raw one.
-                        decision = Decision(self.camera_id, decision.frame_index, decision.t_s, Action.WITHHOLD,
-                                            ("sink_backlog",))
-                        self._note_withhold(decision)
-                    else:
-                        out_index = self.stats.frames_out
-                        self.stats.frames_out += 1
-                        out_q.put(out)
-                if out is None or out_index is None:
-                    out_q.put(decision)
+                    out_index = self.stats.frames_out
+                    self.stats.frames_out += 1
+                    self._put(out_q, out)
+                else:
+                    self._put(out_q, decision)
                 if self._on_decision is not None:
                     self._on_decision(decision, out_index)
         finally:
             self._stop.set()
-            out_q.put(None)
+            self._put(out_q, None)
             writer.join()
-            # Unblock the reader if it is waiting on a full queue.
-            while reader.is_alive():
+            # Unblock the reader if it is waiting on a full queue. A reader stuck inside a read
+            # of a live source is given a few seconds, then abandoned (it is a daemon thread).
+            deadline = time.monotonic() + _READER_GRACE_S
+            while reader.is_alive() and time.monotonic() < deadline:
                 try:
                     frames.get(timeout=0.05)
                 except queue.Empty:
@@ -439,10 +468,32 @@ class CameraPipeline:
     def _is_live_spec(open_source: Callable[[], FrameSource]) -> bool:
         return bool(getattr(open_source, "live", False))
 
+    def _withhold_for_sinks(self, d: Decision, reason: str) -> Decision:
+        """A released frame the sink stage cannot take becomes a withheld one (never queued raw)."""
+        withheld = Decision(self.camera_id, d.frame_index, d.t_s, Action.WITHHOLD, (reason,))
+        self._note_withhold(withheld)
+        return withheld
+
+    def _put(self, out_q: queue.Queue[RedactedFrame | Decision | None], item: RedactedFrame | Decision | None) -> None:
+        """Hand an item to the sink stage; never blocks for good on a stage that has died."""
+        while not self._sink_stage_dead.is_set():
+            try:
+                out_q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
     def _writer(self, out_q: queue.Queue[RedactedFrame | Decision | None]) -> None:
-        while True:
-            item = out_q.get()
-            if item is None:
-                break
-            self._write(item)
-        self._close_sinks()
+        try:
+            while True:
+                item = out_q.get()
+                if item is None:
+                    break
+                self._write(item)
+            self._close_sinks()
+        except BaseException as e:  # noqa: BLE001 - stage boundary: a dead sink stage withholds, never blocks
+            self._sink_stage_dead.set()
+            self.stats.sink_errors += 1
+            log.error("camera %s: the sink stage stopped: %s: %s", self.camera_id, type(e).__name__, e)
+            self._event("sink_failed", f"the sink stage stopped ({type(e).__name__}: {e}); frames are withheld "
+                        "until the camera is restarted", error=f"{type(e).__name__}: {e}"[:200])

@@ -16,18 +16,36 @@ between upload and bookkeeping leaves exactly one copy at the destination.
 Retry: a failed delivery is retried with exponential backoff on the injected monotonic clock.
 Monotonic time does not survive a restart, so recovery makes every pending delivery due again.
 Before any upload the uploader's gate re-verifies the envelope against this hub's key; a clip that
-fails is quarantined (`DATA/outbox/quarantine/`), never uploaded, and reported as an event.
+fails is quarantined (`DATA/outbox/quarantine/`), never uploaded, and reported as an event. Only
+a verdict on the clip's own bytes (`EnvelopeError`) quarantines: any failure at the destination
+(a full disk, a missing NAS, a network error) is a delivery failure, retried.
+
+One process at a time: an outbox opened for writing holds the data directory's lock
+(`agent.storage.lock`) until it is closed, because recovery deletes `.part` files that have no
+row, which is only safe when nobody else can be writing one. `exclusive=False` opens it read-only
+(`outbox status` next to a running hub).
+
+Reports: what happens to a clip (sealed, uploaded, rejected) is written to the `reports` table in
+the same transaction as the change itself, then handed to `on_event` (and so to the event log and
+the audit log) and deleted. A report whose process died before handing it on is handed on by the
+next process that opens the outbox with an `on_event`, so every path that seals or delivers a
+clip records it, a later `outbox flush` included. Delivery of reports is at least once.
+
+Bookkeeping writes go through `SqliteQueue.write` (retried); when they still fail (disk full),
+the caller gets a `SinkError`, never a raw database error, and the connection stays usable.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from agent.clock import Clock
 from agent.core.datatypes import Event
@@ -35,6 +53,7 @@ from agent.core.events import EventCallback
 from agent.crypto.envelope import ZERO_HASH, ClipInfo
 from agent.errors import EnvelopeError, SinkError
 from agent.fsutil import fsync_dir
+from agent.storage import lock
 from agent.storage.queue import SqliteQueue, backoff_s
 
 log = logging.getLogger(__name__)
@@ -65,7 +84,18 @@ CREATE TABLE IF NOT EXISTS chain (
     seq INTEGER NOT NULL,
     clip_hash BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    camera_id TEXT,
+    message TEXT NOT NULL,
+    details TEXT NOT NULL
+);
 """
+
+# One hand-over of reports at a time in this process: several outboxes (one per clip sink) share
+# the database, and a report must reach `on_event` once per hand-over.
+_reports_lock = threading.Lock()
 
 
 class Uploader(Protocol):
@@ -102,27 +132,78 @@ class Outbox:
         *,
         backoff_base_s: float = 2.0,
         backoff_max_s: float = 600.0,
+        exclusive: bool = True,
     ) -> None:
-        self.root = Path(data_dir) / OUTBOX_DIRNAME
+        self.data_dir = Path(data_dir)
+        self.root = self.data_dir / OUTBOX_DIRNAME
         self.clips_dir = self.root / "clips"
         self.quarantine_dir = self.root / "quarantine"
         self._clock = clock
         self._on_event = on_event
         self._base = backoff_base_s
         self._max = backoff_max_s
+        self.exclusive = exclusive
+        if exclusive:
+            lock.acquire(self.data_dir, "outbox")  # raises DataDirBusy, naming the holder
         try:
             self.clips_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             # FULL: a row stands for a sealed clip on disk, which must survive power loss.
-            self._q = SqliteQueue(self.root / "outbox.db", _SCHEMA, synchronous="FULL")
+            self._q = SqliteQueue(self.root / "outbox.db", _SCHEMA, synchronous="FULL", sleep=clock.sleep)
         except (OSError, sqlite3.Error) as e:
+            if exclusive:
+                lock.release(self.data_dir)
             raise SinkError(f"cannot open the outbox in {self.root}: {e}") from e
         self._recovered: set[str] = set()
+        self._closed = False
 
     # --- events -----------------------------------------------------------------
 
     def _event(self, kind: str, camera_id: str | None, message: str, **details: object) -> None:
         if self._on_event is not None:
             self._on_event(Event(kind, camera_id, message, self._clock.monotonic(), details))
+
+    @staticmethod
+    def _report(db: sqlite3.Connection, kind: str, camera_id: str | None, message: str, **details: Any) -> None:
+        """Queue an event about a clip inside the caller's transaction (handed on after commit)."""
+        db.execute(
+            "INSERT INTO reports(kind, camera_id, message, details) VALUES (?,?,?,?)",
+            (kind, camera_id, message, json.dumps(details, sort_keys=True)),
+        )
+
+    def hand_over_reports(self) -> int:
+        """Give queued reports to `on_event`, oldest first, and forget them. Returns how many.
+
+        Without an `on_event` they wait for a process that has one (at least once: a report
+        handed over just before a crash may be handed over again).
+        """
+        if self._on_event is None:
+            return 0
+        n = 0
+        with _reports_lock:
+            try:
+                rows = self._q.rows("SELECT id, kind, camera_id, message, details FROM reports ORDER BY id")
+            except sqlite3.Error as e:
+                log.error("outbox: cannot read queued clip reports: %s", e)
+                return 0
+            for rid, kind, camera_id, message, details in rows:
+                try:
+                    fields = json.loads(details)
+                except ValueError:
+                    fields = {}
+                self._on_event(Event(str(kind), camera_id, str(message), self._clock.monotonic(), fields))
+                try:
+                    self._q.execute("DELETE FROM reports WHERE id=?", (rid,))
+                except sqlite3.Error as e:
+                    # It stays queued and is handed over again later: at least once.
+                    log.error("outbox: cannot clear a handed-over clip report: %s", e)
+                    break
+                n += 1
+        return n
+
+    def _require_exclusive(self, what: str) -> None:
+        # Recovery deletes files and every writer moves the chain: both need the data-dir lock.
+        if not self.exclusive:
+            raise SinkError(f"the outbox in {self.root} is open read-only: cannot {what}")
 
     # --- sealing side -------------------------------------------------------------
 
@@ -138,6 +219,7 @@ class Outbox:
         return int(row[0]) + 1, bytes(row[1])
 
     def open_part(self, stream: str, clip_id_hex: str) -> tuple[BinaryIO, Path]:
+        self._require_exclusive("start a clip")
         d = self.stream_dir(stream)
         self.recover(stream)
         part = d / (clip_id_hex + PART_SUFFIX)
@@ -155,8 +237,13 @@ class Outbox:
             pass  # the file is being thrown away; a close error changes nothing
         part.unlink(missing_ok=True)
 
-    def commit(self, fh: BinaryIO, part: Path, info: ClipInfo, camera_id: str, dests: list[str]) -> Path:
-        """Make a finished envelope durable and queue it for every destination."""
+    def commit(self, fh: BinaryIO, part: Path, info: ClipInfo, camera_id: str, dests: list[str],
+               **details: Any) -> Path:
+        """Make a finished envelope durable and queue it for every destination.
+
+        The `clip_sealed` report (with `details`) commits in the same transaction as the clip.
+        """
+        self._require_exclusive("commit a clip")
         stream = info.header.stream_id.hex()
         clip_id = info.clip_id_hex
         final = part.with_name(clip_id + CLIP_SUFFIX)
@@ -167,21 +254,24 @@ class Outbox:
         except OSError as e:
             self.discard_part(fh, part)
             raise SinkError(f"cannot write clip {clip_id} to the outbox ({part}): {e.strerror or e}") from e
+
+        def record(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO clips(clip_id, stream, seq, object_name, size_bytes, camera_id) "
+                "VALUES (?,?,?,?,?,?)",
+                (clip_id, stream, info.header.seq, object_name_for(info), info.size_bytes, camera_id),
+            )
+            db.executemany("INSERT INTO deliveries(clip_id, dest) VALUES (?,?)", [(clip_id, d) for d in dests])
+            db.execute(
+                "INSERT INTO chain(stream, seq, clip_hash) VALUES (?,?,?) "
+                "ON CONFLICT(stream) DO UPDATE SET seq=excluded.seq, clip_hash=excluded.clip_hash",
+                (stream, info.header.seq, info.clip_hash),
+            )
+            self._report(db, "clip_sealed", camera_id, "encrypted clip queued for upload",
+                         clip_id=clip_id, seq=info.header.seq, bytes=info.size_bytes, **details)
+
         try:
-            with self._q.transaction() as db:
-                db.execute(
-                    "INSERT INTO clips(clip_id, stream, seq, object_name, size_bytes, camera_id) "
-                    "VALUES (?,?,?,?,?,?)",
-                    (clip_id, stream, info.header.seq, object_name_for(info), info.size_bytes, camera_id),
-                )
-                db.executemany(
-                    "INSERT INTO deliveries(clip_id, dest) VALUES (?,?)", [(clip_id, d) for d in dests]
-                )
-                db.execute(
-                    "INSERT INTO chain(stream, seq, clip_hash) VALUES (?,?,?) "
-                    "ON CONFLICT(stream) DO UPDATE SET seq=excluded.seq, clip_hash=excluded.clip_hash",
-                    (stream, info.header.seq, info.clip_hash),
-                )
+            self._q.write(record)
         except sqlite3.Error as e:
             part.unlink(missing_ok=True)
             raise SinkError(f"cannot record clip {clip_id} in the outbox database: {e}") from e
@@ -191,12 +281,24 @@ class Outbox:
             # The row is committed and the .part complete: recovery renames it on next start.
             raise SinkError(f"cannot rename {part} in the outbox: {e.strerror or e}") from e
         fsync_dir(final.parent)
+        self.hand_over_reports()
         return final
 
     # --- recovery --------------------------------------------------------------------
 
     def recover(self, stream: str | None = None) -> None:
-        """Finish or clean up what a crash left (see the module docstring). Once per stream."""
+        """Finish or clean up what a crash left (see the module docstring). Once per stream.
+
+        Raises SinkError when the outbox's disk or database fails meanwhile.
+        """
+        self._require_exclusive("recover")
+        try:
+            self._recover(stream)
+        except (OSError, sqlite3.Error) as e:
+            raise SinkError(f"cannot recover the outbox in {self.root}: {e}") from e
+        self.hand_over_reports()
+
+    def _recover(self, stream: str | None) -> None:
         with self._q.lock:
             dirs = [self.stream_dir(stream)] if stream else [p for p in self.clips_dir.iterdir() if p.is_dir()]
             for d in dirs:
@@ -247,7 +349,9 @@ class Outbox:
 
         Recovery runs only for the given stream: another sink may be writing a `.part` in
         another stream right now. A standalone flush calls `recover()` itself first.
+        Raises SinkError when the outbox's own database fails (the clips stay queued).
         """
+        self._require_exclusive("deliver clips")
         if stream is not None:
             self.recover(stream)
         now = self._clock.monotonic()
@@ -266,29 +370,36 @@ class Outbox:
         if conds:
             q += " WHERE " + " AND ".join(conds)
         q += " ORDER BY c.stream, c.seq, d.dest"
-        rows = self._q.rows(q, args)
-        uploaded = failed = rejected = 0
-        for clip_id, dest, attempts, strm, obj, camera_id in rows:
-            path = self.stream_dir(strm) / (clip_id + CLIP_SUFFIX)
-            up = uploaders.get(dest)
-            if up is None:
-                # A destination removed from the config: keep the clip, report it.
-                failed += 1
-                self._retry_later(clip_id, dest, attempts, f"destination {dest} is not configured", camera_id)
-                continue
-            try:
-                up.put(obj, path)
-            except EnvelopeError as e:
-                rejected += 1
-                self._quarantine(clip_id, strm, path, camera_id, str(e))
-                continue
-            except SinkError as e:
-                failed += 1
-                self._retry_later(clip_id, dest, attempts, str(e), camera_id)
-                continue
-            uploaded += 1
-            self._delivered(clip_id, dest, strm, path, camera_id, obj)
-        return DrainResult(uploaded, failed, rejected, self.pending_count(stream))
+        try:
+            rows = self._q.rows(q, args)
+            uploaded = failed = rejected = 0
+            for clip_id, dest, attempts, strm, obj, camera_id in rows:
+                path = self.stream_dir(strm) / (clip_id + CLIP_SUFFIX)
+                up = uploaders.get(dest)
+                if up is None:
+                    # A destination removed from the config: keep the clip, report it.
+                    failed += 1
+                    self._retry_later(clip_id, dest, attempts, f"destination {dest} is not configured", camera_id)
+                    continue
+                try:
+                    up.put(obj, path)
+                except EnvelopeError as e:
+                    # A verdict on the clip's own bytes: never uploaded anywhere.
+                    rejected += 1
+                    self._quarantine(clip_id, strm, path, camera_id, str(e))
+                    continue
+                except (SinkError, OSError) as e:
+                    # The destination (or the way to it) failed, not the clip: retry later.
+                    failed += 1
+                    self._retry_later(clip_id, dest, attempts, str(e), camera_id)
+                    continue
+                uploaded += 1
+                self._delivered(clip_id, dest, path, camera_id, obj)
+            remaining = self.pending_count(stream)
+        except sqlite3.Error as e:
+            raise SinkError(f"the outbox database in {self.root} failed: {e}; queued clips stay queued") from e
+        self.hand_over_reports()
+        return DrainResult(uploaded, failed, rejected, remaining)
 
     def _retry_later(self, clip_id: str, dest: str, attempts: int, error: str, camera_id: str) -> None:
         n = attempts + 1
@@ -303,29 +414,39 @@ class Outbox:
             clip_id=clip_id, dest=dest, attempts=n, retry_in_s=delay, error=error[:200],
         )
 
-    def _delivered(self, clip_id: str, dest: str, stream: str, path: Path, camera_id: str, obj: str) -> None:
-        with self._q.transaction() as db:
+    def _delivered(self, clip_id: str, dest: str, path: Path, camera_id: str, obj: str) -> None:
+        def record(db: sqlite3.Connection) -> int:
             db.execute("DELETE FROM deliveries WHERE clip_id=? AND dest=?", (clip_id, dest))
-            left = db.execute("SELECT COUNT(*) FROM deliveries WHERE clip_id=?", (clip_id,)).fetchone()[0]
+            left = int(db.execute("SELECT COUNT(*) FROM deliveries WHERE clip_id=?", (clip_id,)).fetchone()[0])
             if left == 0:
                 db.execute("DELETE FROM clips WHERE clip_id=?", (clip_id,))
-        if left == 0:
+            self._report(db, "clip_uploaded", camera_id, f"clip uploaded to {dest}",
+                         clip_id=clip_id, dest=dest, object=obj)
+            return left
+
+        if self._q.write(record) == 0:
             path.unlink(missing_ok=True)
-        self._event("clip_uploaded", camera_id, f"clip uploaded to {dest}", clip_id=clip_id, dest=dest, object=obj)
 
     def _quarantine(self, clip_id: str, stream: str, path: Path, camera_id: str, error: str) -> None:
         self.quarantine_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         target = self.quarantine_dir / path.name
-        with self._q.transaction() as db:
+
+        def record(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM deliveries WHERE clip_id=?", (clip_id,))
             db.execute("DELETE FROM clips WHERE clip_id=?", (clip_id,))
+            self._report(db, "clip_rejected", camera_id,
+                         "a clip failed verification before upload and was quarantined",
+                         clip_id=clip_id, error=error[:200])
+
+        self._q.write(record)
         if path.exists():
             os.replace(path, target)
         log.error("outbox: clip %s failed the pre-upload gate and was quarantined: %s", clip_id, error)
-        self._event(
-            "clip_rejected", camera_id, "a clip failed verification before upload and was quarantined",
-            clip_id=clip_id, error=error[:200],
-        )
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._q.close()
+        if self.exclusive:
+            lock.release(self.data_dir)

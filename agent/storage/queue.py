@@ -13,6 +13,12 @@ it. What that takes lives here, once:
   a reader halfway through. A ROLLBACK is issued only while a transaction is open: a failed
   COMMIT can already have ended it, and a ROLLBACK with no transaction would raise a second error
   that hides the first.
+- **Writes that fail:** every write goes through `write()`, which runs the caller's statements
+  in one transaction and, when SQLite reports an operational failure (disk full, I/O error,
+  busy), rolls back and tries again a few times before it gives up with the last error. A
+  transient failure therefore costs nothing; a lasting one reaches the caller, which withholds
+  and reports (it never leaves the connection in a transaction, so the next write can succeed
+  as soon as space returns).
 - **Bookkeeping:** the `meta` key/value table, and the retry delay of a failed delivery.
 
 Every method may raise `sqlite3.Error` (and opening `OSError`); each outbox turns it into its own
@@ -24,10 +30,17 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+#: Tries of one write before its error reaches the caller, and the pause between them.
+WRITE_ATTEMPTS = 3
+WRITE_PAUSE_S = 0.05
 
 _META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);"
 
@@ -41,9 +54,11 @@ class SqliteQueue:
         schema: str,
         *,
         synchronous: Literal["FULL", "NORMAL"],
-        timeout_s: float = 30.0,
+        timeout_s: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.path = Path(path)
+        self._sleep = sleep
         # Re-entrant: a caller may read (for example a count) inside its own transaction.
         self.lock = threading.RLock()
         self._db = sqlite3.connect(
@@ -70,10 +85,26 @@ class SqliteQueue:
                     self._db.execute("ROLLBACK")
                 raise
 
-    def execute(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
-        """One statement outside a transaction (its own implicit one)."""
-        with self.lock:
-            return self._db.execute(sql, tuple(args))
+    def write(self, statements: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `statements(db)` in one transaction; retried on an operational failure.
+
+        `statements` may run more than once, so it must only issue SQL (its effects roll back
+        with the transaction); anything it does outside the database is the caller's to undo.
+        """
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with self.transaction() as db:
+                    return statements(db)
+            except sqlite3.OperationalError:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                self._sleep(WRITE_PAUSE_S * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def execute(self, sql: str, args: Iterable[Any] = ()) -> None:
+        """One write statement, with the retries of `write()`."""
+        params = tuple(args)
+        self.write(lambda db: db.execute(sql, params))
 
     def rows(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         with self.lock:

@@ -32,6 +32,8 @@ def test_run_publishes_state_events_and_audits_clips(broker: Broker, connect: Co
     assert main(["owner", "enroll", "--identity", str(tmp_path / "owner.key"), "--roster",
                  str(tmp_path / "roster.json"), "--hub", str(data), "--install", str(data)]) == 0
     write_video(tmp_path / "v.mp4", walker_frames(40))
+    (tmp_path / "clips").mkdir()
+    assert main(["sink", "init", str(tmp_path / "clips")]) == 0
     pw = tmp_path / "hub.pw"
     pw.write_text(USERS["hub"])
     pw.chmod(0o600)

@@ -2,7 +2,8 @@
 
 `verify_clip` checks the header and trailer signatures under the expected hub key, the chunk
 structure and the trailer hash over every chunk record. Parsing arbitrary bytes never raises
-anything but a typed `EnvelopeError`, and never reads past what the format allows.
+anything but a typed `EnvelopeError`, and never reads past what the format allows. An I/O error
+of the stream itself is not a verdict on the bytes: it is raised as the `OSError` it is.
 """
 
 from __future__ import annotations
@@ -61,10 +62,10 @@ class Reader:
     def exact(self, n: int, what: str) -> bytes:
         buf = bytearray()
         while len(buf) < n:
-            try:
-                part = self._src.read(n - len(buf))
-            except OSError as e:
-                raise MalformedEnvelope(f"cannot read {what}: {e}") from None
+            # An OSError from the stream passes through untouched: a disk that cannot be read (or,
+            # for a copying reader, a destination that cannot be written) says nothing about the
+            # clip, and must never turn into a verdict such as "malformed" that gets it quarantined.
+            part = self._src.read(n - len(buf))
             if not part:
                 raise TruncatedClip(
                     f"clip ends at byte {self.pos + len(buf)} inside the {what} (needs {n - len(buf)} more bytes)"

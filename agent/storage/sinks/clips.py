@@ -126,6 +126,9 @@ class ClipSink:
         self.stream = self.stream_id.hex()
         self._seg: _Segment | None = None
         self.committed: list[Path] = []
+        #: Frames inside clips committed to the outbox: what was actually stored.
+        self.frames_stored = 0
+        self._interrupted = False
 
     # --- events --------------------------------------------------------------------
 
@@ -180,14 +183,13 @@ class ClipSink:
         except (SinkError, EnvelopeError, OSError) as e:
             self._abort(seg)
             raise SinkError(f"camera {self._camera_id}: finishing a clip failed: {e}") from e
-        final = self._outbox.commit(seg.fh, seg.part, info, self._camera_id, list(self._uploaders))
+        # The outbox reports `clip_sealed` itself, from the same transaction that queues the clip.
+        final = self._outbox.commit(seg.fh, seg.part, info, self._camera_id, list(self._uploaders),
+                                    frames=seg.frames, recipients=list(info.header.recipient_ids))
         self.committed.append(final)
-        self._event(
-            "clip_sealed", "encrypted clip queued for upload",
-            clip_id=info.clip_id_hex, seq=info.header.seq, frames=seg.frames, bytes=info.size_bytes,
-            recipients=list(info.header.recipient_ids),
-        )
-        self._outbox.drain(self._uploaders, self.stream)
+        self.frames_stored += seg.frames
+        if not self._interrupted:
+            self._outbox.drain(self._uploaders, self.stream)
 
     # --- Sink protocol ---------------------------------------------------------------
 
@@ -219,6 +221,13 @@ class ClipSink:
         if self._seg is not None and t_s - self._seg.start_t_s >= self._segment_s:
             self._finish()
 
+    def interrupt(self) -> None:
+        """The process is stopping (SIGTERM): seal locally from now on, leave uploads queued.
+
+        Called from another thread; the flag is only read, so no lock is needed.
+        """
+        self._interrupted = True
+
     def flush_outbox(self, force: bool = True) -> int:
         """Try every queued delivery of this camera now; returns how many remain."""
         return self._outbox.drain(self._uploaders, self.stream, force=force).remaining
@@ -229,9 +238,14 @@ class ClipSink:
             self._finish()
         except SinkError as e:
             err = e
-        remaining = self.flush_outbox(force=True)
+        # Stopping on a signal: the sealed clips are safe in the outbox and go out on the next
+        # run; uploading now could keep the process alive far past its stop deadline.
+        remaining = self._outbox.pending_count(self.stream) if self._interrupted else self.flush_outbox(force=True)
         if err is not None:
             raise err
+        if remaining and self._interrupted:
+            log.info("camera %s: %d clip upload(s) stay queued for the next run", self._camera_id, remaining)
+            return
         if remaining:
             raise SinkError(
                 f"camera {self._camera_id}: {remaining} clip upload(s) failed and remain in the outbox "
@@ -247,7 +261,7 @@ def build_uploaders(loaded: LoadedConfig, sink_cfgs: Sequence[SinkConfig], hub: 
     for s in sink_cfgs:
         up: Uploader
         if isinstance(s, DirectorySinkConfig):
-            up = DirectoryUploader(loaded.resolve(s.path), hub)
+            up = DirectoryUploader(loaded.resolve(s.path), hub, require_mount=s.require_mount)
         elif isinstance(s, S3SinkConfig):
             key_id, secret = s.access_key_id, s.secret_access_key
             if s.credentials_file is not None:

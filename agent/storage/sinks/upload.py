@@ -8,24 +8,38 @@ Invariants:
   a crash overwrites with identical content and never makes a second copy.
 - Directory uploads are atomic: a hidden temp file, fsync, rename, fsync of the directory. A
   reader never sees a half-written clip, and a full disk leaves only the temp file, removed.
-- Failures are `SinkError` (the outbox keeps the clip and retries). Credentials are never logged.
+- A directory proves it is the right one before anything is written: it must exist (the
+  uploader never creates it), carry the marker file that `privacy-agent sink init` wrote, and,
+  with `require_mount: true`, be a mount point. An unmounted NAS is an empty directory on the
+  hub's own disk; writing there would record clips as delivered that never reached the NAS.
+- Failures at the destination (missing directory, full disk, network) are `SinkError`: the
+  outbox keeps the clip and retries. Only the clip's own bytes failing verification is an
+  `EnvelopeError`, so a destination that fails mid-copy never gets a good clip quarantined.
+  Credentials are never logged.
 """
 
 from __future__ import annotations
 
 import configparser
+import json
 import logging
 import os
 import re
+import secrets
+import time
 from pathlib import Path
 from typing import BinaryIO
 
 from agent.crypto.envelope import ClipInfo, verify_clip
 from agent.crypto.keys import HubPublic, read_secret_file
 from agent.errors import SinkError
-from agent.fsutil import fsync_dir
+from agent.fsutil import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
+
+#: The file that marks a directory as this product's sink (created by `privacy-agent sink init`).
+MARKER_FILE = ".epa-sink"
+MARKER_FORMAT = "epa1-sink"
 
 _OBJECT_RE = re.compile(r"^[0-9a-f]{32}/[0-9]{12}-[0-9a-f]{32}\.epaclip$")
 
@@ -39,15 +53,24 @@ def _check_object_name(name: str) -> str:
 
 
 class _TeeReader:
-    """Reads from `src` and copies every byte read to `dst`: the verifier's bytes are the upload."""
+    """Reads from `src` and copies every byte read to `dst`: the verifier's bytes are the upload.
+
+    A failed write to `dst` (ENOSPC on the NAS, say) is kept, not raised: raised inside the
+    verifier it would look like a bad clip. Verification goes on over the source bytes, and the
+    uploader then reports the write failure as what it is, a delivery failure.
+    """
 
     def __init__(self, src: BinaryIO, dst: BinaryIO) -> None:
         self._src, self._dst = src, dst
+        self.write_error: OSError | None = None
 
     def read(self, n: int = -1) -> bytes:
         b = self._src.read(n)
-        if b:
-            self._dst.write(b)
+        if b and self.write_error is None:
+            try:
+                self._dst.write(b)
+            except OSError as e:
+                self.write_error = e
         return b
 
 
@@ -63,23 +86,72 @@ def _remove_quietly(p: Path) -> None:
         log.debug("cannot remove %s: %s", p, e)
 
 
+def init_sink_dir(root: Path) -> tuple[Path, bool]:
+    """Mark an existing directory as a sink. Returns (marker path, whether it was created now).
+
+    The directory is never created here: an installer who points this at an unmounted NAS
+    should see an error, not a marker on the hub's own disk.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SinkError(f"{root} is not an existing directory: create it (or mount the NAS) first")
+    marker = root / MARKER_FILE
+    if marker.is_file():
+        check_sink_dir(root, require_mount=False)
+        return marker, False
+    body = {"format": MARKER_FORMAT, "id": secrets.token_hex(8), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        atomic_write(marker, (json.dumps(body, sort_keys=True) + "\n").encode(), 0o644)
+    except OSError as e:
+        raise SinkError(f"cannot write the sink marker {marker}: {e.strerror or e}") from e
+    return marker, True
+
+
+def check_sink_dir(root: Path, require_mount: bool) -> None:
+    """Raise SinkError unless `root` is a marked sink directory (and a mount point, if required)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SinkError(f"sink directory {root} does not exist (is the NAS mounted?); clips stay in the outbox")
+    if require_mount and not os.path.ismount(root):
+        raise SinkError(f"sink directory {root} is not a mount point (require_mount: true): the NAS is not "
+                        "mounted; clips stay in the outbox")
+    marker = root / MARKER_FILE
+    try:
+        body = json.loads(marker.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SinkError(
+            f"sink directory {root} has no {MARKER_FILE} marker: if it is the right directory, run "
+            f"`privacy-agent sink init {root}`; if it is an empty mount point, mount the NAS"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise SinkError(f"sink marker {marker} cannot be read: {e}") from None
+    if not isinstance(body, dict) or body.get("format") != MARKER_FORMAT:
+        raise SinkError(f"sink marker {marker} is not an {MARKER_FORMAT} marker")
+
+
 class DirectoryUploader:
     """Copy sealed clips into a local or NAS directory, atomically."""
 
-    def __init__(self, root: Path, hub: HubPublic, name: str | None = None) -> None:
+    def __init__(self, root: Path, hub: HubPublic, name: str | None = None, *, require_mount: bool = False) -> None:
         self.root = Path(root)
         self.hub = hub
+        self.require_mount = require_mount
         self.name = name or f"directory:{self.root}"
 
     def put(self, object_name: str, path: Path) -> None:
         target = self.root / _check_object_name(object_name)
+        # Checked on every upload: a NAS can be unmounted while the hub runs.
+        check_sink_dir(self.root, self.require_mount)
         # A fixed temp name per object: a retry after a crash mid-copy truncates and reuses it,
         # so no partial copy is ever left behind at the destination.
         tmp = target.with_name(f".{target.name}.tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(exist_ok=True)  # the stream's folder, inside the proven root
             with open(path, "rb") as src, open(tmp, "wb") as dst:
-                verify_clip(_TeeReader(src, dst), self.hub)  # type: ignore[arg-type]
+                tee = _TeeReader(src, dst)
+                verify_clip(tee, self.hub)  # type: ignore[arg-type]
+                if tee.write_error is not None:
+                    raise tee.write_error
                 dst.flush()
                 os.fsync(dst.fileno())
             os.replace(tmp, target)
