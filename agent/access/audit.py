@@ -77,8 +77,10 @@ KINDS: frozenset[str] = frozenset(
         "model_fault",
         "tamper",
         "audit_repair",
+        "events_lost",
     }
 )
+
 
 _ENTRY_KEYS = frozenset({"seq", "kind", "wall_ms", "fields", "prev", "hash"})
 
@@ -185,7 +187,7 @@ class AuditLog:
         self.path = self.dir / LOG_FILE
         self._clock = clock or SystemClock()
         self._hub = hub
-        self._on_checkpoint = on_checkpoint
+        self.on_checkpoint = on_checkpoint  # may be set later (the MQTT side publishes it)
         self._fsync = fsync
         self._lock = threading.Lock()
         try:
@@ -285,8 +287,8 @@ class AuditLog:
                 raise AuditError(f"cannot append to audit log {self.path}: {e.strerror}") from None
             self._size, self._head = seq, h
             cp = self._checkpoint_locked() if self._hub is not None else None
-        if cp is not None and self._on_checkpoint is not None:
-            self._on_checkpoint(cp)
+        if cp is not None and self.on_checkpoint is not None:
+            self.on_checkpoint(cp)
         return entry
 
     def checkpoint(self) -> Checkpoint:

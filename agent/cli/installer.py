@@ -15,11 +15,15 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from agent import __version__
+from agent.access.audit import AuditLog
+from agent.access.recorder import EventRecorder, open_hub_audit, record_boot
 from agent.analysis.build import build_analyzers
 from agent.cli.parsing import command_group
 from agent.clock import SystemClock
@@ -32,6 +36,7 @@ from agent.core.policy import camera_policy
 from agent.core.process import tune_process
 from agent.errors import AgentError, ExitCode, SinkError, SourceError
 from agent.media.sources import SourceOpener
+from agent.storage.lock import DataDirLock
 from agent.storage.sinks.factory import build_sinks, plaintext_sinks
 from agent.vocab import Action, Mode
 from models.install import add_arguments
@@ -44,21 +49,40 @@ log = logging.getLogger(__name__)
 
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_config(args.config)
-    tune_process()
-    cfg = loaded.config
-    clock = SystemClock()
     data_dir = loaded.data_dir
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SinkError(f"data_dir {data_dir} cannot be created: {e.strerror or e}") from e
+    # For the whole run: a second `run`, an `outbox flush` or `hub serve` on the same data dir
+    # would recover (delete) the segments this one is still writing.
+    with DataDirLock(data_dir, "run"):
+        return _run(args, loaded)
+
+
+#: Seconds between SIGTERM and the end of the process, whatever is still in flight (an upload,
+#: a stuck camera read). What is sealed is safe in the outbox; the open segment is lost, as in
+#: a power cut. systemd's default stop timeout is far longer.
+STOP_GRACE_S = 5.0
+
+
+def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    tune_process()
+    cfg = loaded.config
+    clock = SystemClock()
+    data_dir = loaded.data_dir
     events = EventLog(data_dir / "events.jsonl")
+    audit = open_hub_audit(data_dir, clock)
+    if audit is not None:
+        events.subscribe(EventRecorder(audit))
     for warn in plaintext_sinks(loaded):
         log.warning("%s writes PLAINTEXT video: for testing only, not for a real household", warn)
         print(f"warning: {warn} writes PLAINTEXT video (testing only)", file=sys.stderr)
     if not cfg.sinks:
         print("warning: no sinks configured: redacted output is discarded", file=sys.stderr)
-    hub = _start_mqtt(loaded, events, clock)
+    hub = _start_mqtt(loaded, events, clock, audit)
+    if audit is not None and hub is None:
+        record_boot(audit, __version__, loaded.sha256)
 
     def mode_changed(mode: Mode, why: str) -> None:
         events(Event("mode_changed", None, f"household mode is {mode} ({why})", clock.monotonic(),
@@ -95,35 +119,58 @@ def cmd_run(args: argparse.Namespace) -> int:
             opener,
         ))
 
+    stopping: list[float] = []  # monotonic time of the first stop signal
+
     def stop(signum: int, _frame: object) -> None:
+        if not stopping:
+            stopping.append(time.monotonic())
+            print(f"stopping ({signal.Signals(signum).name}): sealing open clips, uploads wait for the next run",
+                  file=sys.stderr)
         for p, _ in pipes:
             p.stop()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-    results: dict[str, dict[str, int]] = {}
+    results: dict[str, dict[str, Any]] = {}
 
     def work(p: CameraPipeline, o: SourceOpener) -> None:
         s = p.run(o)
         results[p.camera_id] = {"frames_in": s.frames_in, "frames_out": s.frames_out, "withheld": s.withheld,
-                                "masked": s.masked, "sink_errors": s.sink_errors}
+                                "masked": s.masked, "sink_errors": s.sink_errors, "stored": p.stored_frames()}
 
-    threads = [threading.Thread(target=work, args=po, name=f"cam-{po[0].camera_id}") for po in pipes]
+    threads = [threading.Thread(target=work, args=po, name=f"cam-{po[0].camera_id}", daemon=True) for po in pipes]
     try:
         for t in threads:
             t.start()
         for t in threads:
             while t.is_alive():
-                t.join(0.5)
+                t.join(0.2)
+                if stopping and time.monotonic() - stopping[0] > STOP_GRACE_S:
+                    break
     finally:
+        busy = [t.name for t in threads if t.is_alive()]
         if hub is not None:
             for cam_id, r in results.items():
-                hub.reporter.counters(cam_id, r)
-            hub.stop()
+                hub.reporter.counters(cam_id, {k: v for k, v in r.items() if k != "stored"})
+            left = STOP_GRACE_S - (time.monotonic() - stopping[0]) if stopping else 5.0
+            hub.stop(flush_s=max(0.0, min(5.0, left)))
+        if audit is not None and not busy:
+            audit.close()
+    if busy:
+        # A stage is stuck past the grace period (an upload to a dead server, a camera that
+        # stopped answering). Exiting now is what a crash would do, and the outbox survives
+        # crashes by design; waiting longer would make SIGTERM useless.
+        print(f"stopped with work in flight ({', '.join(busy)}); sealed clips stay in {data_dir / 'outbox'}",
+              file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(ExitCode.FAILED)
     for cam_id, r in results.items():
+        stored = ", ".join(f"{n}: {v}" for n, v in r["stored"].items() if v is not None)
         print(f"{cam_id}: {r['frames_in']} frames in, {r['frames_out']} out, {r['masked']} masked, "
-              f"{r['withheld']} withheld, {r['sink_errors']} sink errors")
+              f"{r['withheld']} withheld, {r['sink_errors']} sink errors"
+              + (f"; stored {stored}" if stored else ""))
     failed = [c.id for c in cams if c.id not in results or results[c.id]["frames_in"] == 0]
     bad_sinks = [c for c, r in results.items() if r["sink_errors"]]
     if failed:
@@ -134,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 _STATE = {Action.PASS: "clear", Action.MASK: "masked", Action.WITHHOLD: "withheld"}
 
 
-def _start_mqtt(loaded: LoadedConfig, events: EventLog, clock: SystemClock) -> HubMqtt | None:
+def _start_mqtt(loaded: LoadedConfig, events: EventLog, clock: SystemClock, audit: AuditLog | None) -> HubMqtt | None:
     """With an `mqtt:` section: connect in the background and feed it events and camera state.
 
     The broker being down never stops the cameras: events wait in the durable outbox.
@@ -143,7 +190,7 @@ def _start_mqtt(loaded: LoadedConfig, events: EventLog, clock: SystemClock) -> H
         return None
     from agent.mqtt.service import HubMqtt
 
-    hub = HubMqtt.from_config(loaded, clock)
+    hub = HubMqtt.from_config(loaded, clock, audit)
     hub.record_boot()
     events.subscribe(hub.on_event)
     hub.start()

@@ -1,7 +1,13 @@
-"""Event recording: a JSON-lines file plus the log (and, later, MQTT).
+"""Event recording: a JSON-lines file, the log, and subscribers (MQTT, the audit log).
 
-Invariant: events carry no image data, keys or tokens; `Event.details` is
-for counts, reasons and names only.
+Invariants:
+- Events carry no image data, keys or tokens; `Event.details` is for counts, reasons and names.
+- Memory is bounded: only the most recent events are kept in memory (`keep`), with a total and
+  a count per kind; a hub that runs for months does not grow with its event history.
+- No loss is silent. When the event file cannot be written (a full disk), every event that
+  could not be written is counted; the file is tried again at every event, and the first line
+  that gets through is preceded by an `events_lost` event with the count, which subscribers
+  receive too. A line cut short by the failure is ended before anything is appended to it.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,16 +28,22 @@ EventCallback = Callable[[Event], None]
 # Expected in normal operation: logged at INFO (they are all in the event file anyway).
 _ROUTINE = {"info", "source_ended", "segment_written", "released", "withheld", "clip_sealed", "clip_uploaded"}
 
+#: Events kept in memory by default (about 300 bytes each).
+DEFAULT_KEEP = 2000
+
 
 class EventLog:
-    """Collects events in memory, appends them to a file, and fans out to subscribers."""
+    """Keeps recent events in memory, appends every event to a file, and fans out to subscribers."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.events: list[Event] = []
+    def __init__(self, path: Path | None = None, *, keep: int = DEFAULT_KEEP) -> None:
+        self.events: deque[Event] = deque(maxlen=keep)
+        self.total = 0
+        self.counts: Counter[str] = Counter()
         self._path = path
         self._lock = threading.Lock()
         self._subscribers: list[EventCallback] = []
-        self._file_failed = False
+        self._unwritten = 0  # events that could not be written to the file since the last success
+        self._torn = False  # a failed write may have left a partial line
 
     def subscribe(self, cb: EventCallback) -> None:
         self._subscribers.append(cb)
@@ -39,16 +52,62 @@ class EventLog:
         level = logging.INFO if ev.kind in _ROUTINE else logging.WARNING
         log.log(level, "[%s] %s: %s", ev.camera_id or "-", ev.kind, ev.message)
         with self._lock:
-            self.events.append(ev)
-            if self._path is not None and not self._file_failed:
-                try:
-                    with self._path.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps(ev.to_json()) + "\n")
-                except OSError as e:
-                    self._file_failed = True
-                    log.error("cannot write event log %s: %s", self._path, e)
+            self._remember(ev)
+            lost = self._append(ev) if self._path is not None else None
         for cb in self._subscribers:
             cb(ev)
+        if lost is not None:
+            # After the event itself, so subscribers see the outage reported once, in order.
+            for cb in self._subscribers:
+                cb(lost)
+
+    def _remember(self, ev: Event) -> None:
+        self.events.append(ev)
+        self.total += 1
+        self.counts[ev.kind] += 1
+
+    def _append(self, ev: Event) -> Event | None:
+        """Write one event; returns the `events_lost` event when this write ended an outage."""
+        assert self._path is not None
+        lost: Event | None = None
+        lines = []
+        if self._unwritten:
+            lost = Event("events_lost", None,
+                         f"{self._unwritten} event(s) could not be written to {self._path} (disk full or "
+                         "unwritable); the event log resumed", ev.monotonic_s, {"count": self._unwritten})
+            lines.append(json.dumps(lost.to_json()))
+        lines.append(json.dumps(ev.to_json()))
+        try:
+            if self._torn and not _ends_with_newline(self._path):
+                lines[0] = "\n" + lines[0]
+            with self._path.open("a", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+        except OSError as e:
+            if not self._unwritten:
+                log.error("cannot write event log %s: %s; counting the events until it works again", self._path, e)
+            self._unwritten += 1
+            self._torn = True
+            return None
+        if lost is not None:
+            log.warning("event log %s works again; %d event(s) were lost meanwhile", self._path, self._unwritten)
+            self._remember(lost)
+        self._unwritten = 0
+        self._torn = False
+        return lost
 
     def kinds(self) -> list[str]:
+        """Kinds of the events kept in memory, oldest first."""
         return [e.kind for e in self.events]
+
+
+def _ends_with_newline(path: Path) -> bool:
+    """True for a missing or empty file, or one whose last byte is a newline."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            if f.tell() == 0:
+                return True
+            f.seek(-1, 2)
+            return f.read(1) == b"\n"
+    except FileNotFoundError:
+        return True

@@ -114,7 +114,7 @@ def run_replay(
         "fps": round(stats.frames_in / elapsed, 2) if elapsed > 0 else None,
         "elapsed_s": round(elapsed, 3),
         "config_sha256": loaded.sha256,
-        "events": len(events.events),
+        "events": events.total,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

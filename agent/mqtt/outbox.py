@@ -73,6 +73,10 @@ class Outbox:
             self._q = SqliteQueue(self.path, _SCHEMA, synchronous="NORMAL")
             self.stream = self._q.meta_get("stream") or self._new_stream()
             self._dropped_total = int(self._q.meta_get("dropped_total") or 0)
+            # Messages that could not be committed since the last one that could (disk full).
+            self._unqueued = 0
+            #: Such losses already counted in `dropped_total`, for the caller to record (audit).
+            self.recovered_loss = 0
             self._rows = int(self._q.scalar("SELECT COUNT(*) FROM outbox"))
         except (OSError, sqlite3.Error) as e:
             raise MqttError(f"cannot open MQTT outbox {self.path}: {e}") from None
@@ -94,27 +98,44 @@ class Outbox:
         return s
 
     def put(self, topic: str, body: Mapping[str, Any], retain: bool = False) -> str:
-        """Commit one message; returns its id `<stream>:<seq>`. Safe from any thread."""
+        """Commit one message; returns its id `<stream>:<seq>`. Safe from any thread.
+
+        Raises MqttError when the database cannot take it (a full disk): the message is counted
+        as lost and the count joins `dropped_total` with the next message that gets in, so the
+        loss reaches every consumer as soon as space returns.
+        """
         text = json.dumps(dict(body), sort_keys=True, separators=(",", ":"), allow_nan=False)
-        try:
-            with self._q.transaction() as db:
-                cur = db.execute("INSERT INTO outbox(topic, body, retain) VALUES(?, ?, ?)", (topic, text, int(retain)))
-                seq = int(cur.lastrowid or 0)
-                # Rows delivered meanwhile are deleted by the pump; this count is an upper bound
-                # kept in memory (COUNT(*) on every put would scan the table).
-                self._rows += 1
-                if self._rows > self._max_rows:
-                    self._rows = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-                n = self._rows
-                if n > self._max_rows:
-                    drop = n - self._max_rows
-                    db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (drop,))
-                    self._dropped_total += drop
-                    self._rows -= drop
-                    self._q.meta_set("dropped_total", str(self._dropped_total))
-                    log.error("MQTT outbox full (%d rows): dropped the %d oldest events", self._max_rows, drop)
-        except sqlite3.Error as e:
-            raise MqttError(f"cannot write MQTT outbox {self.path}: {e}") from None
+
+        def record(db: sqlite3.Connection) -> tuple[int, int, int]:
+            # Retried as a whole by the queue core: in-memory counters change only after it commits.
+            cur = db.execute("INSERT INTO outbox(topic, body, retain) VALUES(?, ?, ?)", (topic, text, int(retain)))
+            seq = int(cur.lastrowid or 0)
+            # Rows delivered meanwhile are deleted by the pump; this count is an upper bound
+            # kept in memory (COUNT(*) on every put would scan the table).
+            rows = self._rows + 1
+            if rows > self._max_rows:
+                rows = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            drop = max(0, rows - self._max_rows)
+            if drop:
+                db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (drop,))
+            if drop or self._unqueued:
+                self._q.meta_set("dropped_total", str(self._dropped_total + drop + self._unqueued))
+            return seq, rows - drop, drop
+
+        with self._q.lock:
+            try:
+                seq, self._rows, drop = self._q.write(record)
+            except sqlite3.Error as e:
+                self._unqueued += 1
+                raise MqttError(f"cannot write MQTT outbox {self.path}: {e}") from None
+            self._dropped_total += drop + self._unqueued
+            if self._unqueued:
+                log.warning("MQTT outbox %s works again; %d event(s) could not be queued meanwhile",
+                            self.path, self._unqueued)
+                self.recovered_loss += self._unqueued
+                self._unqueued = 0
+        if drop:
+            log.error("MQTT outbox full (%d rows): dropped the %d oldest events", self._max_rows, drop)
         with self._cond:
             self._cond.notify_all()
         return f"{self.stream}:{seq}"
@@ -159,6 +180,18 @@ class Outbox:
             self._cond.notify_all()
 
     def _pump(self) -> None:
+        # The delivery thread must outlive a full disk: a database error is logged and retried,
+        # never allowed to end the thread (nothing would be delivered for the rest of the run).
+        while True:
+            try:
+                self._pump_until_closed()
+                return
+            except sqlite3.Error as e:
+                log.error("MQTT outbox %s: %s; retrying in %.1f s", self.path, e, self._retry_s)
+                with self._cond:
+                    self._cond.wait(self._retry_s)
+
+    def _pump_until_closed(self) -> None:
         client = self._client
         assert client is not None
         while True:
@@ -216,10 +249,11 @@ class Outbox:
             else:
                 done.append(seq)
         if done:
-            with self._q.transaction() as db:
-                db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in done])
+            # If this fails the rows stay and are delivered again after a restart (at least once).
+            self._q.write(lambda db: db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in done]))
             self.delivered += len(done)
-            self._rows = max(0, self._rows - len(done))
+            with self._q.lock:
+                self._rows = max(0, self._rows - len(done))
         if refused_seq is not None:
             # Keep the row and send again from it later: a refusal (ACL) is a setup error the
             # installer must see, not a reason to lose the event.

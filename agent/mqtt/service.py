@@ -5,9 +5,10 @@ the hub works without the broker and catches up later); `stop()` flushes and dis
 `privacy-agent hub serve --config FILE` runs it standalone; the pipeline's `run` can hold one
 and feed it events (`on_event`) and camera state (`reporter`).
 
-Audit records made here: `boot` (version, config hash) and `config_change` when the config hash
-differs from the one recorded at the previous boot; from pipeline events (`AUDITED_EVENTS`):
-clip created, uploaded and deleted, model faults and tamper.
+Audit records: `boot` and `config_change` (`agent.access.recorder.record_boot`); the access flow
+records its own steps. Pipeline and outbox events reach the audit log through an
+`EventRecorder` that the command wires to its event log, with or without MQTT; `run` hands its
+audit log in, so one process has one writer of the log.
 The mode chosen by an owner-signed MQTT message is written with `agent.core.modes.write_override`,
 which the pipeline's ModeController reads.
 """
@@ -22,6 +23,7 @@ from typing import Any
 from agent import __version__
 from agent import access as A
 from agent.access.audit import AuditLog, audit_dir
+from agent.access.recorder import EventRecorder, record_boot
 from agent.clock import Clock, SystemClock
 from agent.config import LoadedConfig, load_config
 from agent.core.datatypes import Event
@@ -31,31 +33,15 @@ from agent.mqtt.client import MqttClient
 from agent.mqtt.discovery import Discovery
 from agent.mqtt.hub import HubAccessService, StateReporter
 from agent.mqtt.outbox import Outbox
+from agent.storage.lock import DataDirLock
 from agent.vocab import Mode
 
 log = logging.getLogger(__name__)
 
-#: Pipeline event kinds that are also audit records (event kind -> audit kind). A clip that
-#: fails the pre-upload gate is tamper evidence.
-AUDITED_EVENTS: dict[str, str] = {
-    "clip_sealed": "clip_created",
-    "clip_uploaded": "clip_uploaded",
-    "clip_deleted": "clip_deleted",
-    "clip_rejected": "tamper",
-    "model_fault": "model_fault",
-    "analysis_fault": "model_fault",
-    "tamper": "tamper",
-    "camera_covered": "tamper",
-    "mode_changed": "mode_change",
-    "model_missing": "model_fault",
-    "detector_error": "model_fault",
-}
-#: Event details copied into the audit entry (ids and counts only).
-_AUDIT_DETAILS = ("clip_id", "seq", "dest", "object", "frames", "bytes", "frame", "mode", "source")
 
 
 class HubMqtt:
-    def __init__(self, loaded: LoadedConfig, clock: Clock | None = None) -> None:
+    def __init__(self, loaded: LoadedConfig, clock: Clock | None = None, audit: AuditLog | None = None) -> None:
         cfg = loaded.config.mqtt
         if cfg is None:
             raise ConfigError(f"{loaded.path} has no `mqtt:` section")
@@ -66,7 +52,15 @@ class HubMqtt:
         self.client = MqttClient.from_config(cfg, client_id=f"epa-{self.hub.key_id}", base_dir=loaded.path.parent,
                                              availability=True, session_expiry_s=3600)
         self._service: list[HubAccessService] = []
-        self.audit = AuditLog(audit_dir(data), self.clock, self.hub, on_checkpoint=self._on_checkpoint)
+        # One writer of the audit log per process: `run` hands in its own (and closes it itself).
+        self._owns_audit = audit is None
+        if audit is None:
+            audit = AuditLog(audit_dir(data), self.clock, self.hub)
+        self.audit = audit
+        # Standalone, this service records the audited events it is fed; with a log handed in,
+        # the owner of the log has its own recorder (one entry per event, never two).
+        self._recorder = EventRecorder(audit) if self._owns_audit else None
+        self.audit.on_checkpoint = self._on_checkpoint
         self.outbox = Outbox(data / "mqtt" / "outbox.sqlite", self.clock)
         self.reporter = StateReporter(self.client, self.outbox)
         cams = loaded.config.cameras
@@ -83,8 +77,8 @@ class HubMqtt:
         self._ticker: threading.Thread | None = None
 
     @classmethod
-    def from_config(cls, loaded: LoadedConfig, clock: Clock | None = None) -> HubMqtt:
-        return cls(loaded, clock)
+    def from_config(cls, loaded: LoadedConfig, clock: Clock | None = None, audit: AuditLog | None = None) -> HubMqtt:
+        return cls(loaded, clock, audit)
 
     def _on_checkpoint(self, cp: Any) -> None:
         if self._service:
@@ -97,33 +91,29 @@ class HubMqtt:
 
     def record_boot(self) -> None:
         """`boot`, plus `config_change` if the config differs from the previous boot's."""
-        last = None
-        try:
-            from agent.access.audit import read_entries
-
-            entries, _ = read_entries(self.audit.path) if self.audit.path.exists() else ([], [])
-            for e in reversed(entries):
-                if e.kind in ("boot", "config_change") and "config_sha256" in e.fields:
-                    last = e.fields["config_sha256"]
-                    break
-        except AgentError as e:
-            log.error("cannot read the audit log for the last config hash: %s", e)
-        self.audit.append("boot", {"version": __version__, "config_sha256": self.loaded.sha256})
-        if last is not None and last != self.loaded.sha256:
-            self.audit.append("config_change", {"from_sha256": last, "config_sha256": self.loaded.sha256})
+        record_boot(self.audit, __version__, self.loaded.sha256)
 
     def on_event(self, ev: Event) -> None:
-        """EventLog subscriber: every event to the outbox; faults and tamper also to the audit log."""
+        """EventLog subscriber: every event to the MQTT outbox; audited kinds also to the audit log
+        when this service owns it."""
         try:
             self.reporter.event(ev)
-            kind = AUDITED_EVENTS.get(ev.kind)
-            if kind is not None:
-                fields: dict[str, Any] = {"camera": ev.camera_id, "event": ev.kind, "message": ev.message[:200]}
-                fields.update({k: ev.details[k] for k in _AUDIT_DETAILS
-                               if k in ev.details and isinstance(ev.details[k], str | int)})
-                self.audit.append(kind, fields)
         except AgentError as e:
             log.error("cannot forward event %s: %s", ev.kind, e)
+        else:
+            self._record_outbox_losses(ev)
+        if self._recorder is not None:
+            self._recorder(ev)
+
+    def _record_outbox_losses(self, ev: Event) -> None:
+        """Events that could not enter the MQTT outbox (full disk) are audited once it works again."""
+        lost, self.outbox.recovered_loss = self.outbox.recovered_loss, 0
+        if not lost:
+            return
+        try:
+            self.audit.append("events_lost", {"count": lost, "where": "mqtt outbox", "camera": ev.camera_id})
+        except AgentError as e:
+            log.error("cannot record %d lost MQTT event(s) in the audit log: %s", lost, e)
 
     def start(self) -> None:
         self.access.start()
@@ -151,11 +141,18 @@ class HubMqtt:
             log.warning("%d events stay in the MQTT outbox for the next start", self.outbox.pending())
         self.outbox.close()
         self.client.stop()
-        self.audit.close()
+        if self._owns_audit:
+            self.audit.close()
 
 
 def serve(config_path: str | Path, run_for_s: float | None = None) -> int:
     loaded = load_config(config_path)
+    # The same data directory as `run`: one of them at a time writes its audit log and state.
+    with DataDirLock(loaded.data_dir, "hub serve"):
+        return _serve(loaded, run_for_s)
+
+
+def _serve(loaded: LoadedConfig, run_for_s: float | None) -> int:
     hub = HubMqtt.from_config(loaded)
     hub.record_boot()
     hub.start()

@@ -107,29 +107,47 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
+    from agent.access.recorder import EventRecorder, open_hub_audit
     from agent.clock import SystemClock
     from agent.config import DirectorySinkConfig, load_config
+    from agent.core.events import EventLog
     from agent.crypto.keys import load_hub_identity
+    from agent.storage.lock import DataDirLock
     from agent.storage.outbox import Outbox
     from agent.storage.sinks.clips import build_uploaders
 
     loaded = load_config(args.config)
-    ob = Outbox(loaded.data_dir, SystemClock())
-    try:
-        if args.action == "status":
+    clock = SystemClock()
+    if args.action == "status":
+        # Read-only: it may run next to a running hub, and it neither recovers nor delivers.
+        ob = Outbox(loaded.data_dir, clock, exclusive=False)
+        try:
             rows = ob.pending()
-            for clip_id, dest, attempts in rows:
-                print(f"{clip_id} -> {dest} ({attempts} failed attempts)")
-            print(f"{len(rows)} queued upload(s)")
-            return ExitCode.OK
-        ob.recover()
-        cfgs = [s for s in loaded.config.sinks if not (isinstance(s, DirectorySinkConfig) and s.plaintext)]
-        ups = build_uploaders(loaded, cfgs, load_hub_identity(loaded.data_dir).public)
-        res = ob.drain(ups, force=True)
-        print(f"{res.uploaded} uploaded, {res.failed} failed, {res.rejected} rejected, {res.remaining} remaining")
-        return ExitCode.OK if res.remaining == 0 else ExitCode.FAILED
-    finally:
-        ob.close()
+        finally:
+            ob.close()
+        for clip_id, dest, attempts in rows:
+            print(f"{clip_id} -> {dest} ({attempts} failed attempts)")
+        print(f"{len(rows)} queued upload(s)")
+        return ExitCode.OK
+    with DataDirLock(loaded.data_dir, "outbox flush"):
+        # The same records as `run`: what this flush delivers (or finds sealed by a run that was
+        # killed before it could say so) goes to events.jsonl and the audit log.
+        events = EventLog(loaded.data_dir / "events.jsonl")
+        audit = open_hub_audit(loaded.data_dir, clock)
+        if audit is not None:
+            events.subscribe(EventRecorder(audit))
+        ob = Outbox(loaded.data_dir, clock, events)
+        try:
+            ob.recover()
+            cfgs = [s for s in loaded.config.sinks if not (isinstance(s, DirectorySinkConfig) and s.plaintext)]
+            ups = build_uploaders(loaded, cfgs, load_hub_identity(loaded.data_dir).public)
+            res = ob.drain(ups, force=True)
+        finally:
+            ob.close()
+            if audit is not None:
+                audit.close()
+    print(f"{res.uploaded} uploaded, {res.failed} failed, {res.rejected} rejected, {res.remaining} remaining")
+    return ExitCode.OK if res.remaining == 0 else ExitCode.FAILED
 
 
 def register(sub: argparse._SubParsersAction) -> None:
