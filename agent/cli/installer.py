@@ -454,12 +454,12 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sink_init(args: argparse.Namespace) -> int:
-    from agent.storage.sinks.upload import init_sink_dir
+    from agent.storage.sinks.upload import init_sink_dir, is_mount_point
 
     root = Path(args.path).expanduser()
     marker, created = init_sink_dir(root)
     mount = root.resolve()
-    while not os.path.ismount(mount):
+    while not is_mount_point(mount):
         mount = mount.parent
     print(f"{root}: {'marked' if created else 'already marked'} as a sink directory ({marker.name}); "
           f"it is on the filesystem mounted at {mount}")

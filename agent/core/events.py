@@ -7,7 +7,7 @@ Invariants:
 - No loss is silent. When the event file cannot be written (a full disk), every event that
   could not be written is counted; the file is tried again at every event, and the first line
   that gets through is preceded by an `events_lost` event with the count, which subscribers
-  receive too. A line cut short by the failure is ended before anything is appended to it.
+  receive too. A line cut short by the failure is cut off before anything is appended.
 """
 
 from __future__ import annotations
@@ -43,7 +43,14 @@ class EventLog:
         self._lock = threading.Lock()
         self._subscribers: list[EventCallback] = []
         self._unwritten = 0  # events that could not be written to the file since the last success
-        self._torn = False  # a failed write may have left a partial line
+        # Size of the file after the last complete write: a failed write may leave part of a line
+        # behind, which is cut off before the next write so every line stays valid JSON.
+        self._good_size: int | None = None
+        if path is not None:
+            try:
+                self._good_size = path.stat().st_size
+            except OSError:
+                self._good_size = 0 if not path.exists() else None
 
     def subscribe(self, cb: EventCallback) -> None:
         self._subscribers.append(cb)
@@ -78,36 +85,24 @@ class EventLog:
             lines.append(json.dumps(lost.to_json()))
         lines.append(json.dumps(ev.to_json()))
         try:
-            if self._torn and not _ends_with_newline(self._path):
-                lines[0] = "\n" + lines[0]
             with self._path.open("a", encoding="utf-8") as f:
+                if self._unwritten and self._good_size is not None and f.tell() > self._good_size:
+                    f.truncate(self._good_size)
                 f.write("\n".join(lines) + "\n")
+                f.flush()
+                self._good_size = f.tell()
         except OSError as e:
             if not self._unwritten:
                 log.error("cannot write event log %s: %s; counting the events until it works again", self._path, e)
             self._unwritten += 1
-            self._torn = True
             return None
         if lost is not None:
             log.warning("event log %s works again; %d event(s) were lost meanwhile", self._path, self._unwritten)
             self._remember(lost)
         self._unwritten = 0
-        self._torn = False
         return lost
 
     def kinds(self) -> list[str]:
         """Kinds of the events kept in memory, oldest first."""
         return [e.kind for e in self.events]
 
-
-def _ends_with_newline(path: Path) -> bool:
-    """True for a missing or empty file, or one whose last byte is a newline."""
-    try:
-        with path.open("rb") as f:
-            f.seek(0, 2)
-            if f.tell() == 0:
-                return True
-            f.seek(-1, 2)
-            return f.read(1) == b"\n"
-    except FileNotFoundError:
-        return True

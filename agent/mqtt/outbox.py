@@ -70,7 +70,7 @@ class Outbox:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # NORMAL: nothing is lost on a process crash; on power loss at most the last events.
-            self._q = SqliteQueue(self.path, _SCHEMA, synchronous="NORMAL")
+            self._q = SqliteQueue(self.path, _SCHEMA, synchronous="NORMAL", sleep=self._clock.sleep)
             self.stream = self._q.meta_get("stream") or self._new_stream()
             self._dropped_total = int(self._q.meta_get("dropped_total") or 0)
             # Messages that could not be committed since the last one that could (disk full).

@@ -112,7 +112,7 @@ def check_sink_dir(root: Path, require_mount: bool) -> None:
     root = Path(root)
     if not root.is_dir():
         raise SinkError(f"sink directory {root} does not exist (is the NAS mounted?); clips stay in the outbox")
-    if require_mount and not os.path.ismount(root):
+    if require_mount and not is_mount_point(root):
         raise SinkError(f"sink directory {root} is not a mount point (require_mount: true): the NAS is not "
                         "mounted; clips stay in the outbox")
     marker = root / MARKER_FILE
@@ -127,6 +127,31 @@ def check_sink_dir(root: Path, require_mount: bool) -> None:
         raise SinkError(f"sink marker {marker} cannot be read: {e}") from None
     if not isinstance(body, dict) or body.get("format") != MARKER_FORMAT:
         raise SinkError(f"sink marker {marker} is not an {MARKER_FORMAT} marker")
+
+
+def is_mount_point(path: Path) -> bool:
+    """Whether something is mounted at `path`, bind mounts included.
+
+    `os.path.ismount` compares device numbers, so it misses a bind mount from the same
+    filesystem; the kernel's own mount table does not.
+    """
+    if os.path.ismount(path):
+        return True
+    target = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                # Field 5 is the mount point, with spaces and the like escaped as octal (\040).
+                if len(fields) > 4 and _unescape_mount(fields[4]) == target:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _unescape_mount(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 class DirectoryUploader:
