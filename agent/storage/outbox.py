@@ -381,6 +381,11 @@ class Outbox:
                     failed += 1
                     self._retry_later(clip_id, dest, attempts, f"destination {dest} is not configured", camera_id)
                     continue
+                if not path.exists() and (self.quarantine_dir / path.name).exists():
+                    # A quarantine cut short by a crash (the file moved, the rows not yet gone).
+                    rejected += 1
+                    self._quarantine(clip_id, strm, path, camera_id, "rejected before a restart")
+                    continue
                 try:
                     up.put(obj, path)
                 except EnvelopeError as e:
@@ -438,9 +443,12 @@ class Outbox:
                          "a clip failed verification before upload and was quarantined",
                          clip_id=clip_id, error=error[:200])
 
-        self._q.write(record)
+        # The file moves first: if the process dies between the two steps, the row still points
+        # at the clip (the next drain finds it missing and reports it) instead of recovery
+        # deleting a rejected clip as an already delivered one.
         if path.exists():
             os.replace(path, target)
+        self._q.write(record)
         log.error("outbox: clip %s failed the pre-upload gate and was quarantined: %s", clip_id, error)
 
     def close(self) -> None:

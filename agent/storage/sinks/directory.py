@@ -38,7 +38,10 @@ class PlaintextDirectorySink:
         self._partial: Path | None = None
         self._seg_start_s = 0.0
         self._seq = 0
+        self._seg_frames = 0
         self.segments: list[Path] = []
+        #: Frames inside finished segments: what was actually stored.
+        self.frames_stored = 0
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -56,6 +59,7 @@ class PlaintextDirectorySink:
         self._file = fh
         self._enc = VideoEncoder(fh, frame.width_px, frame.height_px, self._fps)
         self._seg_start_s = frame.t_s
+        self._seg_frames = 0
         self._seq += 1
 
     def _finish(self) -> None:
@@ -71,6 +75,7 @@ class PlaintextDirectorySink:
             final = partial.with_suffix("")
             os.replace(partial, final)
             self.segments.append(final)
+            self.frames_stored += self._seg_frames
         except (OSError, SinkError) as e:
             self._discard(fh, partial)
             raise SinkError(f"cannot finish segment {partial}: {e}") from e
@@ -100,6 +105,7 @@ class PlaintextDirectorySink:
                 self._discard(self._file, self._partial)
             self._enc, self._file, self._partial = None, None, None
             raise SinkError(f"writing segment failed: {e}") from e
+        self._seg_frames += 1
 
     def withheld(self, camera_id: str, index: int, t_s: float) -> None:
         # Cut on time even across withheld stretches, so a segment's name
