@@ -67,6 +67,19 @@ class FrameDecodeError(SourceError):
     """One frame could not be decoded; the source may continue."""
 
 
+class DamagedFrameError(FrameDecodeError):
+    """A video frame in a damaged stretch: lost, decoded with errors, or decoded after damage
+    before the decoder is known to be clean again. Its pixels are not handed out; the frame
+    is withheld. `errors` is how many decode errors this frame stands for (0 for a frame that
+    decoded without error but may show garbage inherited from a damaged reference frame)."""
+
+    reason = "decode_damaged"  # the withhold reason the pipeline records
+
+    def __init__(self, message: str, errors: int) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
 class SinkError(AgentError):
     """A sink cannot store or upload redacted output (unwritable dir, full disk, ...)."""
 

@@ -77,3 +77,29 @@ def test_relative_source_resolves_against_config_dir(tmp_path: Path) -> None:
     assert not op.live and op().read() is not None
     assert SourceOpener("rtsp://10.0.0.9/stream", tmp_path).live
     assert SourceOpener("/dev/video0").live
+
+
+def test_read_clean_skips_damaged_frames_for_tools_that_only_look() -> None:
+    import numpy as np
+
+    from agent.core.ports import SourceInfo
+    from agent.media.sources import read_clean
+
+    class Flaky:
+        info = SourceInfo("flaky", False, 10.0, 5)
+
+        def __init__(self, bad: int) -> None:
+            self.bad = bad
+
+        def read(self) -> np.ndarray | None:
+            if self.bad:
+                self.bad -= 1
+                raise FrameDecodeError("damaged")
+            return np.zeros((2, 2, 3), np.uint8)
+
+        def close(self) -> None:
+            return None
+
+    assert read_clean(Flaky(3)) is not None  # type: ignore[arg-type]
+    with pytest.raises(SourceError, match="damaged frames in a row"):
+        read_clean(Flaky(10), limit=4)  # type: ignore[arg-type]

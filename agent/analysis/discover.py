@@ -20,7 +20,7 @@ from agent.core.datatypes import Detection, Image
 from agent.detect.registry import load_detector
 from agent.errors import ConfigError, SourceError
 from agent.geometry import BoxRel
-from agent.media.sources import SourceOpener
+from agent.media.sources import SourceOpener, read_clean
 
 _GROUP_IOU = 0.3  # detections of one object in different frames overlap at least this much
 
@@ -73,7 +73,7 @@ def sample_frames(loaded: LoadedConfig, cam: CameraConfig, source: str | None, c
         frames: list[Image] = []
         i = 0
         while len(frames) < count:
-            img = src.read()
+            img = read_clean(src)  # a damaged frame is no place to look for a bed
             if img is None:
                 break
             if i % step == 0:

@@ -23,7 +23,7 @@ from agent.config import LoadedConfig, load_config
 from agent.core.modes import ModeController, read_override, write_override
 from agent.core.policy import camera_policy
 from agent.errors import AgentError, SinkError, SourceError
-from agent.media.sources import SourceOpener
+from agent.media.sources import SourceOpener, read_clean
 from agent.storage.sinks.factory import plaintext_sinks
 from agent.vocab import Mode
 
@@ -51,7 +51,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _first_frame(loaded: LoadedConfig, source: str, fps: float | None) -> np.ndarray:
     src = SourceOpener(source, loaded.path.parent, fps)()
     try:
-        img = src.read()
+        img = read_clean(src)
     finally:
         src.close()
     if img is None:

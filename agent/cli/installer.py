@@ -35,7 +35,7 @@ from agent.core.pipeline import CameraPipeline
 from agent.core.policy import camera_policy
 from agent.core.process import tune_process
 from agent.errors import AgentError, ExitCode, SinkError, SourceError
-from agent.media.sources import SourceOpener
+from agent.media.sources import SourceOpener, read_clean
 from agent.storage.lock import DataDirLock
 from agent.storage.sinks.factory import build_sinks, plaintext_sinks
 from agent.vocab import Action, Mode
@@ -273,8 +273,10 @@ def check_sources(loaded: LoadedConfig | None) -> list[CheckResult]:
             continue
         try:
             src = opener()
-            img = src.read()
-            src.close()
+            try:
+                img = read_clean(src)
+            finally:
+                src.close()
             if img is None:
                 raise AgentError("no frames")
             out.append(CheckResult(f"camera {cam.id} source", "ok",

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 EventCallback = Callable[[Event], None]
 
 # Expected in normal operation: logged at INFO (they are all in the event file anyway).
-_ROUTINE = {"info", "source_ended", "segment_written", "released", "withheld", "clip_sealed", "clip_uploaded"}
+_ROUTINE = {"info", "source_ended", "segment_written", "released", "withheld", "clip_sealed", "clip_uploaded",
+            "decode_recovered"}
 
 #: Events kept in memory by default (about 300 bytes each).
 DEFAULT_KEEP = 2000

@@ -418,6 +418,10 @@ class CameraPipeline:
                 frames: queue.Queue[PendingAnalysis | Decision | None]) -> None:
         backoff_s = 1.0
         index = 0
+        # The stretch of frames the source could not give cleanly, as (first frame,
+        # frames, decode errors): one event when it starts and one when it ends,
+        # not one per frame of a damaged file.
+        damage: tuple[int, int, int] | None = None
         try:
             while not self._stop.is_set():
                 try:
@@ -436,10 +440,28 @@ class CameraPipeline:
                         try:
                             img = src.read()
                         except FrameDecodeError as e:
-                            self.stats.decode_errors += 1
-                            self._event("decode_error", str(e), frame=index)
+                            # A frame the source could not give, or gives as unreliable (a damaged
+                            # stretch of a video file): it still gets its decision, WITHHOLD, so the
+                            # decision log and the sinks' timeline have no holes.
+                            damage = self._decode_failed(e, index, damage)
+                            reason = getattr(e, "reason", "decode_error")
+                            t_s = (self._clock.monotonic() - start) if src.info.live else index / src.info.fps
+                            frames.put(Decision(self.camera_id, index, t_s, Action.WITHHOLD, (reason,)))
                             index += 1
                             continue
+                        if damage is not None:
+                            first, count, errors = damage
+                            damage = None
+                            if img is None:
+                                self._event("decode_unrecovered",
+                                            f"source ended {count} frame(s) into damage from frame {first} that "
+                                            f"decoding never recovered from ({errors} decode error(s)); those "
+                                            "frames were withheld", frame=first, frames=count, errors=errors)
+                            else:
+                                self._event("decode_recovered",
+                                            f"decoding clean again at frame {index}: {count} frame(s) from frame "
+                                            f"{first} withheld ({errors} decode error(s))",
+                                            frame=index, first=first, frames=count, errors=errors)
                         if img is None:
                             expected = src.info.frame_count
                             if expected is not None and index < expected:
@@ -463,6 +485,21 @@ class CameraPipeline:
                     src.close()
         finally:
             frames.put(None)
+
+    def _decode_failed(self, e: FrameDecodeError, index: int,
+                       damage: tuple[int, int, int] | None) -> tuple[int, int, int]:
+        """Count a frame the source could not give; the first of a stretch gets an event.
+
+        A `DamagedFrameError` says how many decode errors it stands for (0 for a frame
+        withheld only because it follows damage); any other FrameDecodeError is one.
+        """
+        errors = int(getattr(e, "errors", 1))
+        self.stats.decode_errors += errors
+        if damage is None:
+            self._event("decode_error", f"{e}; withholding until the source decodes cleanly again", frame=index)
+            return index, 1, errors
+        first, count, total = damage
+        return first, count + 1, total + errors
 
     @staticmethod
     def _is_live_spec(open_source: Callable[[], FrameSource]) -> bool:
