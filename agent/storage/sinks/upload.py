@@ -111,7 +111,8 @@ def check_sink_dir(root: Path, require_mount: bool) -> None:
     """Raise SinkError unless `root` is a marked sink directory (and a mount point, if required)."""
     root = Path(root)
     if not root.is_dir():
-        raise SinkError(f"sink directory {root} does not exist (is the NAS mounted?); clips stay in the outbox")
+        what = "is not a directory" if root.exists() else "does not exist (is the NAS mounted?)"
+        raise SinkError(f"sink directory {root} {what}; clips stay in the outbox")
     if require_mount and not is_mount_point(root):
         raise SinkError(f"sink directory {root} is not a mount point (require_mount: true): the NAS is not "
                         "mounted; clips stay in the outbox")
