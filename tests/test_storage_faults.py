@@ -412,3 +412,34 @@ def test_removed_sink_directory_is_reported(tmp_path: Path) -> None:
     [ev] = [e for e in events.events if e.kind == "upload_failed"]
     assert "does not exist" in ev.details["error"]
     assert not nas.exists()
+
+
+def test_clips_deleted_from_a_sink_are_found_by_the_index_and_audited(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    hub = init_hub(data)
+    nas = sink_dir(tmp_path / "nas")
+    up = DirectoryUploader(nas, hub.public)
+    events = EventLog()
+    ob = Outbox(data, FakeClock(), events)
+    infos = [seal_into(ob, hub, "cam", b"v" * 200, [up.name]) for _ in range(3)]
+    assert ob.drain({up.name: up}).uploaded == 3
+    for p in nas.rglob("*.epaclip"):  # `rm -rf nas/*`: the marker (a dotfile) survives
+        p.unlink()
+    assert ob.check_placements({up.name: up}) == 3
+    gone = [e for e in events.events if e.kind == "clip_vanished"]
+    assert sorted(e.details["clip_id"] for e in gone) == sorted(i.clip_id_hex for i in infos)
+    assert ob.check_placements({up.name: up}) == 0  # each reported once
+    # A NAS that is merely unmounted says nothing about its clips: no false alarm.
+    (nas / MARKER_FILE).unlink()
+    seal_into(ob, hub, "cam", b"w" * 200, [up.name])
+    assert ob.drain({up.name: up}, force=True).failed == 1
+    assert len([e for e in events.events if e.kind == "clip_vanished"]) == 3
+    from agent.access.audit import AuditLog, audit_dir, read_entries
+    from agent.access.recorder import EventRecorder
+
+    audit = AuditLog(audit_dir(data), FakeClock(), hub)
+    for e in gone:
+        EventRecorder(audit)(e)
+    audit.close()
+    entries, _ = read_entries(audit.path)
+    assert [x.kind for x in entries][-3:] == ["clip_vanished"] * 3

@@ -78,6 +78,7 @@ KINDS: frozenset[str] = frozenset(
         "tamper",
         "audit_repair",
         "events_lost",
+        "clip_vanished",
     }
 )
 

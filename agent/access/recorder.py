@@ -39,6 +39,7 @@ AUDITED_EVENTS: Mapping[str, str] = MappingProxyType({
     "model_missing": "model_fault",
     "detector_error": "model_fault",
     "events_lost": "events_lost",
+    "clip_vanished": "clip_vanished",
 })
 #: Event details copied into the audit entry (ids and counts only).
 _AUDIT_DETAILS = ("clip_id", "seq", "dest", "object", "frames", "bytes", "frame", "mode", "source", "count")

@@ -20,6 +20,11 @@ fails is quarantined (`DATA/outbox/quarantine/`), never uploaded, and reported a
 a verdict on the clip's own bytes (`EnvelopeError`) quarantines: any failure at the destination
 (a full disk, a missing NAS, a network error) is a delivery failure, retried.
 
+The index: every clip this hub sealed keeps a row in `clip_index` (camera, sequence, size, when)
+and one row per destination in `placements` once delivered there, after the queue rows are gone.
+From it `check_placements` notices clips that were delivered and have since vanished from a
+destination that can say so (a directory sink whose files were deleted) and reports each once.
+
 One process at a time: an outbox opened for writing holds the data directory's lock
 (`agent.storage.lock`) until it is closed, because recovery deletes `.part` files that have no
 row, which is only safe when nobody else can be writing one. `exclusive=False` opens it read-only
@@ -44,6 +49,7 @@ import sqlite3
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -59,6 +65,9 @@ from agent.storage.queue import SqliteQueue, backoff_s
 log = logging.getLogger(__name__)
 
 OUTBOX_DIRNAME = "outbox"
+#: Seconds between checks that delivered clips are still at their destination (a final flush
+#: always checks).
+PLACEMENT_CHECK_S = 300.0
 CLIP_SUFFIX = ".epaclip"
 PART_SUFFIX = ".epaclip.part"
 
@@ -84,6 +93,22 @@ CREATE TABLE IF NOT EXISTS chain (
     seq INTEGER NOT NULL,
     clip_hash BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS clip_index (
+    clip_id TEXT PRIMARY KEY,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    camera_id TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    sealed_wall_s REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS placements (
+    clip_id TEXT NOT NULL,
+    dest TEXT NOT NULL,
+    object_name TEXT NOT NULL,
+    delivered_wall_s REAL NOT NULL,
+    vanished_wall_s REAL,
+    PRIMARY KEY (clip_id, dest)
+);
 CREATE TABLE IF NOT EXISTS reports (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -99,7 +124,11 @@ _reports_lock = threading.Lock()
 
 
 class Uploader(Protocol):
-    """A destination. `put` must be idempotent and must gate (verify) the envelope first."""
+    """A destination. `put` must be idempotent and must gate (verify) the envelope first.
+
+    A destination may also offer `present(object_name) -> bool | None` (is a delivered clip still
+    there; None when it cannot tell right now), which lets the outbox notice vanished clips.
+    """
 
     name: str
 
@@ -155,6 +184,7 @@ class Outbox:
             raise SinkError(f"cannot open the outbox in {self.root}: {e}") from e
         self._recovered: set[str] = set()
         self._closed = False
+        self._placements_checked_mono: float | None = None
 
     # --- events -----------------------------------------------------------------
 
@@ -267,6 +297,11 @@ class Outbox:
                 "ON CONFLICT(stream) DO UPDATE SET seq=excluded.seq, clip_hash=excluded.clip_hash",
                 (stream, info.header.seq, info.clip_hash),
             )
+            db.execute(
+                "INSERT OR IGNORE INTO clip_index(clip_id, stream, seq, camera_id, size_bytes, sealed_wall_s) "
+                "VALUES (?,?,?,?,?,?)",
+                (clip_id, stream, info.header.seq, camera_id, info.size_bytes, self._clock.wall()),
+            )
             self._report(db, "clip_sealed", camera_id, "encrypted clip queued for upload",
                          clip_id=clip_id, seq=info.header.seq, bytes=info.size_bytes, **details)
 
@@ -370,6 +405,10 @@ class Outbox:
         if conds:
             q += " WHERE " + " AND ".join(conds)
         q += " ORDER BY c.stream, c.seq, d.dest"
+        if force:
+            self.check_placements(uploaders)
+        else:
+            self.check_placements(uploaders, every_s=PLACEMENT_CHECK_S)
         try:
             rows = self._q.rows(q, args)
             uploaded = failed = rejected = 0
@@ -425,6 +464,12 @@ class Outbox:
             left = int(db.execute("SELECT COUNT(*) FROM deliveries WHERE clip_id=?", (clip_id,)).fetchone()[0])
             if left == 0:
                 db.execute("DELETE FROM clips WHERE clip_id=?", (clip_id,))
+            db.execute(
+                "INSERT INTO placements(clip_id, dest, object_name, delivered_wall_s) VALUES (?,?,?,?) "
+                "ON CONFLICT(clip_id, dest) DO UPDATE SET delivered_wall_s=excluded.delivered_wall_s, "
+                "vanished_wall_s=NULL",
+                (clip_id, dest, obj, self._clock.wall()),
+            )
             self._report(db, "clip_uploaded", camera_id, f"clip uploaded to {dest}",
                          clip_id=clip_id, dest=dest, object=obj)
             return left
@@ -450,6 +495,49 @@ class Outbox:
             os.replace(path, target)
         self._q.write(record)
         log.error("outbox: clip %s failed the pre-upload gate and was quarantined: %s", clip_id, error)
+
+    def check_placements(self, uploaders: Mapping[str, Uploader], *, every_s: float | None = None) -> int:
+        """Report delivered clips that have vanished from their destination; returns how many.
+
+        Only destinations that can tell (`Uploader.present`, None while the destination itself
+        cannot be checked, e.g. a NAS that is not mounted) are checked. With `every_s`, at most
+        that often: a check stats every clip ever delivered there.
+        """
+        self._require_exclusive("check destinations")
+        now = self._clock.monotonic()
+        if every_s is not None and self._placements_checked_mono is not None \
+                and now - self._placements_checked_mono < every_s:
+            return 0
+        self._placements_checked_mono = now
+        found = 0
+        for dest, up in uploaders.items():
+            present = getattr(up, "present", None)
+            if not callable(present):
+                continue
+            try:
+                rows = self._q.rows(
+                    "SELECT p.clip_id, p.object_name, i.camera_id, i.seq FROM placements p "
+                    "LEFT JOIN clip_index i USING(clip_id) WHERE p.dest=? AND p.vanished_wall_s IS NULL",
+                    (dest,),
+                )
+                gone = [r for r in rows if present(r[1]) is False]
+                for clip_id, obj, camera_id, seq in gone:
+                    self._q.write(partial(self._mark_vanished, dest=dest, clip_id=clip_id, obj=obj,
+                                          camera_id=camera_id, seq=seq))
+            except sqlite3.Error as e:
+                raise SinkError(f"the outbox database in {self.root} failed: {e}") from e
+            found += len(gone)
+        if found:
+            log.error("outbox: %d delivered clip(s) vanished from their destination", found)
+        self.hand_over_reports()
+        return found
+
+    def _mark_vanished(self, db: sqlite3.Connection, dest: str, clip_id: str, obj: str,
+                       camera_id: str | None, seq: int | None) -> None:
+        db.execute("UPDATE placements SET vanished_wall_s=? WHERE clip_id=? AND dest=?",
+                   (self._clock.wall(), clip_id, dest))
+        self._report(db, "clip_vanished", camera_id, f"a delivered clip is no longer at {dest}",
+                     clip_id=clip_id, dest=dest, object=obj, seq=seq)
 
     def close(self) -> None:
         if self._closed:

@@ -164,6 +164,14 @@ class DirectoryUploader:
         self.require_mount = require_mount
         self.name = name or f"directory:{self.root}"
 
+    def present(self, object_name: str) -> bool | None:
+        """Whether a delivered clip is still here; None while the directory cannot be checked."""
+        try:
+            check_sink_dir(self.root, self.require_mount)
+        except SinkError:
+            return None  # unmounted or unmarked: says nothing about the clips on the NAS
+        return (self.root / _check_object_name(object_name)).is_file()
+
     def put(self, object_name: str, path: Path) -> None:
         target = self.root / _check_object_name(object_name)
         # Checked on every upload: a NAS can be unmounted while the hub runs.
