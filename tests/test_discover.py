@@ -17,32 +17,49 @@ from agent.config.edit import merge_into_config
 from agent.errors import AgentError, ConfigError
 from agent.lab.shared_data import shared_file
 
+# Quoted scalars, a blank line and comments in several places: `--apply` must give them all back as written.
 CONFIG = """\
 # Test house
 cameras:
   # the bedroom camera
   - id: bedroom
-    source: frames/*.jpg   # stills
+    name: "Main bedroom"
+    source: "frames/*.jpg"   # stills
     zones:
-      - name: window  # keep the window private
+      - name: 'window'  # keep the window private
         points: [[0.7, 0.0], [1.0, 0.0], [1.0, 0.3], [0.7, 0.3]]
+
   - id: bath
-    source: bath/*.jpg
+    source: 'bath/*.jpg'
+    zones:{bath_zones}
 detection:
-  model_cache: {cache}
+  model_cache: "{cache}"  # installed by the test
 """
 
 
-@pytest.fixture
-def house(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _house(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, bath_zones: str = " []") -> Path:
     cache = model_cache(tmp_path_factory)
     for sub, photo, n in (("frames", BEDROOM_1, 3), ("bath", BATHROOM_SINK, 2)):
         (tmp_path / sub).mkdir()
         for i in range(n):  # copies in the test's tmp dir only, never in the repository
             shutil.copy(shared_file("fixtures", photo), tmp_path / sub / f"{i}.jpg")
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(CONFIG.format(cache=cache), encoding="utf-8")
+    cfg.write_text(CONFIG.format(cache=cache, bath_zones=bath_zones), encoding="utf-8")
     return cfg
+
+
+@pytest.fixture
+def house(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _house(tmp_path, tmp_path_factory)
+
+
+def _inserted(before: str, after: str, n: int) -> list[str]:
+    """The `n` lines `after` adds to `before` in one block; fails unless every other byte is unchanged."""
+    b, a = before.splitlines(keepends=True), after.splitlines(keepends=True)
+    assert len(a) == len(b) + n
+    i = next((k for k, (x, y) in enumerate(zip(b, a, strict=False)) if x != y), len(b))
+    assert a[:i] + a[i + n:] == b, "--apply changed the file outside the added zones"
+    return [ln.rstrip("\n") for ln in a[i:i + n]]
 
 
 def _run(*argv: str) -> int:
@@ -70,11 +87,11 @@ def test_apply_merges_keeping_comments_and_is_idempotent(house: Path, capsys: py
     assert _run("--config", str(house), "--camera", "bedroom", "--out-dir", out, "--apply", "--yes") == 0
     after = house.read_text()
     assert (house.parent / "config.yaml.bak").read_text() == before
-    for comment in ("# Test house", "# the bedroom camera", "# stills", "# keep the window private"):
-        assert comment in after
-    # The only change is three added lines, at the camera's zone list's indentation.
-    added = [ln for ln in after.splitlines() if ln not in before.splitlines()]
-    assert len(added) == 3 and added[0].startswith("      - name: bed  # discovered")
+    # The only change is three added lines, at the camera's zone list's indentation: quotes, comments, the
+    # blank line and the comment columns outside them are the homeowner's bytes.
+    added = _inserted(before, after, 3)
+    assert added[0].startswith("      - name: bed  # discovered")
+    assert '    source: "frames/*.jpg"   # stills\n' in after and "    source: 'bath/*.jpg'\n" in after
     zones = load_config(house).config.camera("bedroom").zones
     assert [z.name for z in zones] == ["window", "bed"]
     bed = zones[1].points
@@ -123,3 +140,54 @@ def test_grouping_names_and_thresholds() -> None:
 def test_merge_refuses_unknown_camera(house: Path) -> None:
     with pytest.raises(ConfigError, match="no camera with id 'garage'"):
         merge_into_config(house, "garage", [], "mask")
+
+
+def test_a_zone_drawn_around_the_object_suppresses_its_proposal(house: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The homeowner drew the bed tightly (no margin) and named it their own way: still no `bed` on top of it.
+    text = house.read_text().replace(
+        "        points: [[0.7, 0.0], [1.0, 0.0], [1.0, 0.3], [0.7, 0.3]]\n",
+        "        points: [[0.7, 0.0], [1.0, 0.0], [1.0, 0.3], [0.7, 0.3]]\n"
+        "      - name: sleeping\n        points: [[0.0, 0.58], [0.62, 0.58], [0.62, 1.0], [0.0, 1.0]]\n")
+    house.write_text(text)
+    assert _run("--config", str(house), "--camera", "bedroom", "--out-dir", str(house.parent / "o"),
+                "--apply", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "not proposed: bed (already covered by zone 'sleeping'" in out and "proposed zone" not in out
+    assert "nothing to apply" in out and house.read_text() == text
+
+
+def test_a_covered_sink_is_skipped_while_the_other_sink_is_proposed(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The double vanity: a zone over the left basin only. The right basin does not overlap it.
+    cfg = _house(tmp_path, tmp_path_factory,
+                 bath_zones="\n      - name: basin  # left one\n"
+                 "        points: [[0.6, 0.62], [0.81, 0.62], [0.81, 0.7], [0.6, 0.7]]")
+    before = cfg.read_text()
+    assert _run("--config", str(cfg), "--camera", "bath", "--out-dir", str(tmp_path / "o"), "--apply", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "not proposed: sink (already covered by zone 'basin'" in out
+    after = cfg.read_text()
+    added = _inserted(before, after, 3)
+    assert added[0].startswith("      - name: sink  # discovered")  # the name is free: `basin` is not `sink`
+    zones = load_config(cfg).config.camera("bath").zones
+    assert [z.name for z in zones] == ["basin", "sink"] and zones[1].points[0][0] > 0.81
+
+
+def test_coverage_is_by_area_not_by_name() -> None:
+    bed = det("bed", 0.0, 0.5, 0.5, 1.0)
+    toilet = det("toilet", 0.7, 0.1, 0.9, 0.3)
+    tight = [[0.0, 0.5], [0.5, 0.5], [0.5, 1.0], [0.0, 1.0]]
+    # A zone named `bed` elsewhere covers nothing; a zone named `rug` over the bed covers it, even with
+    # the margin making the proposal's box larger than the zone.
+    props, skipped = group_detections([(bed, toilet)], ["bed", "toilet"], 0.25, 1,
+                                      {"bed": [[0.6, 0.0], [0.65, 0.0], [0.65, 0.05]], "rug": tight})
+    assert [p.name for p in props] == ["toilet"]
+    assert [(s.label, s.reason) for s in skipped] == [("bed", "already covered by zone 'rug' (100% of its box)")]
+    # Two zones side by side cover it together; a zone over a third of it does not.
+    halves = {"left": [[0.0, 0.5], [0.25, 0.5], [0.25, 1.0], [0.0, 1.0]],
+              "right": [[0.25, 0.5], [0.5, 0.5], [0.5, 1.0], [0.25, 1.0]]}
+    props, skipped = group_detections([(bed,)], ["bed"], 0.25, 1, halves)
+    assert props == [] and "zone 'left', 'right'" in skipped[0].reason
+    props, skipped = group_detections([(bed,)], ["bed"], 0.25, 1, {"third": [[0.0, 0.5], [0.17, 0.5], [0.17, 1.0]]})
+    assert [p.name for p in props] == ["bed"] and skipped == []

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 from agent.analysis.discover import discover, render_preview
 from agent.config.edit import merge_into_config, snippet_text, write_config_atomically
 from agent.errors import ExitCode
-from agent.media.preview import render_zones
+from agent.fsutil import atomic_write
+from agent.media.preview import PreviewZone, render_zones
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -64,11 +65,22 @@ def cmd_zones_preview(args: argparse.Namespace) -> int:
     cam = loaded.config.camera(args.camera)
     img = _first_frame(loaded, args.source or cam.source, cam.fps)
     policy = camera_policy(loaded, cam)
-    zones = [(z.name, z.points, str(z.action)) for z in policy.zones]
-    out = render_zones(img, zones)
-    if not cv2.imwrite(str(args.out), out):
-        raise SinkError(f"cannot write preview image {args.out} (unknown extension or unwritable directory)")
-    print(f"wrote {args.out}: {len(zones)} zone(s) over a {img.shape[1]}x{img.shape[0]} frame from {cam.id}")
+    zones = [PreviewZone(z.name, z.points, str(z.action), str(z.style)) for z in policy.zones]
+    out, _layout = render_zones(img, zones)
+    out_path = Path(args.out)
+    try:
+        ok, png = cv2.imencode(out_path.suffix, out) if out_path.suffix else (False, None)
+    except cv2.error:  # OpenCV raises, rather than returns False, for an extension it has no encoder for
+        ok, png = False, None
+    if not ok or png is None:
+        raise SinkError(f"cannot write preview image {out_path}: give it an image extension such as .png")
+    try:
+        # 0600: the picture is an unredacted frame of the home; only its owner on the hub may read it.
+        atomic_write(out_path, png.tobytes(), mode=0o600)
+    except OSError as e:
+        raise SinkError(f"cannot write preview image {out_path}: {e.strerror or e}") from None
+    print(f"wrote {out_path}: {len(zones)} zone(s) over a {img.shape[1]}x{img.shape[0]} frame from {cam.id}; "
+          "grid lines every 0.1 give [x, y] points (0..1, origin top-left)")
     return ExitCode.OK
 
 
@@ -76,6 +88,9 @@ def cmd_mode(args: argparse.Namespace) -> int:
     loaded = load_config(args.config)
     data_dir = loaded.data_dir
     if args.action == "set":
+        if args.mode is None:
+            choices = ", ".join([*(x.value for x in Mode), "auto"])
+            raise AgentError(f"mode set needs a mode: one of {choices}")
         if args.mode == "auto":
             write_override(data_dir, None, "cli", SystemClock().wall())
             print("mode override cleared; the schedule decides")
@@ -99,18 +114,28 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check_config)
 
     zsub = command_group(sub, "zones", "privacy-zone tools")
-    pv = zsub.add_parser("preview", help="draw a camera's zones with their names over a frame from its source")
-    pv.add_argument("--config", required=True)
-    pv.add_argument("--camera", required=True)
+    pv = zsub.add_parser(
+        "preview",
+        help="draw a camera's zones with their names over a frame from its source",
+        description="Draws the camera's zones over its first frame: each zone filled and outlined in its "
+        "colour, a legend (name: action, style) and a light grid every 0.1 labelled along the top (x) and "
+        "left (y) edges, to read [x, y] points (0..1, origin top-left) for `points:`. The picture is an "
+        "unredacted frame: it is written only to --out (mode 0600) and sent nowhere.",
+    )
+    pv.add_argument("--config", required=True, help="path to config.yaml")
+    pv.add_argument("--camera", required=True, help="camera id")
     pv.add_argument("--source", help="draw over a frame from this source instead of the camera's")
-    pv.add_argument("--out", required=True, help="output image (.png)")
+    pv.add_argument("--out", required=True, help="output image (.png; written with mode 0600)")
     pv.set_defaults(func=cmd_zones_preview)
     add_discover_parser(zsub)
 
     m = sub.add_parser("mode", help="show or set the household mode (home, away, privacy, auto)")
-    m.add_argument("action", choices=["get", "set"])
-    m.add_argument("mode", nargs="?", choices=[*(x.value for x in Mode), "auto"])
-    m.add_argument("--config", required=True)
+    m.add_argument("action", choices=["get", "set"],
+                   help="get: print the current mode and any override as JSON; set: override the mode")
+    m.add_argument("mode", nargs="?", choices=[*(x.value for x in Mode), "auto"],
+                   help="with set: the mode to hold until changed, or auto to clear the override and "
+                   "follow the schedule")
+    m.add_argument("--config", required=True, help="path to config.yaml")
     m.set_defaults(func=cmd_mode)
 
 

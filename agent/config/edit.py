@@ -1,4 +1,4 @@
-"""Editing the homeowner's YAML in place: merge proposed zones, keep comments, write atomically.
+"""Editing the homeowner's YAML in place: merge proposed zones, keep comments and quotes, write atomically.
 
 Used by `zones discover --apply`. The merged text is validated with the same models as
 `check-config` before it replaces the file, so an edit never leaves an invalid config behind.
@@ -81,8 +81,12 @@ def snippet_text(camera_id: str, zones: Sequence[NewZone], action: str) -> str:
 def merge_into_config(path: Path, camera_id: str, new_zones: Sequence[NewZone], action: str) -> str:
     """The config file's text with `new_zones` appended to the camera's zones (comments kept)."""
     text = path.read_text(encoding="utf-8")
+    # Round-trip the homeowner's file as written: quoted scalars stay quoted (`source: "frames/*.jpg"`),
+    # so everything outside the added zones comes back byte for byte and a diff shows only the zones.
+    loader = YAML(typ="rt")
+    loader.preserve_quotes = True
     try:
-        root, indent, block_seq_indent = load_yaml_guess_indent(text)
+        root, indent, block_seq_indent = load_yaml_guess_indent(text, yaml=loader)
     except Exception as e:  # noqa: BLE001  (ruamel raises many types; the loader already reported details)
         raise ConfigError(f"{path}: cannot parse for merging: {e}") from None
     cams = root.get("cameras") if isinstance(root, CommentedMap) else None
@@ -98,6 +102,7 @@ def merge_into_config(path: Path, camera_id: str, new_zones: Sequence[NewZone], 
     for z in new_zones:
         zones.append(_zone_map(z, action))
     y = YAML(typ="rt")
+    y.preserve_quotes = True
     # ruamel's guess: `indent` is where a sequence item's content starts, `block_seq_indent` where its dash is.
     y.indent(mapping=_mapping_indent(text), sequence=indent or 2, offset=block_seq_indent or 0)
     y.width = 4096
