@@ -1,9 +1,11 @@
-"""The tester's commands: `fixtures make|list`, `replay` and `eval`.
+"""The tester's commands: `fixtures make|list|sheet`, `replay` and `eval`.
 
 `fixtures make --out ROOT` renders one directory per scenario (`agent.lab.fixtures`): the video,
-a valid `config.yaml` and `truth.json`. `replay` writes exactly what would leave the hub for a
-recorded source; `eval` scores a replay against the truth, or the default camera on the shared
-photos.
+a valid `config.yaml` and `truth.json`. `fixtures sheet` draws a before/after contact sheet of a
+fixture's replay (`agent.lab.contact_sheet`; inputs only ever come from a generated fixture).
+`replay` writes exactly what would leave the hub for a recorded source; `eval` scores a replay
+against the truth, or the default camera on the shared photos. `eval` refuses a replay made
+with another config than the fixture's, and keeps an earlier report unless `--force` is given.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.config import load_config
 from agent.errors import ExitCode, FixtureError
@@ -75,6 +77,34 @@ def _register_fixtures(sub: argparse._SubParsersAction) -> None:
     mk.set_defaults(func=_cmd_make)
     ls = fsub.add_parser("list", help="list the scenarios")
     ls.set_defaults(func=_cmd_list)
+    sh = fsub.add_parser(
+        "sheet", help="draw a before/after contact sheet: fixture input frames beside the replay's output, "
+        "each labelled with its decision and reasons",
+    )
+    sh.add_argument("--fixture", required=True,
+                    help="fixture directory (from `fixtures make`); the only allowed source of input frames")
+    sh.add_argument("--replay", help="replay output directory of that fixture (default FIXTURE/replay)")
+    sh.add_argument("--out", required=True, help="PNG file to write")
+    sh.add_argument("--cells", type=int, default=10, metavar="N",
+                    help="most input/output pairs on the sheet, one per run of identical decisions "
+                    "(default %(default)s)")
+    sh.set_defaults(func=_cmd_sheet)
+
+
+def _cmd_sheet(args: argparse.Namespace) -> int:
+    from agent.lab.contact_sheet import write_sheet
+
+    if args.cells < 3:
+        raise FixtureError(f"--cells {args.cells}: a sheet needs at least 3 cells")
+    fixture_dir = Path(args.fixture)
+    replay_dir = Path(args.replay) if args.replay else fixture_dir / "replay"
+    _check_same_config(fixture_dir, replay_dir)
+    layout = write_sheet(fixture_dir, replay_dir, Path(args.out), max_cells=args.cells)
+    kinds = ", ".join(f"{a} x{sum(1 for c in layout.cells if c.action == a)}"
+                      for a in ("pass", "mask", "withhold") if a in layout.actions)
+    print(f"contact sheet {args.out}: {len(layout.cells)} frames ({kinds}), "
+          f"{layout.width_px}x{layout.height_px} px")
+    return ExitCode.OK
 
 
 def _replay_fixture(fixture_dir: Path, replay_dir: Path) -> None:
@@ -88,6 +118,30 @@ def _replay_fixture(fixture_dir: Path, replay_dir: Path) -> None:
     run_replay(source, loaded, CAMERA_ID, replay_dir, progress=sys.stderr.isatty())
 
 
+def _check_same_config(fixture_dir: Path, replay_dir: Path) -> None:
+    """Refuse a replay whose summary.json names another config than the fixture's config.yaml.
+
+    Scoring a replay against the truth of a different scene (or different zones) gives figures
+    that look meaningful and are not. A replay without summary.json (written by hand) is let through.
+    """
+    summary_path = replay_dir / "summary.json"
+    if not summary_path.exists():
+        return
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FixtureError(f"cannot read {summary_path}: {e}") from None
+    made_with = summary.get("config_sha256") if isinstance(summary, dict) else None
+    config_path = fixture_dir / "config.yaml"
+    expected = load_config(config_path).sha256
+    if made_with != expected:
+        raise FixtureError(
+            f"replay {summary_path} was made with another config (config_sha256 {str(made_with)[:12]}...) "
+            f"than the fixture's {config_path} ({expected[:12]}...); replay the fixture with "
+            f"--config {config_path} into a fresh --out directory"
+        )
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     if args.photos:
         return _cmd_eval_photos(args)
@@ -96,16 +150,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     fixture_dir = Path(args.fixture)
     replay_dir = Path(args.replay) if args.replay else fixture_dir / "replay"
     load_truth(fixture_dir)  # fail early on a directory that is not a fixture
+    out = Path(args.out) if args.out else replay_dir / "eval.json"
+    if out.exists() and not args.force:
+        raise FixtureError(f"report {out} already exists; pass --force to overwrite it or --out to write elsewhere")
     if not (replay_dir / "decisions.jsonl").exists():
         print(f"no replay in {replay_dir}; replaying {fixture_dir / 'config.yaml'} first", file=sys.stderr)
         _replay_fixture(fixture_dir, replay_dir)
+    _check_same_config(fixture_dir, replay_dir)
     rep = evaluate(fixture_dir, replay_dir)
     doc = rep.to_json()
     comparison = None
     if args.deface is not None:
         comparison = _compare_deface_video(fixture_dir, replay_dir, args)
         doc["face_recall_pixel_rule"] = {r.tool: r.to_json() for r in comparison}
-    out = Path(args.out) if args.out else replay_dir / "eval.json"
     try:
         out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     except OSError as e:
@@ -170,11 +227,9 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
                     "$EPA_DEFACE or .cache/deface-venv/bin/deface")
     ev.add_argument("--work", help="keep intermediate outputs (inputs, deface outputs) in this directory")
     ev.add_argument("--out", help="report JSON path (default REPLAY/eval.json; --photos: not saved unless given)")
+    ev.add_argument("--force", action="store_true",
+                    help="overwrite an existing report (with --fixture an earlier report is kept by default)")
     ev.set_defaults(func=_cmd_eval)
-
-if TYPE_CHECKING:
-    pass
-
 
 def cmd_replay(args: argparse.Namespace) -> int:
     loaded = load_config(args.config)
@@ -188,16 +243,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     if summary["withhold_reasons"]:
         print("  withheld because: " + ", ".join(f"{k} x{v}" for k, v in summary["withhold_reasons"].items()))
+    for zone, n in summary["busy_withhold_zones"].items():
+        print(f"warning: withhold zone {zone!r} withheld {n} of {summary['frames_in']} frames; it may be drawn "
+              "over a busy area (a doorway, a walkway): make it smaller or a mask zone", file=sys.stderr)
     return ExitCode.OK
-
 
 
 def _register_replay(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("replay", help="run a recorded source through a camera's privacy pipeline")
-    r.add_argument("source", help="video file or image glob")
-    r.add_argument("--config", required=True)
+    r.add_argument("source", help="video file or image glob (quote the glob)")
+    r.add_argument("--config", required=True, help="config file whose camera zones and policy apply")
     r.add_argument("--camera", help="camera id whose zones and policy apply (default: the first)")
-    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--out", required=True,
+                   help="output directory for redacted.mp4, decisions.jsonl, summary.json and events.jsonl "
+                   "(created; removed again if the replay fails)")
     r.add_argument("--mode", choices=[m.value for m in Mode], help="household mode (default: the config's)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_replay)

@@ -243,6 +243,8 @@ def _config_yaml(sc: Scenario, source: str, fps: float) -> str:
                 f"        action: {z.action}",
                 f"        style: {z.style}",
             ]
+            if z.hold_s is not None:
+                lines.append(f"        hold_s: {z.hold_s:g}")
     else:
         lines.append("    zones: []")
     lines.append("sinks: []")

@@ -5,15 +5,22 @@ plaintext for inspection:
 - `redacted.mp4`: released frames only, in order (H.264).
 - `decisions.jsonl`: one line per input frame (`frame`, `t_s`, `action`,
   `reasons`, `regions`, `out_index`).
-- `summary.json`: counts, throughput and the config hash.
+- `summary.json`: counts, throughput, the config hash and `busy_withhold_zones`
+  (withhold zones that withheld more than half of the frames: drawn over a busy area).
 - `events.jsonl`: everything the pipeline reported.
+
+A replay that fails removes the files it wrote and the directories it created, and only those:
+a failed run leaves no empty or half-written `--out` folder behind, and never touches what was
+in an existing folder before.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,10 +37,78 @@ from agent.core.redact import RedactedFrame, require_redacted
 from agent.errors import SinkError, SourceError
 from agent.media.sources import SourceOpener
 from agent.media.video import VideoEncoder
-from agent.vocab import Mode
+from agent.vocab import Action, Mode
+
+log = logging.getLogger(__name__)
+
+
+# The files a replay writes into its output directory (and removes again if it fails).
+OUTPUT_FILES = ("redacted.mp4", "decisions.jsonl", "summary.json", "events.jsonl")
+
+
+# A withhold zone that withholds more than this share of the frames is probably drawn
+# over a busy area (a doorway, a walkway): the homeowner gets almost no video.
+BUSY_ZONE_SHARE = 0.5
+
+
+def withhold_zone(reason: str) -> str | None:
+    """The zone named by a withhold reason `zone:NAME:WHY` (NAME may hold ':'), else None."""
+    if not reason.startswith("zone:") or reason.count(":") < 2:
+        return None
+    return reason[len("zone:") : reason.rindex(":")]
+
+
+def busy_withhold_zones(zone_frames: Counter[str], frames_in: int) -> dict[str, int]:
+    """Zones that withheld more than BUSY_ZONE_SHARE of the frames, by withheld-frame count."""
+    return {z: n for z, n in sorted(zone_frames.items()) if frames_in and n > BUSY_ZONE_SHARE * frames_in}
+
+
+def _created_dirs(out_dir: Path) -> list[Path]:
+    """The directories `mkdir(parents=True)` is about to create for `out_dir`, deepest first."""
+    missing: list[Path] = []
+    d = out_dir.absolute()
+    while not d.exists() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    return missing
+
+
+def _clean_failed(out_dir: Path, created: list[Path], existed: set[str]) -> None:
+    # Remove only what this replay wrote: a file that was there before it started stays.
+    for name in OUTPUT_FILES:
+        if name not in existed:
+            (out_dir / name).unlink(missing_ok=True)
+    for d in created:
+        try:
+            d.rmdir()  # only if empty: anything else in it was not ours to delete
+        except OSError:
+            break
 
 
 def run_replay(
+    source: str,
+    loaded: LoadedConfig,
+    camera_id: str,
+    out_dir: Path,
+    *,
+    progress: bool = False,
+    mode: Mode | None = None,
+    clock: Clock | None = None,
+) -> dict[str, Any]:
+    """Replay `source` into `out_dir` (see the module docstring); returns the summary."""
+    created = _created_dirs(out_dir)
+    existed = {name for name in OUTPUT_FILES if (out_dir / name).exists()}
+    try:
+        return _run_replay(source, loaded, camera_id, out_dir, progress=progress, mode=mode, clock=clock)
+    except BaseException:
+        try:
+            _clean_failed(out_dir, created, existed)
+        except OSError as e:
+            log.warning("could not clean up after the failed replay in %s: %s", out_dir, e)
+        raise
+
+
+def _run_replay(
     source: str,
     loaded: LoadedConfig,
     camera_id: str,
@@ -75,9 +150,12 @@ def run_replay(
 
         bar = tqdm(total=total, unit="frame", desc=camera_id)
 
+    zone_frames: Counter[str] = Counter()
     with dec_path.open("w", encoding="utf-8") as dec_file:
 
         def on_decision(d: Decision, out_index: int | None) -> None:
+            if d.action == Action.WITHHOLD:
+                zone_frames.update({z for z in map(withhold_zone, d.reasons) if z is not None})
             rec = d.to_json()
             rec["out_index"] = out_index
             dec_file.write(json.dumps(rec) + "\n")
@@ -98,6 +176,11 @@ def run_replay(
         bar.close()
     if stats.frames_in == 0:
         raise SourceError(f"source {source}: no frames were decoded")
+    busy = busy_withhold_zones(zone_frames, stats.frames_in)
+    for zone, n in busy.items():
+        # info, not warning: the summary carries it and the tester's CLI prints the warning.
+        log.info("withhold zone %r withheld %d of %d frames: is it drawn over a busy area?",
+                    zone, n, stats.frames_in)
     summary = {
         "camera": camera_id,
         "source": source,
@@ -110,6 +193,7 @@ def run_replay(
         "decode_errors": stats.decode_errors,
         "sink_errors": stats.sink_errors,
         "withhold_reasons": dict(sorted(stats.reasons.items())),
+        "busy_withhold_zones": busy,
         "source_fps": fps,
         "fps": round(stats.frames_in / elapsed, 2) if elapsed > 0 else None,
         "elapsed_s": round(elapsed, 3),
