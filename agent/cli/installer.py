@@ -8,16 +8,13 @@ its exit code (`FAILED`) drives the firmware's fault LED through `boot-check`.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +32,7 @@ from agent.core.pipeline import CameraPipeline
 from agent.core.policy import camera_policy
 from agent.core.process import tune_process
 from agent.errors import AgentError, ExitCode, SinkError, SourceError
-from agent.media.sources import SourceOpener, read_clean
+from agent.media.sources import SourceOpener
 from agent.storage.lock import DataDirLock
 from agent.storage.sinks.factory import build_sinks, plaintext_sinks
 from agent.vocab import Action, Mode
@@ -43,6 +40,7 @@ from models.install import add_arguments
 
 if TYPE_CHECKING:
     from agent.mqtt.service import HubMqtt
+from agent.cli.doctor import _register_doctor
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +73,11 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     audit = open_hub_audit(data_dir, clock)
     if audit is not None:
         events.subscribe(EventRecorder(audit))
+    # Said once, on stderr, where the person who started `run` looks (and systemd's journal
+    # keeps it); a log line as well would only say the same thing twice.
     for warn in plaintext_sinks(loaded):
-        log.warning("%s writes PLAINTEXT video: for testing only, not for a real household", warn)
-        print(f"warning: {warn} writes PLAINTEXT video (testing only)", file=sys.stderr)
+        print(f"warning: {warn} writes PLAINTEXT video: for testing only, not for a real household",
+              file=sys.stderr)
     if not cfg.sinks:
         print("warning: no sinks configured: redacted output is discarded", file=sys.stderr)
     hub = _start_mqtt(loaded, events, clock, audit)
@@ -102,7 +102,9 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
                 fps = probe.info.fps
                 probe.close()
             except SourceError as e:
-                events(_event(clock, "source_error", cam.id, str(e)))
+                # The pipeline opens the file again and reports this very error as its
+                # `source_error`; reporting the probe as well would say it twice.
+                log.debug("probe of camera %s failed: %s", cam.id, e)
         policy = camera_policy(loaded, cam)
         pipes.append((
             CameraPipeline(
@@ -137,7 +139,8 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     def work(p: CameraPipeline, o: SourceOpener) -> None:
         s = p.run(o)
         results[p.camera_id] = {"frames_in": s.frames_in, "frames_out": s.frames_out, "withheld": s.withheld,
-                                "masked": s.masked, "sink_errors": s.sink_errors, "stored": p.stored_frames()}
+                                "masked": s.masked, "sink_errors": s.sink_errors, "stored": p.stored_frames(),
+                                "reasons": dict(s.reasons)}
 
     threads = [threading.Thread(target=work, args=po, name=f"cam-{po[0].camera_id}", daemon=True) for po in pipes]
     try:
@@ -152,7 +155,7 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         busy = [t.name for t in threads if t.is_alive()]
         if hub is not None:
             for cam_id, r in results.items():
-                hub.reporter.counters(cam_id, {k: v for k, v in r.items() if k != "stored"})
+                hub.reporter.counters(cam_id, {k: v for k, v in r.items() if k not in ("stored", "reasons")})
             left = STOP_GRACE_S - (time.monotonic() - stopping[0]) if stopping else 5.0
             hub.stop(flush_s=max(0.0, min(5.0, left)))
         if audit is not None and not busy:
@@ -166,16 +169,77 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         sys.stderr.flush()
         sys.stdout.flush()
         os._exit(ExitCode.FAILED)
-    for cam_id, r in results.items():
-        stored = ", ".join(f"{n}: {v}" for n, v in r["stored"].items() if v is not None)
-        print(f"{cam_id}: {r['frames_in']} frames in, {r['frames_out']} out, {r['masked']} masked, "
-              f"{r['withheld']} withheld, {r['sink_errors']} sink errors"
-              + (f"; stored {stored}" if stored else ""))
+    print_summary(results, queued_clips(data_dir))
     failed = [c.id for c in cams if c.id not in results or results[c.id]["frames_in"] == 0]
     bad_sinks = [c for c, r in results.items() if r["sink_errors"]]
     if failed:
         print(f"no frames processed for: {', '.join(failed)} (see {data_dir / 'events.jsonl'})", file=sys.stderr)
     return ExitCode.FAILED if failed or bad_sinks else ExitCode.OK
+
+
+#: Withhold reasons named per camera in the summary; the rest are counted in the event file.
+TOP_REASONS = 3
+
+
+def print_summary(results: dict[str, dict[str, Any]], queued: dict[str, list[str]] | str | None) -> None:
+    """Per camera, what a newcomer asks after a run: how much was held back and why, what was
+    stored where, and what is still waiting to be delivered.
+
+    The first line of each camera keeps its old `cam: N frames in, M out, ...` form (scripts read
+    it); the details follow, indented. `queued` is `queued_clips`' answer.
+    """
+    for cam_id, r in results.items():
+        print(f"{cam_id}: {r['frames_in']} frames in, {r['frames_out']} out, {r['masked']} masked, "
+              f"{r['withheld']} withheld, {r['sink_errors']} sink errors")
+        reasons = sorted(r.get("reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        if reasons:
+            top = ", ".join(f"{k} ({v})" for k, v in reasons[:TOP_REASONS])
+            more = len(reasons) - TOP_REASONS
+            print(f"  withheld for: {top}" + (f" and {more} other reason(s)" if more > 0 else ""))
+        stored = r.get("stored", {})
+        if stored:
+            print("  stored: " + ", ".join(
+                f"{n} frames in {name}" if n is not None else f"{name} (does not count its frames)"
+                for name, n in stored.items()))
+        else:
+            print("  stored: nothing (no sinks)")
+        if isinstance(queued, dict):
+            dests = queued.get(cam_id, [])
+            if dests:
+                where = ", ".join(f"{dests.count(d)} for {d}" for d in sorted(set(dests)))
+                print(f"  queued: {len(dests)} clip(s) still in the outbox ({where}); "
+                      "the next run or `privacy-agent outbox flush` delivers them")
+            else:
+                print("  queued: nothing waiting in the outbox")
+        elif isinstance(queued, str):
+            print(f"  queued: unknown ({queued})")
+
+
+def queued_clips(data_dir: Path) -> dict[str, list[str]] | str | None:
+    """Per camera, one destination name per clip delivery still waiting in the outbox.
+
+    None when this data dir has no outbox (no encrypted sink ever ran): nothing can be queued,
+    and opening one would create it. A string says why the outbox could not be read; the run
+    itself went fine, so the summary says so instead of failing.
+    """
+    from agent.storage.outbox import OUTBOX_DIRNAME, Outbox
+
+    if not (data_dir / OUTBOX_DIRNAME / "outbox.db").exists():
+        return None
+    try:
+        # Read-only: it needs no lock (this process holds the data dir's anyway) and never
+        # recovers or migrates anything on the way out.
+        box = Outbox(data_dir, SystemClock(), exclusive=False)
+        try:
+            clips = box.list_clips()
+        finally:
+            box.close()
+    except SinkError as e:
+        return str(e)
+    out: dict[str, list[str]] = {}
+    for c in clips:
+        out.setdefault(c.camera_id, []).extend(c.queued_for)
+    return out
 
 
 _STATE = {Action.PASS: "clear", Action.MASK: "masked", Action.WITHHOLD: "withheld"}
@@ -211,226 +275,11 @@ def _event(clock: SystemClock, kind: str, cam: str, msg: str) -> Event:
     return Event(kind, cam, msg, clock.monotonic())
 
 
-
 def _register_run(sub: argparse._SubParsersAction) -> None:
     rn = sub.add_parser("run", help="process the configured cameras (file sources to their end, live forever)")
-    rn.add_argument("--config", required=True)
+    rn.add_argument("--config", required=True, help="the hub's config file (YAML)")
     rn.add_argument("--camera", action="append", help="only this camera (repeatable)")
     rn.set_defaults(func=cmd_run)
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    name: str
-    status: str  # "ok" | "warn" | "fail"
-    detail: str
-    hint: str = ""
-
-
-Check = Callable[[LoadedConfig | None], list[CheckResult]]
-
-
-_CORE_MODULES = (
-    ("cv2", "opencv-python-headless"), ("numpy", "numpy"), ("onnxruntime", "onnxruntime"),
-    ("paho.mqtt", "paho-mqtt"), ("nacl", "pynacl"), ("pydantic", "pydantic"), ("av", "av"),
-    ("ruamel.yaml", "ruamel.yaml"),
-)
-
-
-def check_python(_: LoadedConfig | None) -> list[CheckResult]:
-    out = []
-    v = sys.version_info
-    out.append(CheckResult("python", "ok" if v >= (3, 11) else "fail", f"{v.major}.{v.minor}.{v.micro}",
-                           "" if v >= (3, 11) else "install Python 3.11 or later"))
-    for mod, pkg in _CORE_MODULES:
-        try:
-            m = importlib.import_module(mod)
-            out.append(CheckResult(f"import {mod}", "ok", str(getattr(m, "__version__", "present"))))
-        except ImportError as e:
-            out.append(CheckResult(f"import {mod}", "fail", str(e), f"pip install {pkg}"))
-    try:
-        import av
-
-        ok = "libx264" in av.codecs_available or "h264_v4l2m2m" in av.codecs_available
-        out.append(CheckResult("h264 encoder", "ok" if ok else "fail",
-                               "libx264" if "libx264" in av.codecs_available else "hardware only",
-                               "" if ok else "install a PyAV build with libx264"))
-    except ImportError:
-        pass
-    return out
-
-
-def check_sources(loaded: LoadedConfig | None) -> list[CheckResult]:
-    if loaded is None:
-        return []
-    from agent.media.sources import SourceOpener
-
-    out = []
-    for cam in loaded.config.cameras:
-        opener = SourceOpener(cam.source, loaded.path.parent, cam.fps)
-        if opener.live:
-            out.append(CheckResult(f"camera {cam.id} source", "warn", f"{cam.source}: live source not probed",
-                                   "run `privacy-agent run` and watch events for source_lost"))
-            continue
-        try:
-            src = opener()
-            try:
-                img = read_clean(src)
-            finally:
-                src.close()
-            if img is None:
-                raise AgentError("no frames")
-            out.append(CheckResult(f"camera {cam.id} source", "ok",
-                                   f"{img.shape[1]}x{img.shape[0]} at {src.info.fps:g} fps"))
-        except AgentError as e:
-            out.append(CheckResult(f"camera {cam.id} source", "fail", str(e),
-                                   "fix `source:` in the config or the file it points at"))
-    return out
-
-
-def check_storage(loaded: LoadedConfig | None) -> list[CheckResult]:
-    if loaded is None:
-        return []
-    from agent.config import DirectorySinkConfig
-    from agent.storage.sinks.factory import plaintext_sinks
-
-    out = []
-    dirs = [("data_dir", loaded.data_dir)]
-    dirs += [(f"sinks[{i}]", loaded.resolve(s.path)) for i, s in enumerate(loaded.config.sinks)
-             if isinstance(s, DirectorySinkConfig)]
-    for name, d in dirs:
-        probe = d if d.exists() else next((p for p in d.parents if p.exists()), Path("/"))
-        if not os.access(probe, os.W_OK):
-            out.append(CheckResult(f"{name} writable", "fail", f"{d} is not writable",
-                                   f"create it and give the agent's user write access: {d}"))
-            continue
-        free = shutil.disk_usage(probe).free
-        st = "ok" if free > 1 << 30 else "warn"
-        out.append(CheckResult(f"{name} space", st, f"{d}: {free / (1 << 30):.1f} GiB free",
-                               "" if st == "ok" else "free space or point it at a larger disk"))
-    for i, s in enumerate(loaded.config.sinks):
-        if isinstance(s, DirectorySinkConfig) and not s.plaintext:
-            out.append(_check_sink_marker(f"sinks[{i}]", loaded.resolve(s.path), s.require_mount))
-    for p in plaintext_sinks(loaded):
-        out.append(CheckResult("plaintext sink", "warn", f"{p} writes unencrypted video",
-                               "remove `plaintext: true` outside of testing"))
-    if not loaded.config.sinks:
-        out.append(CheckResult("sinks", "warn", "no sinks: redacted output is discarded",
-                               "add a `sinks:` entry (directory or s3)"))
-    return out
-
-
-def _check_sink_marker(name: str, root: Path, require_mount: bool) -> CheckResult:
-    from agent.storage.sinks.upload import check_sink_dir
-
-    try:
-        check_sink_dir(root, require_mount)
-    except SinkError as e:
-        return CheckResult(f"{name} marker", "fail", str(e),
-                           f"mount the NAS, then run `privacy-agent sink init {root}` once")
-    return CheckResult(f"{name} marker", "ok", f"{root} is a marked sink directory"
-                       + (" on its own mount" if require_mount else ""))
-
-
-def check_models(loaded: LoadedConfig | None) -> list[CheckResult]:
-    """The models each camera's detection uses are installed and match their sha256."""
-    from agent.analysis.factory import model_cache_path
-    from agent.config import DetectionConfig, effective_detection
-    from models.install import verify
-
-    det = loaded.config.detection if loaded else DetectionConfig()
-    wanted: dict[str, str] = {}
-    cams = loaded.config.cameras if loaded else []
-    for eff in [effective_detection(det, c.detection) for c in cams] or [det]:
-        if eff.enabled and eff.faces.enabled:
-            wanted[eff.faces.model] = "faces"
-        if eff.enabled and eff.objects_active:
-            wanted[eff.objects.model] = "objects"
-    if not wanted:
-        return [CheckResult("models", "warn", "detection is off for every camera",
-                            "faces, persons and private objects are not protected")]
-    cache = model_cache_path(det, loaded.path.parent if loaded else None)
-    out = []
-    for r in verify(sorted(wanted), cache=cache):
-        out.append(CheckResult(f"model {r.name}", "ok" if r.ok else "fail",
-                               str(r.path) if r.ok else r.problem,
-                               "" if r.ok else f"privacy-agent models install {r.name} (offline: --from DIR); "
-                               "until then that camera withholds every frame"))
-    return out
-
-
-def check_keys(loaded: LoadedConfig | None) -> list[CheckResult]:
-    """Hub identity present with safe permissions; every camera has recipients that load."""
-    if loaded is None:
-        return []
-    from agent.config import DirectorySinkConfig
-    from agent.crypto.keys import load_hub_identity
-    from agent.storage.sinks.clips import camera_recipients
-
-    encrypted = [s for s in loaded.config.sinks if not (isinstance(s, DirectorySinkConfig) and s.plaintext)]
-    if not encrypted:
-        return []
-    out = []
-    try:
-        hub = load_hub_identity(loaded.data_dir)
-        out.append(CheckResult("hub identity", "ok", f"key id {hub.public.key_id}"))
-    except AgentError as e:
-        out.append(CheckResult("hub identity", "fail", str(e),
-                               f"privacy-agent keys init --data {loaded.data_dir}"))
-    for cam in loaded.config.cameras:
-        try:
-            rec = camera_recipients(loaded, cam.id)
-            out.append(CheckResult(f"camera {cam.id} recipients", "ok" if rec else "fail",
-                                   ", ".join(r.key_id for r in rec) or "none",
-                                   "" if rec else "add `recipients:` or enroll devices in the roster"))
-        except AgentError as e:
-            out.append(CheckResult(f"camera {cam.id} recipients", "fail", str(e),
-                                   "fix `recipients:` (paths to .pub files or epa1pub: values)"))
-    return out
-
-
-# Other modules append checks here (MQTT).
-CHECKS: list[Check] = [check_python, check_sources, check_storage, check_models, check_keys]
-
-
-_MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
-
-
-def run_checks(loaded: LoadedConfig | None) -> list[CheckResult]:
-    results: list[CheckResult] = []
-    for check in CHECKS:
-        try:
-            results.extend(check(loaded))
-        except Exception as e:  # noqa: BLE001 - a broken check is reported, not fatal
-            results.append(CheckResult(getattr(check, "__name__", "check"), "fail", f"check crashed: {e!r}"))
-    return results
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    loaded: LoadedConfig | None = None
-    results: list[CheckResult] = []
-    if args.config:
-        try:
-            loaded = load_config(args.config)
-            results.append(CheckResult("config", "ok", f"{args.config} (sha256 {loaded.sha256[:16]})"))
-        except AgentError as e:
-            results.append(CheckResult("config", "fail", str(e), "run `privacy-agent check-config FILE`"))
-    results += run_checks(loaded)
-    width = max(len(r.name) for r in results)
-    for r in results:
-        line = f"[{_MARK[r.status]}] {r.name:<{width}}  {r.detail}"
-        if r.hint and r.status != "ok":
-            line += f"\n       {'':<{width}}  fix: {r.hint}"
-        print(line)
-    fails = sum(r.status == "fail" for r in results)
-    warns = sum(r.status == "warn" for r in results)
-    print(f"\n{len(results)} checks: {fails} failed, {warns} warnings")
-    return ExitCode.FAILED if fails else ExitCode.OK
-
-
-def _register_doctor(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("doctor", help="check this hub's installation and config, and say what to fix")
-    p.add_argument("--config", help="config file to check as well")
-    p.set_defaults(func=cmd_doctor)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -471,7 +320,6 @@ def cmd_sink_init(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-
 def _register_hub(sub: argparse._SubParsersAction) -> None:
     hsub = command_group(sub, "hub", "the hub's MQTT side")
     p = hsub.add_parser("serve", help="connect to the broker and answer access requests and mode changes")
@@ -495,3 +343,4 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     _register_models(sub)
     _register_hub(sub)
     _register_sink(sub)
+

@@ -27,7 +27,7 @@ EventCallback = Callable[[Event], None]
 
 # Expected in normal operation: logged at INFO (they are all in the event file anyway).
 _ROUTINE = {"info", "source_ended", "segment_written", "released", "withheld", "clip_sealed", "clip_uploaded",
-            "decode_recovered"}
+            "decode_recovered", "mode_changed"}
 
 #: Events kept in memory by default (about 300 bytes each).
 DEFAULT_KEEP = 2000

@@ -70,6 +70,16 @@ _ROTATE = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, -90: cv2.ROTATE_90_CLOCKWISE, 270
            180: cv2.ROTATE_180, -180: cv2.ROTATE_180}
 _AV_TIME_BASE = 1_000_000
 
+# FFmpeg's own log lines ("moov atom not found", "[rtsp @ 0x...] ...") would reach the terminal
+# before our `SourceError` says the same thing once, in our words. Every source is opened through
+# this module, and every command imports it before running, so this is the one place to say it.
+# PyAV: no log callback at all (its default today; pinned, so an upgrade cannot turn it back on).
+# OpenCV's bundled FFmpeg reads OPENCV_FFMPEG_LOGLEVEL when it opens its first capture (-8 is
+# AV_LOG_QUIET); a value already in the environment wins, so a camera can still be debugged with
+# `OPENCV_FFMPEG_LOGLEVEL=24 privacy-agent run ...`.
+av.logging.set_level(None)
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 
 def to_bgr(img: np.ndarray, what: str) -> Image:
     if img is None or not isinstance(img, np.ndarray) or img.size == 0:

@@ -23,7 +23,10 @@ a verdict on the clip's own bytes (`EnvelopeError`) quarantines: any failure at 
 The index: every clip this hub sealed keeps a row in `clip_index` (camera, sequence, size, when)
 and one row per destination in `placements` once delivered there, after the queue rows are gone.
 From it `check_placements` notices clips that were delivered and have since vanished from a
-destination that can say so (a directory sink whose files were deleted) and reports each once.
+destination that can say so (a directory sink whose files were deleted) and reports each once,
+and `list_clips` answers `clips list`. `start_wall_s`/`end_wall_s` (the clip's first frame and its
+sealing, from the clip sink) came later: they are nullable, an older database gets them with
+`ALTER TABLE ... ADD COLUMN` when opened for writing, and its older rows simply have no times.
 
 One process at a time: an outbox opened for writing holds the data directory's lock
 (`agent.storage.lock`) until it is closed, because recovery deletes `.part` files that have no
@@ -99,7 +102,9 @@ CREATE TABLE IF NOT EXISTS clip_index (
     seq INTEGER NOT NULL,
     camera_id TEXT NOT NULL,
     size_bytes INTEGER NOT NULL,
-    sealed_wall_s REAL NOT NULL
+    sealed_wall_s REAL NOT NULL,
+    start_wall_s REAL,
+    end_wall_s REAL
 );
 CREATE TABLE IF NOT EXISTS placements (
     clip_id TEXT NOT NULL,
@@ -118,6 +123,10 @@ CREATE TABLE IF NOT EXISTS reports (
 );
 """
 
+# Columns added to `clip_index` after its first release: (name, SQL type). Nullable, so rows of
+# an older version stay valid and its database only needs the columns added.
+_CLIP_INDEX_ADDED = (("start_wall_s", "REAL"), ("end_wall_s", "REAL"))
+
 # One hand-over of reports at a time in this process: several outboxes (one per clip sink) share
 # the database, and a report must reach `on_event` once per hand-over.
 _reports_lock = threading.Lock()
@@ -134,6 +143,59 @@ class Uploader(Protocol):
 
     def put(self, object_name: str, path: Path) -> None:
         """Store the file under `object_name`. Raises SinkError (retry) or EnvelopeError (refuse)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One destination a clip was delivered to, and when it was found gone from there."""
+
+    dest: str
+    delivered_wall_s: float
+    vanished_wall_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedClip:
+    """One clip this hub sealed or still holds, from its own index (never from a destination)."""
+
+    clip_id: str
+    camera_id: str
+    stream: str
+    seq: int
+    size_bytes: int
+    #: None for a clip queued by a version without the index (it has only its queue row).
+    sealed_wall_s: float | None
+    #: None for clips indexed by a version that did not record them.
+    start_wall_s: float | None
+    end_wall_s: float | None
+    #: Destinations still waiting for it.
+    queued_for: tuple[str, ...]
+    placements: tuple[Placement, ...]
+    #: Refused by the pre-upload gate (its file is in the quarantine directory).
+    quarantined: bool
+
+    @property
+    def uploaded_to(self) -> tuple[str, ...]:
+        return tuple(p.dest for p in self.placements if p.vanished_wall_s is None)
+
+    @property
+    def vanished_from(self) -> tuple[str, ...]:
+        return tuple(p.dest for p in self.placements if p.vanished_wall_s is not None)
+
+    @property
+    def state(self) -> str:
+        """A short phrase: queued for, uploaded to, vanished from, quarantined; `;`-joined."""
+        parts = []
+        if self.queued_for:
+            parts.append("queued for " + ", ".join(self.queued_for))
+        if self.uploaded_to:
+            parts.append("uploaded to " + ", ".join(self.uploaded_to))
+        if self.vanished_from:
+            parts.append("vanished from " + ", ".join(self.vanished_from))
+        if self.quarantined:
+            parts.append("quarantined")
+        # Neither queued nor delivered nor quarantined: only a quarantine cleaned up by hand.
+        return "; ".join(parts) or "not queued and never delivered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +244,28 @@ class Outbox:
             if exclusive:
                 lock.release(self.data_dir)
             raise SinkError(f"cannot open the outbox in {self.root}: {e}") from e
+        if exclusive:
+            # Only a writer migrates: a read-only `clips list` beside an older running hub must
+            # not change the schema under it (`list_clips` copes with the columns missing).
+            try:
+                self._add_missing_columns()
+            except sqlite3.Error as e:
+                self._q.close()
+                lock.release(self.data_dir)
+                raise SinkError(f"cannot upgrade the outbox database in {self.root}: {e}") from e
         self._recovered: set[str] = set()
         self._closed = False
         self._placements_checked_mono: float | None = None
+
+    def _index_columns(self) -> set[str]:
+        return {str(r[1]) for r in self._q.rows("PRAGMA table_info(clip_index)")}
+
+    def _add_missing_columns(self) -> None:
+        have = self._index_columns()
+        for name, sql_type in _CLIP_INDEX_ADDED:
+            if name not in have:
+                self._q.execute(f"ALTER TABLE clip_index ADD COLUMN {name} {sql_type}")
+                log.info("outbox: added column clip_index.%s (database from an older version)", name)
 
     # --- events -----------------------------------------------------------------
 
@@ -267,11 +348,13 @@ class Outbox:
             pass  # the file is being thrown away; a close error changes nothing
         part.unlink(missing_ok=True)
 
-    def commit(self, fh: BinaryIO, part: Path, info: ClipInfo, camera_id: str, dests: list[str],
-               **details: Any) -> Path:
+    def commit(self, fh: BinaryIO, part: Path, info: ClipInfo, camera_id: str, dests: list[str], *,
+               start_wall_s: float | None = None, end_wall_s: float | None = None, **details: Any) -> Path:
         """Make a finished envelope durable and queue it for every destination.
 
-        The `clip_sealed` report (with `details`) commits in the same transaction as the clip.
+        `start_wall_s`/`end_wall_s` (wall time of the clip's first frame and of its end) go into
+        the index for `clips list`. The `clip_sealed` report (with `details`) commits in the same
+        transaction as the clip.
         """
         self._require_exclusive("commit a clip")
         stream = info.header.stream_id.hex()
@@ -298,9 +381,10 @@ class Outbox:
                 (stream, info.header.seq, info.clip_hash),
             )
             db.execute(
-                "INSERT OR IGNORE INTO clip_index(clip_id, stream, seq, camera_id, size_bytes, sealed_wall_s) "
-                "VALUES (?,?,?,?,?,?)",
-                (clip_id, stream, info.header.seq, camera_id, info.size_bytes, self._clock.wall()),
+                "INSERT OR IGNORE INTO clip_index(clip_id, stream, seq, camera_id, size_bytes, sealed_wall_s, "
+                "start_wall_s, end_wall_s) VALUES (?,?,?,?,?,?,?,?)",
+                (clip_id, stream, info.header.seq, camera_id, info.size_bytes, self._clock.wall(),
+                 start_wall_s, end_wall_s),
             )
             self._report(db, "clip_sealed", camera_id, "encrypted clip queued for upload",
                          clip_id=clip_id, seq=info.header.seq, bytes=info.size_bytes, **details)
@@ -358,6 +442,54 @@ class Outbox:
                     "UPDATE deliveries SET next_due_mono=0 WHERE clip_id IN (SELECT clip_id FROM clips WHERE stream=?)",
                     (d.name,),
                 )
+
+    # --- the index ---------------------------------------------------------------------
+
+    def list_clips(self) -> list[IndexedClip]:
+        """Every clip this hub sealed or still holds, oldest first, with where it went.
+
+        Read-only (works on an outbox opened with `exclusive=False`). A clip queued by a version
+        without the index appears from its queue row alone, without times.
+        """
+        try:
+            return self._list_clips()
+        except sqlite3.Error as e:
+            raise SinkError(f"cannot read the clip index in {self.root}: {e}") from e
+
+    def _list_clips(self) -> list[IndexedClip]:
+        cols = self._index_columns()
+        times = ", ".join(n if n in cols else f"NULL AS {n}" for n, _ in _CLIP_INDEX_ADDED)
+        with self._q.lock:  # one snapshot's worth of reads, not interleaved with our own writes
+            rows = self._q.rows(
+                f"SELECT clip_id, camera_id, stream, seq, size_bytes, sealed_wall_s, {times} FROM clip_index "
+                "UNION ALL SELECT clip_id, camera_id, stream, seq, size_bytes, NULL, NULL, NULL FROM clips "
+                "WHERE clip_id NOT IN (SELECT clip_id FROM clip_index)"
+            )
+            queued: dict[str, list[str]] = {}
+            for cid, dest in self._q.rows("SELECT clip_id, dest FROM deliveries ORDER BY dest"):
+                queued.setdefault(cid, []).append(dest)
+            placed: dict[str, list[Placement]] = {}
+            for cid, dest, delivered, vanished in self._q.rows(
+                "SELECT clip_id, dest, delivered_wall_s, vanished_wall_s FROM placements ORDER BY dest"
+            ):
+                placed.setdefault(cid, []).append(
+                    Placement(str(dest), float(delivered), None if vanished is None else float(vanished))
+                )
+
+        def opt(v: object) -> float | None:
+            return None if v is None else float(v)  # type: ignore[arg-type]
+
+        out = [
+            IndexedClip(
+                clip_id=str(cid), camera_id=str(cam), stream=str(stream), seq=int(seq), size_bytes=int(size),
+                sealed_wall_s=opt(sealed), start_wall_s=opt(start), end_wall_s=opt(end),
+                queued_for=tuple(queued.get(cid, ())), placements=tuple(placed.get(cid, ())),
+                quarantined=(self.quarantine_dir / (str(cid) + CLIP_SUFFIX)).exists(),
+            )
+            for cid, cam, stream, seq, size, sealed, start, end in rows
+        ]
+        out.sort(key=lambda c: (c.sealed_wall_s is not None, c.sealed_wall_s or 0.0, c.stream, c.seq))
+        return out
 
     # --- delivery --------------------------------------------------------------------
 

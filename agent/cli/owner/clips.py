@@ -1,9 +1,13 @@
-"""The owner's clip commands: `open`, `verify` and `outbox status|flush`.
+"""The owner's clip commands: `open`, `verify`, `outbox status|flush` and `clips list`.
 
 `open` verifies the hub's signatures and the whole ciphertext before it decrypts, writes to
 `OUT.part` and renames only on success: a tampered or truncated clip leaves no output file.
 Wrong recipient, tampered, truncated, bad signature and malformed clips each get their own error
 class, message and exit code (`agent.errors.ExitCode`).
+
+`clips list` reads only the hub's own index (`Outbox.list_clips`): camera names and times come
+from what this hub recorded when it sealed each clip, never from a destination, which holds
+only opaque object names. It opens the outbox read-only, so it works next to a running `run`.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
+from agent.cli.parsing import command_group
 from agent.crypto.envelope import check_chain, open_clip, verify_clip
 from agent.crypto.keys import (
     load_device_identity,
@@ -150,8 +156,72 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return ExitCode.OK if res.remaining == 0 else ExitCode.FAILED
 
 
+def _local_time(wall_s: float | None) -> str:
+    return "-" if wall_s is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall_s))
+
+
+def _iso_utc(wall_s: float | None) -> str | None:
+    return None if wall_s is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall_s))
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def cmd_clips_list(args: argparse.Namespace) -> int:
+    from agent.clock import SystemClock
+    from agent.config import load_config
+    from agent.storage.outbox import OUTBOX_DIRNAME, Outbox
+
+    loaded = load_config(args.config)
+    if (loaded.data_dir / OUTBOX_DIRNAME / "outbox.db").exists():
+        # Read-only: no data-dir lock, no recovery, so a running hub is not disturbed.
+        ob = Outbox(loaded.data_dir, SystemClock(), exclusive=False)
+        try:
+            clips = ob.list_clips()
+        finally:
+            ob.close()
+    else:
+        clips = []  # nothing sealed yet; a listing must not create the outbox either
+    if args.json:
+        doc = [
+            {
+                "clip_id": c.clip_id, "camera_id": c.camera_id, "stream": c.stream, "seq": c.seq,
+                "size_bytes": c.size_bytes, "start_wall_s": c.start_wall_s, "end_wall_s": c.end_wall_s,
+                "start_utc": _iso_utc(c.start_wall_s), "end_utc": _iso_utc(c.end_wall_s),
+                "sealed_wall_s": c.sealed_wall_s, "state": c.state, "queued_for": list(c.queued_for),
+                "placements": [
+                    {"dest": p.dest, "delivered_wall_s": p.delivered_wall_s, "vanished_wall_s": p.vanished_wall_s}
+                    for p in c.placements
+                ],
+                "quarantined": c.quarantined,
+            }
+            for c in clips
+        ]
+        print(json.dumps(doc, indent=2))
+        return ExitCode.OK
+    if not clips:
+        print(f"no clips: the hub in {loaded.data_dir} has not sealed any encrypted clip yet")
+        return ExitCode.OK
+    table = [("CAMERA", "START", "END", "SIZE", "STATE", "CLIP")]
+    table += [
+        (c.camera_id, _local_time(c.start_wall_s), _local_time(c.end_wall_s), _size(c.size_bytes), c.state,
+         c.clip_id)
+        for c in clips
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    print(f"{len(clips)} clip(s); times are the hub's local time")
+    return ExitCode.OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """`open`, `verify` and `outbox`."""
+    """`open`, `verify`, `outbox` and `clips`."""
     p = sub.add_parser("open", help="verify, then decrypt a clip with an owner device identity")
     p.add_argument("clip", help="the .epaclip file")
     p.add_argument("--identity", required=True, help="owner device identity file (from `owner keygen`)")
@@ -170,3 +240,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=["status", "flush"], help="status: list queued uploads; flush: retry now")
     p.add_argument("--config", required=True, help="config file (for data_dir and sinks)")
     p.set_defaults(func=cmd_outbox)
+
+    csub = command_group(sub, "clips", "the clips this hub has sealed or still holds")
+    p = csub.add_parser("list", help="list clips from the hub's own index: camera, times, size, where they went")
+    p.add_argument("--config", default="config.yaml",
+                   help="config file (for data_dir); default: config.yaml in the current directory")
+    p.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    p.set_defaults(func=cmd_clips_list)

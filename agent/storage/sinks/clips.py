@@ -179,12 +179,16 @@ class ClipSink:
             return
         try:
             seg.enc.close()
-            info = seg.writer.finish(self._metadata(seg))
+            meta = self._metadata(seg)
+            info = seg.writer.finish(meta)
         except (SinkError, EnvelopeError, OSError) as e:
             self._abort(seg)
             raise SinkError(f"camera {self._camera_id}: finishing a clip failed: {e}") from e
         # The outbox reports `clip_sealed` itself, from the same transaction that queues the clip.
+        # The times in the hub's index are the very ones sealed into the clip's metadata, so
+        # `clips list` and an opened clip agree.
         final = self._outbox.commit(seg.fh, seg.part, info, self._camera_id, list(self._uploaders),
+                                    start_wall_s=meta["start_wall_s"], end_wall_s=meta["end_wall_s"],
                                     frames=seg.frames, recipients=list(info.header.recipient_ids))
         self.committed.append(final)
         self.frames_stored += seg.frames

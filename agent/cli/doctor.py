@@ -1,0 +1,240 @@
+"""`privacy-agent doctor`: the installer's checks of a hub, each with what to fix.
+
+Python and libraries, the H.264 encoder, each camera's source, the storage (writable, free
+space, a marked sink directory, plaintext sinks), the models and the hub's keys. Exit code
+`FAILED` when any check fails, which `firmware_hooks boot-check` turns into a fault LED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.config import LoadedConfig, load_config
+from agent.errors import AgentError, ExitCode, SinkError
+from agent.media.sources import SourceOpener, read_clean
+from agent.storage.sinks.factory import plaintext_sinks
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    status: str  # "ok" | "warn" | "fail"
+    detail: str
+    hint: str = ""
+
+
+Check = Callable[[LoadedConfig | None], list[CheckResult]]
+
+
+_CORE_MODULES = (
+    ("cv2", "opencv-python-headless"), ("numpy", "numpy"), ("onnxruntime", "onnxruntime"),
+    ("paho.mqtt", "paho-mqtt"), ("nacl", "pynacl"), ("pydantic", "pydantic"), ("av", "av"),
+    ("ruamel.yaml", "ruamel.yaml"),
+)
+
+
+def check_python(_: LoadedConfig | None) -> list[CheckResult]:
+    out = []
+    v = sys.version_info
+    out.append(CheckResult("python", "ok" if v >= (3, 11) else "fail", f"{v.major}.{v.minor}.{v.micro}",
+                           "" if v >= (3, 11) else "install Python 3.11 or later"))
+    for mod, pkg in _CORE_MODULES:
+        try:
+            m = importlib.import_module(mod)
+            out.append(CheckResult(f"import {mod}", "ok", str(getattr(m, "__version__", "present"))))
+        except ImportError as e:
+            out.append(CheckResult(f"import {mod}", "fail", str(e), f"pip install {pkg}"))
+    try:
+        import av
+
+        ok = "libx264" in av.codecs_available or "h264_v4l2m2m" in av.codecs_available
+        out.append(CheckResult("h264 encoder", "ok" if ok else "fail",
+                               "libx264" if "libx264" in av.codecs_available else "hardware only",
+                               "" if ok else "install a PyAV build with libx264"))
+    except ImportError:
+        pass
+    return out
+
+
+def check_sources(loaded: LoadedConfig | None) -> list[CheckResult]:
+    if loaded is None:
+        return []
+
+    out = []
+    for cam in loaded.config.cameras:
+        opener = SourceOpener(cam.source, loaded.path.parent, cam.fps)
+        if opener.live:
+            out.append(CheckResult(f"camera {cam.id} source", "warn", f"{cam.source}: live source not probed",
+                                   "run `privacy-agent run` and watch events for source_lost"))
+            continue
+        try:
+            src = opener()
+            try:
+                img = read_clean(src)
+            finally:
+                src.close()
+            if img is None:
+                raise AgentError("no frames")
+            out.append(CheckResult(f"camera {cam.id} source", "ok",
+                                   f"{img.shape[1]}x{img.shape[0]} at {src.info.fps:g} fps"))
+        except AgentError as e:
+            out.append(CheckResult(f"camera {cam.id} source", "fail", str(e),
+                                   "fix `source:` in the config or the file it points at"))
+    return out
+
+
+def check_storage(loaded: LoadedConfig | None) -> list[CheckResult]:
+    if loaded is None:
+        return []
+    from agent.config import DirectorySinkConfig
+
+    out = []
+    dirs = [("data_dir", loaded.data_dir)]
+    dirs += [(f"sinks[{i}]", loaded.resolve(s.path)) for i, s in enumerate(loaded.config.sinks)
+             if isinstance(s, DirectorySinkConfig)]
+    for name, d in dirs:
+        probe = d if d.exists() else next((p for p in d.parents if p.exists()), Path("/"))
+        if not os.access(probe, os.W_OK):
+            out.append(CheckResult(f"{name} writable", "fail", f"{d} is not writable",
+                                   f"create it and give the agent's user write access: {d}"))
+            continue
+        free = shutil.disk_usage(probe).free
+        st = "ok" if free > 1 << 30 else "warn"
+        out.append(CheckResult(f"{name} space", st, f"{d}: {free / (1 << 30):.1f} GiB free",
+                               "" if st == "ok" else "free space or point it at a larger disk"))
+    for i, s in enumerate(loaded.config.sinks):
+        if isinstance(s, DirectorySinkConfig) and not s.plaintext:
+            out.append(_check_sink_marker(f"sinks[{i}]", loaded.resolve(s.path), s.require_mount))
+    for p in plaintext_sinks(loaded):
+        out.append(CheckResult("plaintext sink", "warn", f"{p} writes unencrypted video",
+                               "remove `plaintext: true` outside of testing"))
+    if not loaded.config.sinks:
+        out.append(CheckResult("sinks", "warn", "no sinks: redacted output is discarded",
+                               "add a `sinks:` entry (directory or s3)"))
+    return out
+
+
+def _check_sink_marker(name: str, root: Path, require_mount: bool) -> CheckResult:
+    from agent.storage.sinks.upload import check_sink_dir
+
+    try:
+        check_sink_dir(root, require_mount)
+    except SinkError as e:
+        return CheckResult(f"{name} marker", "fail", str(e),
+                           f"mount the NAS, then run `privacy-agent sink init {root}` once")
+    return CheckResult(f"{name} marker", "ok", f"{root} is a marked sink directory"
+                       + (" on its own mount" if require_mount else ""))
+
+
+def check_models(loaded: LoadedConfig | None) -> list[CheckResult]:
+    """The models each camera's detection uses are installed and match their sha256."""
+    from agent.analysis.factory import model_cache_path
+    from agent.config import DetectionConfig, effective_detection
+    from models.install import verify
+
+    det = loaded.config.detection if loaded else DetectionConfig()
+    wanted: dict[str, str] = {}
+    cams = loaded.config.cameras if loaded else []
+    for eff in [effective_detection(det, c.detection) for c in cams] or [det]:
+        if eff.enabled and eff.faces.enabled:
+            wanted[eff.faces.model] = "faces"
+        if eff.enabled and eff.objects_active:
+            wanted[eff.objects.model] = "objects"
+    if not wanted:
+        return [CheckResult("models", "warn", "detection is off for every camera",
+                            "faces, persons and private objects are not protected")]
+    cache = model_cache_path(det, loaded.path.parent if loaded else None)
+    out = []
+    for r in verify(sorted(wanted), cache=cache):
+        out.append(CheckResult(f"model {r.name}", "ok" if r.ok else "fail",
+                               str(r.path) if r.ok else r.problem,
+                               "" if r.ok else f"privacy-agent models install {r.name} (offline: --from DIR); "
+                               "until then that camera withholds every frame"))
+    return out
+
+
+def check_keys(loaded: LoadedConfig | None) -> list[CheckResult]:
+    """Hub identity present with safe permissions; every camera has recipients that load."""
+    if loaded is None:
+        return []
+    from agent.config import DirectorySinkConfig
+    from agent.crypto.keys import load_hub_identity
+    from agent.storage.sinks.clips import camera_recipients
+
+    encrypted = [s for s in loaded.config.sinks if not (isinstance(s, DirectorySinkConfig) and s.plaintext)]
+    if not encrypted:
+        return []
+    out = []
+    try:
+        hub = load_hub_identity(loaded.data_dir)
+        out.append(CheckResult("hub identity", "ok", f"key id {hub.public.key_id}"))
+    except AgentError as e:
+        out.append(CheckResult("hub identity", "fail", str(e),
+                               f"privacy-agent keys init --data {loaded.data_dir}"))
+    for cam in loaded.config.cameras:
+        try:
+            rec = camera_recipients(loaded, cam.id)
+            out.append(CheckResult(f"camera {cam.id} recipients", "ok" if rec else "fail",
+                                   ", ".join(r.key_id for r in rec) or "none",
+                                   "" if rec else "add `recipients:` or enroll devices in the roster"))
+        except AgentError as e:
+            out.append(CheckResult(f"camera {cam.id} recipients", "fail", str(e),
+                                   "fix `recipients:` (paths to .pub files or epa1pub: values)"))
+    return out
+
+
+# Other modules append checks here (MQTT).
+CHECKS: list[Check] = [check_python, check_sources, check_storage, check_models, check_keys]
+
+
+_MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+
+
+def run_checks(loaded: LoadedConfig | None) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    for check in CHECKS:
+        try:
+            results.extend(check(loaded))
+        except Exception as e:  # noqa: BLE001 - a broken check is reported, not fatal
+            results.append(CheckResult(getattr(check, "__name__", "check"), "fail", f"check crashed: {e!r}"))
+    return results
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    loaded: LoadedConfig | None = None
+    results: list[CheckResult] = []
+    if args.config:
+        try:
+            loaded = load_config(args.config)
+            results.append(CheckResult("config", "ok", f"{args.config} (sha256 {loaded.sha256[:16]})"))
+        except AgentError as e:
+            results.append(CheckResult("config", "fail", str(e), "run `privacy-agent check-config FILE`"))
+    results += run_checks(loaded)
+    width = max(len(r.name) for r in results)
+    for r in results:
+        line = f"[{_MARK[r.status]}] {r.name:<{width}}  {r.detail}"
+        if r.hint and r.status != "ok":
+            line += f"\n       {'':<{width}}  fix: {r.hint}"
+        print(line)
+    fails = sum(r.status == "fail" for r in results)
+    warns = sum(r.status == "warn" for r in results)
+    print(f"\n{len(results)} checks: {fails} failed, {warns} warnings")
+    return ExitCode.FAILED if fails else ExitCode.OK
+
+
+def _register_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check this hub's installation and config, and say what to fix")
+    p.add_argument("--config", help="config file to check as well")
+    p.set_defaults(func=cmd_doctor)
+
