@@ -62,7 +62,8 @@ from agent.core.events import EventCallback
 from agent.crypto.envelope import ZERO_HASH, ClipInfo
 from agent.errors import EnvelopeError, SinkError
 from agent.fsutil import fsync_dir
-from agent.storage import lock
+from agent.storage import index, lock
+from agent.storage.index import CLIP_SUFFIX, INDEX_SCHEMA, IndexedClip
 from agent.storage.queue import SqliteQueue, backoff_s
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,7 @@ OUTBOX_DIRNAME = "outbox"
 #: Seconds between checks that delivered clips are still at their destination (a final flush
 #: always checks).
 PLACEMENT_CHECK_S = 300.0
-CLIP_SUFFIX = ".epaclip"
-PART_SUFFIX = ".epaclip.part"
+PART_SUFFIX = CLIP_SUFFIX + ".part"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS clips (
@@ -96,24 +96,7 @@ CREATE TABLE IF NOT EXISTS chain (
     seq INTEGER NOT NULL,
     clip_hash BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS clip_index (
-    clip_id TEXT PRIMARY KEY,
-    stream TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    camera_id TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    sealed_wall_s REAL NOT NULL,
-    start_wall_s REAL,
-    end_wall_s REAL
-);
-CREATE TABLE IF NOT EXISTS placements (
-    clip_id TEXT NOT NULL,
-    dest TEXT NOT NULL,
-    object_name TEXT NOT NULL,
-    delivered_wall_s REAL NOT NULL,
-    vanished_wall_s REAL,
-    PRIMARY KEY (clip_id, dest)
-);
+""" + INDEX_SCHEMA + """
 CREATE TABLE IF NOT EXISTS reports (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -122,10 +105,6 @@ CREATE TABLE IF NOT EXISTS reports (
     details TEXT NOT NULL
 );
 """
-
-# Columns added to `clip_index` after its first release: (name, SQL type). Nullable, so rows of
-# an older version stay valid and its database only needs the columns added.
-_CLIP_INDEX_ADDED = (("start_wall_s", "REAL"), ("end_wall_s", "REAL"))
 
 # One hand-over of reports at a time in this process: several outboxes (one per clip sink) share
 # the database, and a report must reach `on_event` once per hand-over.
@@ -143,59 +122,6 @@ class Uploader(Protocol):
 
     def put(self, object_name: str, path: Path) -> None:
         """Store the file under `object_name`. Raises SinkError (retry) or EnvelopeError (refuse)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """One destination a clip was delivered to, and when it was found gone from there."""
-
-    dest: str
-    delivered_wall_s: float
-    vanished_wall_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class IndexedClip:
-    """One clip this hub sealed or still holds, from its own index (never from a destination)."""
-
-    clip_id: str
-    camera_id: str
-    stream: str
-    seq: int
-    size_bytes: int
-    #: None for a clip queued by a version without the index (it has only its queue row).
-    sealed_wall_s: float | None
-    #: None for clips indexed by a version that did not record them.
-    start_wall_s: float | None
-    end_wall_s: float | None
-    #: Destinations still waiting for it.
-    queued_for: tuple[str, ...]
-    placements: tuple[Placement, ...]
-    #: Refused by the pre-upload gate (its file is in the quarantine directory).
-    quarantined: bool
-
-    @property
-    def uploaded_to(self) -> tuple[str, ...]:
-        return tuple(p.dest for p in self.placements if p.vanished_wall_s is None)
-
-    @property
-    def vanished_from(self) -> tuple[str, ...]:
-        return tuple(p.dest for p in self.placements if p.vanished_wall_s is not None)
-
-    @property
-    def state(self) -> str:
-        """A short phrase: queued for, uploaded to, vanished from, quarantined; `;`-joined."""
-        parts = []
-        if self.queued_for:
-            parts.append("queued for " + ", ".join(self.queued_for))
-        if self.uploaded_to:
-            parts.append("uploaded to " + ", ".join(self.uploaded_to))
-        if self.vanished_from:
-            parts.append("vanished from " + ", ".join(self.vanished_from))
-        if self.quarantined:
-            parts.append("quarantined")
-        # Neither queued nor delivered nor quarantined: only a quarantine cleaned up by hand.
-        return "; ".join(parts) or "not queued and never delivered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +174,7 @@ class Outbox:
             # Only a writer migrates: a read-only `clips list` beside an older running hub must
             # not change the schema under it (`list_clips` copes with the columns missing).
             try:
-                self._add_missing_columns()
+                index.add_missing_columns(self._q)
             except sqlite3.Error as e:
                 self._q.close()
                 lock.release(self.data_dir)
@@ -256,16 +182,6 @@ class Outbox:
         self._recovered: set[str] = set()
         self._closed = False
         self._placements_checked_mono: float | None = None
-
-    def _index_columns(self) -> set[str]:
-        return {str(r[1]) for r in self._q.rows("PRAGMA table_info(clip_index)")}
-
-    def _add_missing_columns(self) -> None:
-        have = self._index_columns()
-        for name, sql_type in _CLIP_INDEX_ADDED:
-            if name not in have:
-                self._q.execute(f"ALTER TABLE clip_index ADD COLUMN {name} {sql_type}")
-                log.info("outbox: added column clip_index.%s (database from an older version)", name)
 
     # --- events -----------------------------------------------------------------
 
@@ -452,44 +368,9 @@ class Outbox:
         without the index appears from its queue row alone, without times.
         """
         try:
-            return self._list_clips()
+            return index.list_clips(self._q, self.quarantine_dir)
         except sqlite3.Error as e:
             raise SinkError(f"cannot read the clip index in {self.root}: {e}") from e
-
-    def _list_clips(self) -> list[IndexedClip]:
-        cols = self._index_columns()
-        times = ", ".join(n if n in cols else f"NULL AS {n}" for n, _ in _CLIP_INDEX_ADDED)
-        with self._q.lock:  # one snapshot's worth of reads, not interleaved with our own writes
-            rows = self._q.rows(
-                f"SELECT clip_id, camera_id, stream, seq, size_bytes, sealed_wall_s, {times} FROM clip_index "
-                "UNION ALL SELECT clip_id, camera_id, stream, seq, size_bytes, NULL, NULL, NULL FROM clips "
-                "WHERE clip_id NOT IN (SELECT clip_id FROM clip_index)"
-            )
-            queued: dict[str, list[str]] = {}
-            for cid, dest in self._q.rows("SELECT clip_id, dest FROM deliveries ORDER BY dest"):
-                queued.setdefault(cid, []).append(dest)
-            placed: dict[str, list[Placement]] = {}
-            for cid, dest, delivered, vanished in self._q.rows(
-                "SELECT clip_id, dest, delivered_wall_s, vanished_wall_s FROM placements ORDER BY dest"
-            ):
-                placed.setdefault(cid, []).append(
-                    Placement(str(dest), float(delivered), None if vanished is None else float(vanished))
-                )
-
-        def opt(v: object) -> float | None:
-            return None if v is None else float(v)  # type: ignore[arg-type]
-
-        out = [
-            IndexedClip(
-                clip_id=str(cid), camera_id=str(cam), stream=str(stream), seq=int(seq), size_bytes=int(size),
-                sealed_wall_s=opt(sealed), start_wall_s=opt(start), end_wall_s=opt(end),
-                queued_for=tuple(queued.get(cid, ())), placements=tuple(placed.get(cid, ())),
-                quarantined=(self.quarantine_dir / (str(cid) + CLIP_SUFFIX)).exists(),
-            )
-            for cid, cam, stream, seq, size, sealed, start, end in rows
-        ]
-        out.sort(key=lambda c: (c.sealed_wall_s is not None, c.sealed_wall_s or 0.0, c.stream, c.seq))
-        return out
 
     # --- delivery --------------------------------------------------------------------
 
