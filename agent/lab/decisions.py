@@ -116,3 +116,16 @@ def output_frames(path: Path) -> Iterator[Image]:
     if not path.is_file():
         raise FixtureError(f"video {path} does not exist")
     yield from video_frames(path)
+
+
+def read_json_object(path: Path, missing: str) -> dict[str, Any]:
+    """A JSON file whose top level is an object; `missing` says what to do when it is absent."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FixtureError(f"{path} does not exist; {missing}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FixtureError(f"cannot read {path}: {e}") from None
+    if not isinstance(doc, dict):
+        raise FixtureError(f"{path}: top level must be an object")
+    return doc

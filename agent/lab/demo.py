@@ -7,14 +7,12 @@ opens a frame. Run as `python -m agent.lab.demo REPLAY_DIR [FILE ...]`.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-from agent.errors import AgentError, FixtureError
-from agent.lab.decisions import read_decisions
+from agent.errors import AgentError
+from agent.lab.decisions import read_decisions, read_json_object
 from agent.lab.replay import withhold_zone
 
 # What each withhold reason's last part means, in a homeowner's words.
@@ -28,23 +26,11 @@ WHY = {
 }
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FixtureError(f"{path} does not exist; run the replay and eval first") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FixtureError(f"cannot read {path}: {e}") from None
-    if not isinstance(doc, dict):
-        raise FixtureError(f"{path}: top level must be an object")
-    return doc
-
-
 def summarize(replay_dir: Path, files: list[str] | None = None) -> str:
     """The summary text for one replay directory (with `eval.json` in it)."""
     decisions = read_decisions(replay_dir)
-    summary = _read_json(replay_dir / "summary.json")
-    ev = _read_json(replay_dir / "eval.json")
+    summary = read_json_object(replay_dir / "summary.json", "run the replay and eval first")
+    ev = read_json_object(replay_dir / "eval.json", "run the replay and eval first")
     n = len(decisions)
     masked_by: Counter[str] = Counter()
     held_by: Counter[str] = Counter()

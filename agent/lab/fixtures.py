@@ -21,6 +21,7 @@ import numpy as np
 
 from agent.core.datatypes import Image
 from agent.errors import FixtureError
+from agent.lab.decisions import read_json_object
 from agent.lab.scenarios import (
     CAMERA_ID,
     FACE_MIN_VISIBLE,
@@ -341,14 +342,7 @@ def make_fixtures(root: Path, names: Sequence[str] | None = None, params: Params
 def load_truth(fixture_dir: Path) -> dict[str, Any]:
     """Read and sanity-check `truth.json` of a fixture directory."""
     path = fixture_dir / "truth.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FixtureError(f"{path} does not exist; is {fixture_dir} a fixture made by `fixtures make`?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FixtureError(f"cannot read ground truth {path}: {e}") from None
-    if not isinstance(doc, dict):
-        raise FixtureError(f"{path}: top level must be an object")
+    doc = read_json_object(path, f"is {fixture_dir} a fixture made by `fixtures make`?")
     for key in ("scenario", "fps", "frames", "zones", "per_frame"):
         if key not in doc:
             raise FixtureError(f"{path}: missing key {key!r}")
