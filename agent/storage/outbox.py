@@ -45,11 +45,9 @@ the caller gets a `SinkError`, never a raw database error, and the connection st
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -65,6 +63,7 @@ from agent.fsutil import fsync_dir
 from agent.storage import index, lock
 from agent.storage.index import CLIP_SUFFIX, INDEX_SCHEMA, IndexedClip
 from agent.storage.queue import SqliteQueue, backoff_s
+from agent.storage.reports import REPORTS_SCHEMA, hand_over, queue_report
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +96,8 @@ CREATE TABLE IF NOT EXISTS chain (
     clip_hash BLOB NOT NULL
 );
 """ + INDEX_SCHEMA + """
-CREATE TABLE IF NOT EXISTS reports (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    camera_id TEXT,
-    message TEXT NOT NULL,
-    details TEXT NOT NULL
-);
-"""
+""" + REPORTS_SCHEMA
 
-# One hand-over of reports at a time in this process: several outboxes (one per clip sink) share
-# the database, and a report must reach `on_event` once per hand-over.
-_reports_lock = threading.Lock()
 
 
 class Uploader(Protocol):
@@ -189,43 +178,9 @@ class Outbox:
         if self._on_event is not None:
             self._on_event(Event(kind, camera_id, message, self._clock.monotonic(), details))
 
-    @staticmethod
-    def _report(db: sqlite3.Connection, kind: str, camera_id: str | None, message: str, **details: Any) -> None:
-        """Queue an event about a clip inside the caller's transaction (handed on after commit)."""
-        db.execute(
-            "INSERT INTO reports(kind, camera_id, message, details) VALUES (?,?,?,?)",
-            (kind, camera_id, message, json.dumps(details, sort_keys=True)),
-        )
-
     def hand_over_reports(self) -> int:
-        """Give queued reports to `on_event`, oldest first, and forget them. Returns how many.
-
-        Without an `on_event` they wait for a process that has one (at least once: a report
-        handed over just before a crash may be handed over again).
-        """
-        if self._on_event is None:
-            return 0
-        n = 0
-        with _reports_lock:
-            try:
-                rows = self._q.rows("SELECT id, kind, camera_id, message, details FROM reports ORDER BY id")
-            except sqlite3.Error as e:
-                log.error("outbox: cannot read queued clip reports: %s", e)
-                return 0
-            for rid, kind, camera_id, message, details in rows:
-                try:
-                    fields = json.loads(details)
-                except ValueError:
-                    fields = {}
-                self._on_event(Event(str(kind), camera_id, str(message), self._clock.monotonic(), fields))
-                try:
-                    self._q.execute("DELETE FROM reports WHERE id=?", (rid,))
-                except sqlite3.Error as e:
-                    # It stays queued and is handed over again later: at least once.
-                    log.error("outbox: cannot clear a handed-over clip report: %s", e)
-                    break
-                n += 1
-        return n
+        """Give queued reports to `on_event` (see `agent.storage.reports`). Returns how many."""
+        return hand_over(self._q, self._on_event, self._clock)
 
     def _require_exclusive(self, what: str) -> None:
         # Recovery deletes files and every writer moves the chain: both need the data-dir lock.
@@ -302,7 +257,7 @@ class Outbox:
                 (clip_id, stream, info.header.seq, camera_id, info.size_bytes, self._clock.wall(),
                  start_wall_s, end_wall_s),
             )
-            self._report(db, "clip_sealed", camera_id, "encrypted clip queued for upload",
+            queue_report(db, "clip_sealed", camera_id, "encrypted clip queued for upload",
                          clip_id=clip_id, seq=info.header.seq, bytes=info.size_bytes, **details)
 
         try:
@@ -483,7 +438,7 @@ class Outbox:
                 "vanished_wall_s=NULL",
                 (clip_id, dest, obj, self._clock.wall()),
             )
-            self._report(db, "clip_uploaded", camera_id, f"clip uploaded to {dest}",
+            queue_report(db, "clip_uploaded", camera_id, f"clip uploaded to {dest}",
                          clip_id=clip_id, dest=dest, object=obj)
             return left
 
@@ -497,7 +452,7 @@ class Outbox:
         def record(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM deliveries WHERE clip_id=?", (clip_id,))
             db.execute("DELETE FROM clips WHERE clip_id=?", (clip_id,))
-            self._report(db, "clip_rejected", camera_id,
+            queue_report(db, "clip_rejected", camera_id,
                          "a clip failed verification before upload and was quarantined",
                          clip_id=clip_id, error=error[:200])
 
@@ -549,7 +504,7 @@ class Outbox:
                        camera_id: str | None, seq: int | None) -> None:
         db.execute("UPDATE placements SET vanished_wall_s=? WHERE clip_id=? AND dest=?",
                    (self._clock.wall(), clip_id, dest))
-        self._report(db, "clip_vanished", camera_id, f"a delivered clip is no longer at {dest}",
+        queue_report(db, "clip_vanished", camera_id, f"a delivered clip is no longer at {dest}",
                      clip_id=clip_id, dest=dest, object=obj, seq=seq)
 
     def close(self) -> None:

@@ -1,0 +1,62 @@
+"""What every source shares: frames as BGR uint8 arrays, the check of a file before opening it,
+and FFmpeg kept quiet (our errors say once, in our words, what went wrong)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from agent.core.datatypes import Image
+from agent.errors import FrameDecodeError, SourceError
+
+# FFmpeg's own log lines ("moov atom not found", "[rtsp @ 0x...] ...") would reach the terminal
+# before our `SourceError` says the same thing once, in our words. Every source module imports
+# this one, and every command imports a source module before running: this is the one place.
+# PyAV: no log callback at all (its default today; pinned, so an upgrade cannot turn it back on).
+# OpenCV's bundled FFmpeg reads OPENCV_FFMPEG_LOGLEVEL when it opens its first capture (-8 is
+# AV_LOG_QUIET); a value already in the environment wins, so a camera can still be debugged with
+# `OPENCV_FFMPEG_LOGLEVEL=24 privacy-agent run ...`.
+av.logging.set_level(None)
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
+# Reads in a row that yield no frame at all (unreadable container data or
+# packets the decoder rejects) before a file is given up as hopeless. Well
+# above what a damaged sector or a cut in transit costs (a few dozen packets),
+# and each failed read is cheap, so the bound only ends files that are
+# garbage from there on.
+MAX_FAILED_READS = 250
+
+
+def to_bgr(img: np.ndarray, what: str) -> Image:
+    if img is None or not isinstance(img, np.ndarray) or img.size == 0:
+        raise FrameDecodeError(f"{what}: empty image")
+    if img.dtype != np.uint8:
+        if img.dtype == np.uint16:
+            img = (img >> 8).astype(np.uint8)
+        else:
+            raise FrameDecodeError(f"{what}: unsupported pixel type {img.dtype}")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    raise FrameDecodeError(f"{what}: unsupported image shape {img.shape}")
+
+
+def check_file(spec: str) -> None:
+    p = Path(spec)
+    if not p.exists():
+        raise SourceError(f"source {spec}: file does not exist")
+    if p.is_dir():
+        raise SourceError(f"source {spec}: is a directory, expected a video file or an image glob")
+    if p.stat().st_size == 0:
+        raise SourceError(f"source {spec}: file is empty (0 bytes)")
+
