@@ -21,6 +21,8 @@ import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -73,16 +75,27 @@ def _created_dirs(out_dir: Path) -> list[Path]:
     return missing
 
 
-def _clean_failed(out_dir: Path, created: list[Path], existed: set[str]) -> None:
-    # Remove only what this replay wrote: a file that was there before it started stays.
-    for name in OUTPUT_FILES:
-        if name not in existed:
-            (out_dir / name).unlink(missing_ok=True)
-    for d in created:
+@contextmanager
+def _cleaned_up_on_failure(out_dir: Path) -> Iterator[None]:
+    """On any failure inside the block, remove only what this replay wrote: the output files that
+    were not there before it started, and the directories it created (while they are empty)."""
+    created = _created_dirs(out_dir)
+    existed = {name for name in OUTPUT_FILES if (out_dir / name).exists()}
+    try:
+        yield
+    except BaseException:
         try:
-            d.rmdir()  # only if empty: anything else in it was not ours to delete
-        except OSError:
-            break
+            for name in OUTPUT_FILES:
+                if name not in existed:
+                    (out_dir / name).unlink(missing_ok=True)
+            for d in created:
+                try:
+                    d.rmdir()  # only if empty: anything else in it was not ours to delete
+                except OSError:
+                    break
+        except OSError as e:
+            log.warning("could not clean up after the failed replay in %s: %s", out_dir, e)
+        raise
 
 
 def run_replay(
@@ -96,28 +109,12 @@ def run_replay(
     clock: Clock | None = None,
 ) -> dict[str, Any]:
     """Replay `source` into `out_dir` (see the module docstring); returns the summary."""
-    created = _created_dirs(out_dir)
-    existed = {name for name in OUTPUT_FILES if (out_dir / name).exists()}
-    try:
-        return _run_replay(source, loaded, camera_id, out_dir, progress=progress, mode=mode, clock=clock)
-    except BaseException:
-        try:
-            _clean_failed(out_dir, created, existed)
-        except OSError as e:
-            log.warning("could not clean up after the failed replay in %s: %s", out_dir, e)
-        raise
+    with _cleaned_up_on_failure(out_dir):
+        return _replay(source, loaded, camera_id, out_dir, progress, mode, clock)
 
 
-def _run_replay(
-    source: str,
-    loaded: LoadedConfig,
-    camera_id: str,
-    out_dir: Path,
-    *,
-    progress: bool = False,
-    mode: Mode | None = None,
-    clock: Clock | None = None,
-) -> dict[str, Any]:
+def _replay(source: str, loaded: LoadedConfig, camera_id: str, out_dir: Path, progress: bool,
+            mode: Mode | None, clock: Clock | None) -> dict[str, Any]:
     clock = clock or SystemClock()
     cam = loaded.config.camera(camera_id)
     try:
