@@ -264,9 +264,6 @@ def _bedroom_walk(p: Params) -> Scenario:
                     zones, frames)
 
 
-DEMO_SECONDS = 8.0
-
-
 def _demo(p: Params) -> Scenario:
     # Made for `scripts/demo` (8 s at 10 fps): every protection is seen at work
     # and most frames still come back. The timeline is in fractions of the clip,

@@ -103,8 +103,9 @@ CREATE TABLE IF NOT EXISTS chain (
 class Uploader(Protocol):
     """A destination. `put` must be idempotent and must gate (verify) the envelope first.
 
-    A destination may also offer `present(object_name) -> bool | None` (is a delivered clip still
-    there; None when it cannot tell right now), which lets the outbox notice vanished clips.
+    A destination may also offer `present(object_names) -> set[str] | None` (which delivered clips
+    are still there; None when it cannot tell right now), which lets the outbox notice vanished
+    clips.
     """
 
     name: str
@@ -488,7 +489,8 @@ class Outbox:
                     "LEFT JOIN clip_index i USING(clip_id) WHERE p.dest=? AND p.vanished_wall_s IS NULL",
                     (dest,),
                 )
-                gone = [r for r in rows if present(r[1]) is False]
+                still = present([r[1] for r in rows]) if rows else None
+                gone = [] if still is None else [r for r in rows if r[1] not in still]
                 for clip_id, obj, camera_id, seq in gone:
                     self._q.write(partial(self._mark_vanished, dest=dest, clip_id=clip_id, obj=obj,
                                           camera_id=camera_id, seq=seq))

@@ -27,7 +27,6 @@ import nacl.utils
 
 from agent.clock import Clock
 from agent.config import DirectorySinkConfig, LoadedConfig, S3SinkConfig, SinkConfig
-from agent.core.datatypes import Event
 from agent.core.events import EventCallback
 from agent.core.redact import RedactedFrame, require_redacted
 from agent.crypto.envelope import CLIP_ID_BYTES, ClipWriter, stream_id_for
@@ -129,12 +128,6 @@ class ClipSink:
         #: Frames inside clips committed to the outbox: what was actually stored.
         self.frames_stored = 0
         self._interrupted = False
-
-    # --- events --------------------------------------------------------------------
-
-    def _event(self, kind: str, message: str, **details: Any) -> None:
-        if self._on_event is not None:
-            self._on_event(Event(kind, self._camera_id, message, self._clock.monotonic(), details))
 
     # --- segments ------------------------------------------------------------------
 

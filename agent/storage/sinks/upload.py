@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -164,13 +165,13 @@ class DirectoryUploader:
         self.require_mount = require_mount
         self.name = name or f"directory:{self.root}"
 
-    def present(self, object_name: str) -> bool | None:
-        """Whether a delivered clip is still here; None while the directory cannot be checked."""
+    def present(self, object_names: Sequence[str]) -> set[str] | None:
+        """Which delivered clips are still here; None while the directory cannot be checked."""
         try:
-            check_sink_dir(self.root, self.require_mount)
+            check_sink_dir(self.root, self.require_mount)  # once for the whole batch
         except SinkError:
             return None  # unmounted or unmarked: says nothing about the clips on the NAS
-        return (self.root / _check_object_name(object_name)).is_file()
+        return {n for n in object_names if (self.root / _check_object_name(n)).is_file()}
 
     def put(self, object_name: str, path: Path) -> None:
         target = self.root / _check_object_name(object_name)
