@@ -27,7 +27,8 @@ class ExitCode(IntEnum):
     ERROR = 2
     #: A networked command got no answer in time; the hub may still act on what was sent.
     NO_ANSWER = 3
-    #: The hub refused an owner's decision (`owner approve` / `owner deny`).
+    #: The hub refused an owner's decision (`owner approve` / `owner deny`), or a mode change was
+    #: refused because the physical privacy switch is on.
     REFUSED = 4
     #: Another process holds the hub's data directory (`run`, `outbox flush`, `hub serve`).
     BUSY = 5
@@ -84,6 +85,27 @@ class SinkError(AgentError):
     """A sink cannot store or upload redacted output (unwritable dir, full disk, ...)."""
 
 
+class OutputExists(AgentError):
+    """An output file is there already and the command was not told to replace it (`--force`):
+    decrypted video is never written over a file by surprise."""
+
+
+class PrivacySwitchOn(AgentError):
+    """A mode other than privacy was asked for while the physical privacy switch is on.
+
+    The switch wins over every other source of mode (the CLI, MQTT, the schedule); the request
+    is refused rather than stored for later, and the message says so."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class JsonLimitError(AgentError, ValueError):
+    """Untrusted JSON is larger or nested deeper than its limit (`agent.jsonlimits`).
+
+    Also a ValueError, so a parser that already turns `json.JSONDecodeError` into its own
+    error catches it unchanged."""
+
+
 class DataDirBusy(AgentError):
     """Another process holds the data directory's lock; the message names it."""
 
@@ -110,6 +132,13 @@ class CryptoError(AgentError):
 
 class AccessError(AgentError):
     """An access request, challenge or approval was refused."""
+
+
+class AccessStateError(AccessError):
+    """The hub's access counters are missing or unreadable: refuse to start rather than let old
+    decisions replay."""
+
+    exit_code = ExitCode.REFUSED
 
 
 class MqttError(AgentError):

@@ -9,17 +9,20 @@ All hub topics live under one prefix (config `mqtt.topic_prefix`, default
 | topic                                    | dir   | retained | QoS | payload                         |
 |------------------------------------------|-------|----------|-----|---------------------------------|
 | P/available                              | hub → | yes      | 1   | `online` / `offline` (last will)|
-| P/camera/<cam>/state                     | hub → | yes      | 1   | `clear` / `masked` / `withheld` |
+| P/camera/<cam>/state                     | hub → | yes      | 1   | signed `camera_state` (hub)     |
 | P/camera/<cam>/counters                  | hub → | yes      | 1   | JSON counters                   |
 | P/events                                 | hub → | no       | 1   | JSON event from the outbox      |
-| P/mode/state                             | hub → | yes      | 1   | `home` / `away` / `privacy`     |
+| P/mode/state                             | hub → | yes      | 1   | signed `mode_state` (hub)       |
 | P/mode/set                               | → hub | no       | 1   | signed `mode_set` (owner device)|
+| P/mode/result/<device key id>            | hub → | no       | 1   | signed `mode_result` (hub)      |
 | P/access/request/<request_id>            | → hub | no       | 1   | signed `request` (requester)    |
 | P/access/challenge/<challenge_id>        | hub → | yes*     | 1   | signed `challenge` (hub)        |
 | P/access/decision/<challenge_id>         | → hub | no       | 1   | signed `decision` (owner device)|
 | P/access/grant/<request_id>              | hub → | no       | 1   | signed `grant` or `denial` (hub)|
 | P/access/status/<request_id>             | hub → | no       | 1   | signed `status` (hub): refusals |
-| P/audit/checkpoint                       | hub → | yes      | 1   | signed `checkpoint` (hub)       |
+| P/audit/checkpoint                       | hub → | yes      | 1   | C2SP signed-note checkpoint     |
+| P/audit/proof/request                    | → hub | no       | 1   | `{"from","to","nonce"}` (owner) |
+| P/audit/proof/<nonce>                    | hub → | no       | 1   | consistency proof (JSON)        |
 | P/ha/access_event                        | hub → | no       | 1   | `{"event_type": ...}` for HA    |
 | homeassistant/device/<node>/config       | hub → | yes      | 1   | HA device discovery             |
 | homeassistant/status                     | → hub | -        | 1   | `online` when HA restarts       |
@@ -32,7 +35,8 @@ Invariants:
   checked: no `+`, `#`, `/` or NUL, so a crafted id cannot widen a filter
   or address another topic.
 - No topic ever carries images, plaintext video or secret keys. Wrapped clip
-  keys (sealed to one requester) appear only inside signed grants.
+  keys appear only sealed: to the hub's box key inside decisions, to one
+  requester inside signed grants.
 """
 
 from __future__ import annotations
@@ -103,6 +107,9 @@ class Topics:
     def mode_set(self) -> str:
         return f"{self.prefix}/mode/set"
 
+    def mode_result(self, device_key_id: str) -> str:
+        return f"{self.prefix}/mode/result/{check_level(device_key_id, 'device key id')}"
+
     # --- access flow -------------------------------------------------------
     def access_request(self, request_id: str) -> str:
         return f"{self.prefix}/access/request/{check_level(request_id, 'request id')}"
@@ -143,6 +150,13 @@ class Topics:
     @property
     def audit_checkpoint(self) -> str:
         return f"{self.prefix}/audit/checkpoint"
+
+    @property
+    def audit_proof_request(self) -> str:
+        return f"{self.prefix}/audit/proof/request"
+
+    def audit_proof(self, nonce: str) -> str:
+        return f"{self.prefix}/audit/proof/{check_level(nonce, 'proof nonce')}"
 
     # --- Home Assistant ----------------------------------------------------
     @property

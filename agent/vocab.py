@@ -49,3 +49,8 @@ class Mode(StrEnum):
     HOME = "home"
     AWAY = "away"
     PRIVACY = "privacy"
+
+
+#: Who may ask for access to clips. The owners give a requester its role when they enroll it in
+#: the roster; a request's own claim is only shown, labelled unverified.
+REQUESTER_ROLES: tuple[str, ...] = ("vendor", "contractor", "police", "household")

@@ -6,8 +6,9 @@ Measures, in one run, through the real hub service (signature checks, audit log 
 retained challenge) and real clients:
 - request -> challenge: a requester publishes a signed request; time until an owner device
   subscribed to challenges receives the hub's signed challenge. Target < 100 ms.
-- approval -> grant: the owner publishes a signed approval; time until the requester receives
-  the hub's signed grant. Target < 100 ms.
+- approval -> grant: the owner publishes a signed approval carrying one clip key (re-wrapped to
+  the requester and sealed to the hub's box key for release); time until the requester receives
+  the hub's signed grant (clip index lookup, release, audit with fsync). Target < 100 ms.
 - sustained events/s: events committed to the durable outbox (SQLite) and delivered at QoS 1 to
   a subscriber, end to end; plus the rate of `put` alone.
 """
@@ -32,7 +33,9 @@ from mosquitto import USERS, Broker  # noqa: E402
 
 from agent import access as A  # noqa: E402
 from agent.access.audit import AuditLog  # noqa: E402
-from agent.crypto.keys import DeviceIdentity, HubIdentity, RosterEntry, sign_roster  # noqa: E402
+from agent.access.state import init_state  # noqa: E402
+from agent.crypto.envelope import seal, unwrap_key, wrap_key  # noqa: E402
+from agent.crypto.keys import DeviceIdentity, HubIdentity, RequesterEntry, RosterEntry, sign_roster  # noqa: E402
 from agent.mqtt.client import Message, MqttClient  # noqa: E402
 from agent.mqtt.hub import HubAccessService  # noqa: E402
 from agent.mqtt.outbox import Deduper, Outbox  # noqa: E402
@@ -74,12 +77,21 @@ def bench_access(b: Broker, work: Path, rounds: int) -> tuple[list[float], list[
     hub = HubIdentity.generate()
     alice = DeviceIdentity.generate("alice")
     plumber = DeviceIdentity.generate("plumber")
-    roster = sign_roster(alice, 1, [RosterEntry(alice.public, "owner")], hub_key_id=hub.key_id)
+    roster = sign_roster(alice, 1, [RosterEntry(alice.public, "owner")], hub_key_id=hub.key_id,
+                         requesters=[RequesterEntry(plumber.public, "contractor")])
+    init_state(work)
+    now_ms = int(time.time() * 1000)
+    _, clip_info = seal(b"\x00" * 4096, {"camera_id": "porch"}, hub, [alice.public], bytes(16))
+    meta = A.ClipMeta(clip_info.clip_id_hex, "porch", now_ms - 600_000, now_ms - 570_000)
+    clip_key = unwrap_key(alice, clip_info.header)
     hub_client = _client(b, "hub", "bench-hub", availability=True)
     svc: list[HubAccessService] = []
     audit = AuditLog(work / "audit", hub=hub, on_checkpoint=lambda cp: svc[0].publish_checkpoint(cp) if svc else None)
-    service = HubAccessService(hub_client, hub, lambda: roster, audit, work / "state",
-                               policy=A.AccessPolicy(max_pending=1000), known_cameras=frozenset({"porch"}))
+    service = HubAccessService(hub_client, hub, lambda: roster, audit, work / "mqtt",
+                               policy=A.AccessPolicy(max_pending=1000, max_pending_per_requester=1000,
+                                                     max_pending_per_role=1000),
+                               known_cameras=frozenset({"porch"}),
+                               clip_lookup=lambda ids: {c: meta for c in ids if c == meta.clip})
     svc.append(service)
     service.start()
     owner = _client(b, "owner", "bench-owner")
@@ -103,8 +115,7 @@ def bench_access(b: Broker, work: Path, rounds: int) -> tuple[list[float], list[
     requester.subscribe(t.access_grant_filter, on_grant)
     r2c: list[float] = []
     a2g: list[float] = []
-    now_ms = int(time.time() * 1000)
-    scope = A.Scope.make(["porch"], [], now_ms - 3_600_000, now_ms)
+    scope = A.Scope.make(["porch"], [meta.clip], now_ms - 3_600_000, now_ms)
     for i in range(rounds):
         rid = os.urandom(16)
         req = A.make_request(plumber, hub.key_id, rid, "contractor", scope, "bench", "", now_ms)
@@ -113,7 +124,8 @@ def bench_access(b: Broker, work: Path, rounds: int) -> tuple[list[float], list[
         t1 = challenges.wait(rid.hex())
         r2c.append((t1 - t0) * 1000)
         ch = latest[rid.hex()]
-        d = A.make_decision(alice, ch, "approve", i + 1, 1, now_ms)
+        inner = A.WrappedKey(meta.clip, wrap_key(plumber.public, clip_info.header.clip_id, clip_key).sealed)
+        d = A.make_decision(alice, ch, "approve", i + 1, 1, now_ms, scope, A.release_keys(ch, (inner,)))
         t2 = time.perf_counter()
         owner.publish(t.access_decision(ch.challenge_id), d)
         t3 = grants.wait(rid.hex())
@@ -157,6 +169,25 @@ def bench_events(b: Broker, work: Path, n: int) -> tuple[float, float]:
     return n / t_put, n / t_all
 
 
+def bench_baseline(b: Broker, rounds: int) -> list[float]:
+    """Baseline from the same run: a bare publish -> subscriber round on the same broker (TLS, ACL),
+    no signatures, no hub, no audit. The access figures minus this is the hub's own cost."""
+    sender = _client(b, "hub", "bench-base-pub")
+    receiver = _client(b, "owner", "bench-base-sub")
+    t = Topics(PREFIX)
+    got = Waiter()
+    receiver.subscribe(f"{t.prefix}/bench/+", lambda m: got.mark(m.topic.rsplit("/", 1)[-1]))
+    receiver.sync()
+    out = []
+    for i in range(rounds):
+        t0 = time.perf_counter()
+        sender.publish(f"{t.prefix}/bench/{i}", b"x" * 512)
+        out.append((got.wait(str(i)) - t0) * 1000)
+    sender.stop()
+    receiver.stop()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=50)
@@ -168,8 +199,11 @@ def main() -> int:
             # warm-up round (TLS session, imports) not counted
             bench_access(b, work / "warm", 3)
             r2c, a2g = bench_access(b, work / "run", args.rounds)
+            base = bench_baseline(b, args.rounds)
             put_rate, e2e_rate = bench_events(b, work, args.events)
     print(f"loopback Mosquitto with TLS, {args.rounds} access flows, {args.events} events")
+    print(f"  {'baseline: bare publish':22s} median {statistics.median(base):6.1f} ms   p95 {pct(base, 0.95):6.1f} ms"
+          f"   max {max(base):6.1f} ms   (same broker, no hub)")
     for name, xs in (("request -> challenge", r2c), ("approval -> grant", a2g)):
         verdict = "OK" if pct(xs, 0.95) < 100 else "OVER TARGET"
         print(f"  {name:22s} median {statistics.median(xs):6.1f} ms   p95 {pct(xs, 0.95):6.1f} ms   "

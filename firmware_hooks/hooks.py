@@ -4,8 +4,11 @@
   privacy (a model or key missing, a source unreadable). Firmware shows a fault LED; the
   agent still starts and withholds what it cannot protect.
 - `privacy-switch on|off --config FILE`: the physical privacy switch. `on` forces `privacy`
-  mode (every frame of every camera withheld) through the same runtime override as
-  `privacy-agent mode set`; `off` hands the mode back to the schedule.
+  mode (every frame of every camera withheld). The switch has its own state file
+  (`DATA/state/privacy-switch.json`, see `agent.core.modes`), apart from the override that
+  `privacy-agent mode set` and MQTT write, and it wins over both and over the schedule: while it
+  is on, every request for another mode is refused. `off` hands the mode back to whatever
+  override or schedule applies.
 - `watch-switch --config FILE --gpio-value PATH`: follow a GPIO line and apply it as the
   privacy switch. The line is read through `GpioLine`; on a hub that is a sysfs/character
   device value file, in tests a stand-in behind the same interface.
@@ -24,8 +27,9 @@ from typing import Protocol
 
 from agent.clock import Clock, SystemClock
 from agent.config import load_config
-from agent.core.modes import write_override
+from agent.core.modes import write_switch
 from agent.errors import AgentError, ExitCode
+from agent.fsutil import private_umask
 from agent.vocab import Mode
 
 log = logging.getLogger(__name__)
@@ -51,9 +55,9 @@ class SysfsGpioLine:
 
 
 def apply_switch(data_dir: Path, privacy_on: bool, clock: Clock) -> Mode | None:
-    mode = Mode.PRIVACY if privacy_on else None
-    write_override(data_dir, mode, "privacy-switch", clock.wall())
-    return mode
+    """Record the switch position. Returns the mode it forces (privacy), or None when off."""
+    write_switch(data_dir, privacy_on, clock.wall())
+    return Mode.PRIVACY if privacy_on else None
 
 
 def watch(line: GpioLine, data_dir: Path, clock: Clock, *, poll_s: float = 0.2,
@@ -71,7 +75,8 @@ def watch(line: GpioLine, data_dir: Path, clock: Clock, *, poll_s: float = 0.2,
             state = True
         if state != last:
             apply_switch(data_dir, state, clock)
-            log.warning("privacy switch %s", "ON: every camera withheld" if state else "off: schedule decides")
+            log.warning("privacy switch %s",
+                        "ON: every camera withheld" if state else "off: the override or the schedule decides")
             last = state
             changes += 1
         clock.sleep(poll_s)
@@ -93,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     w.add_argument("--active-low", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # umask 077, as in `privacy-agent`: the switch writes the mode state into the data dir (and may
+    # create it), which is for the agent's user alone.
+    with private_umask():
+        return _run_hook(args)
+
+
+def _run_hook(args: argparse.Namespace) -> int:
     try:
         if args.hook == "boot-check":
             from agent.cli.main import main as cli_main

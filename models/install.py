@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO
 
 from agent.errors import ExitCode, ModelError
-from agent.fsutil import sha256_file
+from agent.fsutil import make_dirs, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,8 @@ def model_path(name: str, *, cache: str | Path | None = None,
 
 def _copy_verified(entry: ManifestEntry, src: IO[bytes], dest_dir: Path, origin: str) -> Path:
     """Stream `src` into the cache under a temporary name, verify, then atomically rename."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    # 0755 like the files' 0644 below, also under the CLI's umask 077: weights are public.
+    make_dirs(dest_dir, 0o755)
     dest = dest_dir / entry.file
     fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.file}.", suffix=".part", dir=dest_dir)
     tmp = Path(tmp_name)

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# First, before pytest collects a test module that imports onnxruntime itself (e.g.
+# test_detect_centerface.py): importing `agent` forces ORT_DISABLE_TELEMETRY=1, so running the
+# tests leaves no ONNX Runtime device id in the developer's HOME either.
+import agent  # noqa: F401
+
 # --- generated fixtures with ground truth (agent.lab.fixtures) --------------------
 # Used by test_fixtures.py, test_eval.py and test_canary.py. Scenarios are
 # rendered lazily, once per session, at a small size so the suite stays fast.

@@ -56,11 +56,13 @@ topic write homeassistant/device/#
 topic read homeassistant/status
 
 # Owner devices read everything of the hub and may publish only signed
-# decisions and signed mode changes (the hub checks the signatures too).
+# decisions and signed mode changes (the hub checks the signatures too),
+# and ask for audit consistency proofs.
 user owner
 topic read {p}/#
 topic write {p}/access/decision/#
 topic write {p}/mode/set
+topic write {p}/audit/proof/request
 
 # Requesters may publish requests and read grants and denials.
 user requester

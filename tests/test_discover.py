@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import stat
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from detect_support import BATHROOM_SINK, BEDROOM_1, det, model_cache
 
-from agent.analysis.discover import group_detections
+from agent.analysis.discover import discover, group_detections, render_preview, with_proposals
 from agent.cli.homeowner import add_discover_parser
 from agent.config import load_config
 from agent.config.edit import merge_into_config
+from agent.core.datatypes import Frame
+from agent.core.policy import CameraPolicy, camera_policy, decide_zones_only
+from agent.core.redact import apply
+from agent.core.zones import zone_mask
 from agent.errors import AgentError, ConfigError
 from agent.lab.shared_data import shared_file
+from agent.media.preview import redacted_view
+from agent.vocab import Mode
 
 # Quoted scalars, a blank line and comments in several places: `--apply` must give them all back as written.
 CONFIG = """\
@@ -79,6 +87,36 @@ def test_discover_writes_snippet_and_preview(house: Path, capsys: pytest.Capture
     assert img is not None and img.shape == (483, 640, 3)
     assert "proposed zone 'bed'" in capsys.readouterr().out
     assert house.read_text() == before  # not applied without --apply
+
+
+def test_discover_preview_is_the_frame_as_it_leaves_the_hub(house: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = house.parent / "out"
+    assert _run("--config", str(house), "--camera", "bedroom", "--out-dir", str(out), "--mode", "home") == 0
+    for f in ("zones-bedroom.png", "zones-bedroom.yaml"):
+        assert stat.S_IMODE((out / f).stat().st_mode) == 0o600, f
+    printed = capsys.readouterr().out
+    assert "the picture shows the frame as it leaves the hub in mode home" in printed
+    png = cv2.imread(str(out / "zones-bedroom.png"))
+    # The same sampling again, and what the pipeline would send with the proposals applied.
+    loaded = load_config(house)
+    proposals, skipped, first, action, existing = discover(loaded, "bedroom", None, 8, None)
+    assert [p.name for p in proposals] == ["bed"] and action == "mask"
+    policy = with_proposals(camera_policy(loaded, loaded.config.camera("bedroom")), proposals, action)
+    raw = first.copy()
+    frame = Frame("bedroom", 0, 0.0, 0.0, raw.copy())
+    released = apply(frame, decide_zones_only(policy, frame, Mode.HOME))
+    assert png is not None and released is not None and png.shape == raw.shape
+    h, w = raw.shape[:2]
+    # Pixels no outline or label covers: drawing over all-0 and all-255 frames, a drawn pixel equals neither.
+    blank = [render_preview(redacted_view(np.full_like(raw, v), CameraPolicy("bedroom"), Mode.HOME),
+                            proposals, skipped, existing) for v in (0, 255)]
+    free = (blank[0] == 0).all(axis=2) & (blank[1] == 255).all(axis=2)
+    for z in policy.zones:  # the window (in the config) and the proposed bed, both mask zones
+        inside = zone_mask(z.points, w, h) > 0
+        seen = inside & free
+        assert seen.sum() > 0.5 * inside.sum(), z.name
+        assert (png[seen] == released.image[seen]).all(), z.name  # exactly what redaction outputs
+        assert (png[seen] == 0).all() and raw[seen].std() > 20, z.name  # solid: the photo is gone
 
 
 def test_apply_merges_keeping_comments_and_is_idempotent(house: Path, capsys: pytest.CaptureFixture[str]) -> None:

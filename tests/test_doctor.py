@@ -39,3 +39,38 @@ def test_doctor_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     cfg.write_text("cameras: [{id: cam, source: x.mp4, colour: red}]\n")
     assert main(["doctor", "--config", str(cfg)]) == 1
     assert "unknown key 'colour'" in capsys.readouterr().out
+
+
+def test_doctor_says_telemetry_is_off_and_no_device_id_is_left(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    main(["doctor"])
+    out = capsys.readouterr().out
+    assert "[ok  ] onnxruntime telemetry" in out and "ORT_DISABLE_TELEMETRY=1" in out and "no device id" in out
+    assert "onnxruntime device id" not in out
+
+
+@pytest.mark.parametrize("base", ["home", "xdg"])
+def test_doctor_reports_a_device_id_left_by_an_earlier_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch, base: str) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cache = tmp_path / "home" / ".cache" if base == "home" else tmp_path / "xdg"
+    left = cache / "Microsoft" / "DeveloperTools" / ".onnxruntime"
+    left.mkdir(parents=True)
+    (left / "deviceid").write_text("0b8f6c2e-0000-4000-8000-000000000000")
+    main(["doctor"])
+    out = capsys.readouterr().out
+    assert "[WARN] onnxruntime device id" in out and str(left) in out and "deviceid" in out
+    assert f"fix: delete it: rm -rf '{left}'" in out
+    assert "[ok  ] onnxruntime telemetry" in out and "no device id" not in out
+
+
+def test_doctor_fails_when_telemetry_is_not_disabled(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "0")  # what a wrapper resetting it would leave
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] onnxruntime telemetry" in out and "is '0'" in out and "send telemetry to Microsoft" in out

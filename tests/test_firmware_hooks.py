@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
+from agent.cli.main import main as cli_main
 from agent.clock import FakeClock
 from agent.config import ModesConfig
-from agent.core.modes import ModeController
+from agent.core.modes import (
+    ModeController,
+    read_override,
+    switch_engaged,
+    switch_file,
+    write_override,
+)
+from agent.errors import ExitCode, PrivacySwitchOn
 from agent.vocab import Mode
 from firmware_hooks.hooks import SysfsGpioLine, main, watch
 
@@ -67,3 +78,46 @@ def test_sysfs_line(tmp_path: Path) -> None:
 
 def test_boot_check_reports_problems(tmp_path: Path) -> None:
     assert main(["boot-check", "--config", str(config(tmp_path))]) == 1  # x.mp4 does not exist
+
+
+def test_switch_wins_over_cli_mqtt_and_schedule_until_turned_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path)
+    data = tmp_path / "data"
+    clock = FakeClock()
+    assert cli_main(["mode", "set", "away", "--config", str(cfg)]) == 0
+    assert main(["privacy-switch", "on", "--config", str(cfg)]) == 0
+    assert switch_file(data).exists() and read_override(data) is Mode.AWAY  # separate files
+    assert ModeController(ModesConfig(), data, clock).current() is Mode.PRIVACY
+    capsys.readouterr()
+    # The CLI is refused, says why, and exits REFUSED.
+    assert cli_main(["mode", "set", "home", "--config", str(cfg)]) == ExitCode.REFUSED
+    err = capsys.readouterr().err
+    assert "privacy switch is on" in err and "Traceback" not in err
+    assert cli_main(["mode", "set", "auto", "--config", str(cfg)]) == ExitCode.REFUSED
+    # What the MQTT hub calls for an owner-signed mode change raises the same typed error.
+    with pytest.raises(PrivacySwitchOn):
+        write_override(data, Mode.HOME, "owner device 0123456789abcdef", clock.wall())
+    capsys.readouterr()
+    assert cli_main(["mode", "get", "--config", str(cfg)]) == 0
+    out = capsys.readouterr()
+    got = json.loads(out.out.splitlines()[-1])
+    assert got == {"mode": "privacy", "override": "away", "privacy_switch": True}
+    assert "privacy switch is on" in out.err
+    # Off: the override that was there before applies again.
+    assert main(["privacy-switch", "off", "--config", str(cfg)]) == 0
+    assert ModeController(ModesConfig(), data, clock).current() is Mode.AWAY
+    assert cli_main(["mode", "set", "home", "--config", str(cfg)]) == 0
+
+
+def test_watch_writes_the_switch_file_not_the_override(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    clock = FakeClock()
+    write_override(data, Mode.AWAY, "cli", clock.wall())
+    assert watch(ScriptedLine([True]), data, clock, poll_s=1.0, max_polls=2) == 1
+    assert switch_engaged(data) and read_override(data) is Mode.AWAY
+    assert ModeController(ModesConfig(), data, clock).current() is Mode.PRIVACY
+    assert watch(ScriptedLine([False]), data, clock, poll_s=1.0, max_polls=1) == 1
+    assert not switch_engaged(data)
+    assert ModeController(ModesConfig(), data, clock).current() is Mode.AWAY

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import stat
 from pathlib import Path
+
+import pytest
 
 from agent.clock import FakeClock
 from agent.config import ModesConfig, ScheduleEntry
-from agent.core.modes import ModeController, scheduled_mode, state_file, write_override
+from agent.core.modes import (
+    ModeController,
+    read_override,
+    read_switch,
+    scheduled_mode,
+    state_file,
+    switch_engaged,
+    switch_file,
+    write_override,
+    write_switch,
+)
+from agent.errors import AgentError, ExitCode, PrivacySwitchOn
 from agent.vocab import Mode
 
 CFG = ModesConfig(
@@ -61,3 +76,86 @@ def test_mode_changes_are_reported_once_each(tmp_path: Path) -> None:
     mc.set(Mode.AWAY, by="test")
     mc.current()
     assert seen == [(Mode.HOME, "schedule"), (Mode.AWAY, "override")]
+
+
+# --- the physical privacy switch wins -------------------------------------------------------
+
+ALWAYS_HOME = ModesConfig(default=Mode.HOME, schedule=[
+    ScheduleEntry(mode=Mode.HOME, days=["mon", "tue", "wed", "thu", "fri", "sat", "sun"], start="00:00", end="23:59"),
+])
+
+
+def test_switch_wins_over_override_and_schedule_and_off_restores_them(tmp_path: Path) -> None:
+    clock = FakeClock()
+    write_override(tmp_path, Mode.AWAY, "cli", clock.wall())
+    seen: list[tuple[Mode, str]] = []
+    mc = ModeController(ALWAYS_HOME, tmp_path, clock, on_change=lambda m, why: seen.append((m, why)))
+    assert mc.current() is Mode.AWAY
+    write_switch(tmp_path, True, clock.wall())
+    assert stat.S_IMODE(switch_file(tmp_path).stat().st_mode) == 0o600
+    assert switch_engaged(tmp_path) is True
+    clock.advance(1.0)
+    assert mc.current() is Mode.PRIVACY
+    assert read_override(tmp_path) is Mode.AWAY  # the override is kept, not overwritten by the switch
+    write_switch(tmp_path, False, clock.wall())
+    clock.advance(1.0)
+    assert mc.current() is Mode.AWAY  # back to the override
+    write_override(tmp_path, None, "cli", clock.wall())
+    clock.advance(1.0)
+    assert mc.current() is Mode.HOME  # and with no override, to the schedule
+    assert seen == [(Mode.AWAY, "override"), (Mode.PRIVACY, "privacy-switch"), (Mode.AWAY, "override"),
+                    (Mode.HOME, "schedule")]
+
+
+def test_no_other_source_takes_the_hub_out_of_privacy_while_the_switch_is_on(tmp_path: Path) -> None:
+    clock = FakeClock()
+    write_switch(tmp_path, True, clock.wall())
+    mc = ModeController(ALWAYS_HOME, tmp_path, clock)
+    assert mc.current() is Mode.PRIVACY  # the schedule says home
+    for mode in (Mode.HOME, Mode.AWAY, None):
+        with pytest.raises(PrivacySwitchOn, match="privacy switch is on") as e:
+            write_override(tmp_path, mode, "owner device abc", clock.wall())  # what MQTT calls
+        assert e.value.exit_code == ExitCode.REFUSED
+        with pytest.raises(PrivacySwitchOn):
+            mc.set(mode, by="local")
+    assert not state_file(tmp_path).exists()  # a refused change is not kept for later
+    write_override(tmp_path, Mode.PRIVACY, "cli", clock.wall())  # privacy itself stays allowed
+    clock.advance(1.0)
+    assert mc.current() is Mode.PRIVACY
+    # Even an override written behind write_override's back does not win.
+    state_file(tmp_path).write_text('{"mode": "home"}')
+    clock.advance(1.0)
+    assert mc.current() is Mode.PRIVACY
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"engaged": "no"}', "[]", '{"engaged": 0}', "[" * 5000])
+def test_unreadable_switch_state_means_privacy(tmp_path: Path, content: str) -> None:
+    f = switch_file(tmp_path)
+    f.parent.mkdir(parents=True)
+    f.write_text(content)
+    assert switch_engaged(tmp_path) is True
+    assert ModeController(ALWAYS_HOME, tmp_path, FakeClock()).current() is Mode.PRIVACY
+    with pytest.raises(PrivacySwitchOn):
+        write_override(tmp_path, Mode.HOME, "cli", 0.0)
+    with pytest.raises(AgentError):
+        read_switch(tmp_path)  # `mode get` reports it
+
+
+def test_no_switch_file_means_off(tmp_path: Path) -> None:
+    assert switch_engaged(tmp_path) is False
+    write_switch(tmp_path, False, 0.0)
+    assert switch_engaged(tmp_path) is False
+    write_override(tmp_path, Mode.HOME, "cli", 0.0)
+
+
+def test_switch_off_clears_an_override_the_old_switch_wrote(tmp_path: Path) -> None:
+    # Before the switch had its own file it wrote the override; a hub upgraded with the switch
+    # on must not stay in privacy once it is turned off.
+    f = state_file(tmp_path)
+    f.parent.mkdir(parents=True)
+    f.write_text(json.dumps({"mode": "privacy", "by": "privacy-switch", "set_at_wall_s": 1.0}))
+    write_switch(tmp_path, False, 2.0)
+    assert read_override(tmp_path) is None
+    write_override(tmp_path, Mode.PRIVACY, "cli", 3.0)  # somebody else's override is left alone
+    write_switch(tmp_path, False, 4.0)
+    assert read_override(tmp_path) is Mode.PRIVACY

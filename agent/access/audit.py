@@ -9,19 +9,20 @@ Format (docs/access-protocol.md, "Audit log"):
   `{"fields","hash","kind","prev","seq","wall_ms"}`. `seq` starts at 1; `prev` is the previous
   entry's `hash` (64 zero hex digits for the first); `hash` is
   BLAKE2b-256(person="epa1-audit-entry", canonical_json(entry without "hash")).
-- A checkpoint `{"format":"epa1-audit-checkpoint","head","hub","size","wall_ms"}` names the
-  number of entries and the hash of the last one. The hub signs
-  `b"epa/v1/audit-checkpoint\\0" || canonical_json(body)` with its Ed25519 key (its own domain,
-  so no other signed message can pass as a checkpoint) and publishes it retained on
-  `P/audit/checkpoint`. The latest is also kept in `DATA/audit/checkpoint.json`.
+- The log is also a Merkle tree (RFC 6962 hashing over the entry lines, `agent.access.merkle`).
+  A checkpoint is the hub's signed note in the C2SP tlog-checkpoint format (origin, size, root,
+  `agent.access.checkpoint`), written after every append to `DATA/audit/checkpoint`, re-signed
+  periodically (freshness), and published retained on `P/audit/checkpoint`.
 
 What verification catches, and against what:
 - an edited entry (its hash no longer matches), a removed or reordered entry (`seq` or `prev`
   breaks), a torn or garbage line: from the log alone;
-- truncation, or a rewritten history re-chained from some point on: only against a checkpoint
-  somebody else pinned (an owner device, `privacy-agent audit pin`), because whoever holds the
-  hub key can re-sign a shortened or rewritten log. The pin file keeps every checkpoint pinned,
-  and a pin never goes backwards (a retained message from the broker is untrusted).
+- an edited log re-chained and re-hashed: against the hub's signed checkpoint (verification
+  requires one: an unsigned log proves nothing);
+- truncation, or a rewritten history re-signed with the hub key: only against a checkpoint
+  somebody else pinned (an owner device, `privacy-agent audit pin`). Each new pin must come with
+  a consistency proof that it extends the last one, so a fork is reported as a fork, and a pin
+  never goes backwards (a retained message from the broker is untrusted).
 
 Invariants: entries are never rewritten in place (the file is opened O_APPEND; the only repair
 is dropping a torn final line without a newline, which is reported and itself logged as
@@ -35,26 +36,27 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nacl.encoding
-import nacl.exceptions
 import nacl.hash
 
+from agent.access import merkle
+from agent.access.checkpoint import Checkpoint
 from agent.clock import Clock, SystemClock
-from agent.crypto.keys import HubIdentity, HubPublic, b64url_decode, b64url_encode, canonical_json
-from agent.errors import AuditError, InvalidKey
+from agent.crypto.keys import HubIdentity, HubPublic, canonical_json
+from agent.errors import AuditError
 from agent.fsutil import atomic_write
+from agent.jsonlimits import loads_bounded
 
 log = logging.getLogger(__name__)
 
 AUDIT_DIRNAME = "audit"
 LOG_FILE = "log.jsonl"
-CHECKPOINT_FILE = "checkpoint.json"
-CHECKPOINT_FORMAT = "epa1-audit-checkpoint"
-CHECKPOINT_SIG_DOMAIN = b"epa/v1/audit-checkpoint\x00"
+#: The hub's latest signed checkpoint (a C2SP note, not JSON).
+CHECKPOINT_FILE = "checkpoint"
 ENTRY_PERSON = b"epa1-audit-entry"
 ZERO_HASH_HEX = "0" * 64
 
@@ -79,6 +81,11 @@ KINDS: frozenset[str] = frozenset(
         "audit_repair",
         "events_lost",
         "clip_vanished",
+        # The first clip of a camera's clip chain: a chain whose recorded head is missing from
+        # the clips an owner holds had its first clips deleted.
+        "clip_stream_start",
+        # The per-device counter state was lost and reset (with a floor): owners should know.
+        "access_state_reset",
     }
 )
 
@@ -111,68 +118,6 @@ class AuditEntry:
         ) + b"\n"
 
 
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """A hub-signed statement: the log had `size` entries and the last one hashed to `head`."""
-
-    hub: str
-    size: int
-    head: str
-    wall_ms: int
-    signature: bytes = field(repr=False)
-
-    def body(self) -> dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, "hub": self.hub, "size": self.size, "head": self.head,
-                "wall_ms": self.wall_ms}
-
-    def encode(self) -> bytes:
-        return canonical_json({"checkpoint": self.body(), "signature": b64url_encode(self.signature)})
-
-    @staticmethod
-    def sign(hub: HubIdentity, size: int, head: str, wall_ms: int) -> Checkpoint:
-        unsigned = Checkpoint(hub.key_id, size, head, wall_ms, b"")
-        sig = hub.signing_key.sign(CHECKPOINT_SIG_DOMAIN + canonical_json(unsigned.body())).signature
-        return Checkpoint(hub.key_id, size, head, wall_ms, sig)
-
-    @staticmethod
-    def decode(data: bytes | str, hub: HubPublic, what: str = "checkpoint") -> Checkpoint:
-        """Parse and verify under `hub`. Raises AuditError naming what is wrong."""
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise AuditError(f"{what}: not JSON") from None
-        if not isinstance(doc, dict) or set(doc) != {"checkpoint", "signature"}:
-            raise AuditError(f"{what}: expected exactly the keys 'checkpoint' and 'signature'")
-        body, sig_s = doc["checkpoint"], doc["signature"]
-        if not isinstance(body, dict) or set(body) != {"format", "hub", "size", "head", "wall_ms"}:
-            raise AuditError(f"{what}: malformed body")
-        if body["format"] != CHECKPOINT_FORMAT:
-            raise AuditError(f"{what}: unknown format {body['format']!r}")
-        size, head, wall_ms, hub_id = body["size"], body["head"], body["wall_ms"], body["hub"]
-        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
-            raise AuditError(f"{what}: size must be a non-negative integer")
-        if not (isinstance(head, str) and len(head) == 64 and all(c in "0123456789abcdef" for c in head)):
-            raise AuditError(f"{what}: head must be 64 lower-case hex digits")
-        if not (isinstance(wall_ms, int) and not isinstance(wall_ms, bool)):
-            raise AuditError(f"{what}: wall_ms must be an integer")
-        if hub_id != hub.key_id:
-            raise AuditError(f"{what}: signed by hub {hub_id!r}, expected {hub.key_id}")
-        if not isinstance(sig_s, str):
-            raise AuditError(f"{what}: signature must be a string")
-        try:
-            sig = b64url_decode(sig_s, f"{what}: signature")
-        except InvalidKey as e:
-            raise AuditError(str(e)) from None
-        cp = Checkpoint(hub_id, size, head, wall_ms, sig)
-        if canonical_json(cp.body()) != canonical_json(body) or len(sig) != 64:
-            raise AuditError(f"{what}: malformed")
-        try:
-            hub.verify_key.verify(CHECKPOINT_SIG_DOMAIN + canonical_json(cp.body()), sig)
-        except nacl.exceptions.BadSignatureError:
-            raise AuditError(f"{what}: the hub signature does not verify") from None
-        return cp
-
-
 class AuditLog:
     """The hub's audit log. Thread-safe; every append is fsynced before it returns."""
 
@@ -191,6 +136,8 @@ class AuditLog:
         self.on_checkpoint = on_checkpoint  # may be set later (the MQTT side publishes it)
         self._fsync = fsync
         self._lock = threading.Lock()
+        self._leaves: list[bytes] = []
+        self._frontier: list[tuple[int, bytes]] = []
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             repaired = self._repair_torn_tail()
@@ -235,23 +182,54 @@ class AuditLog:
         return size - cut
 
     def _read_tail(self) -> tuple[int, str]:
+        """Size and head of the log, and every leaf hash (for the Merkle root and proofs)."""
         try:
-            with open(self.path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                end = f.tell()
-                if end == 0:
-                    return 0, ZERO_HASH_HEX
-                f.seek(max(0, end - 65536))
-                last = f.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return 0, ZERO_HASH_HEX
+        lines = raw.split(b"\n")[:-1] if raw else []
+        for ln in lines:
+            self._add_leaf(merkle.leaf_hash(ln))
+        if not lines:
+            return 0, ZERO_HASH_HEX
         try:
-            doc = json.loads(last)
+            doc = json.loads(lines[-1])
             return int(doc["seq"]), str(doc["hash"])
         except (ValueError, KeyError, TypeError):
             raise AuditError(
                 f"audit log {self.path}: the last entry is unreadable; run `privacy-agent audit verify`"
             ) from None
+
+    def _add_leaf(self, h: bytes) -> None:
+        # The frontier holds the roots of the perfect subtrees the tree is made of (sizes are the
+        # binary digits of the leaf count), so the root costs O(log n) per append.
+        self._leaves.append(h)
+        self._frontier.append((1, h))
+        while len(self._frontier) > 1 and self._frontier[-1][0] == self._frontier[-2][0]:
+            (n, right), (_, left) = self._frontier.pop(), self._frontier.pop()
+            self._frontier.append((2 * n, merkle.node_hash(left, right)))
+
+    def _root(self) -> bytes:
+        if not self._frontier:
+            return merkle.EMPTY_ROOT
+        acc = self._frontier[-1][1]
+        for _, h in reversed(self._frontier[:-1]):
+            acc = merkle.node_hash(h, acc)
+        return acc
+
+    @property
+    def root(self) -> str:
+        with self._lock:
+            return self._root().hex()
+
+    def consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        """Proof that the tree of `new_size` entries extends the one of `old_size` (RFC 9162)."""
+        with self._lock:
+            if not 0 <= old_size <= new_size <= len(self._leaves):
+                raise AuditError(f"no consistency proof from size {old_size} to {new_size}: "
+                                 f"the log has {len(self._leaves)} entries")
+            leaves = self._leaves[:new_size]
+        return merkle.consistency_proof(leaves, old_size)
 
     # --- writing ---------------------------------------------------------------
 
@@ -287,24 +265,29 @@ class AuditLog:
             except OSError as e:
                 raise AuditError(f"cannot append to audit log {self.path}: {e.strerror}") from None
             self._size, self._head = seq, h
+            self._add_leaf(merkle.leaf_hash(data[:-1]))
             cp = self._checkpoint_locked() if self._hub is not None else None
         if cp is not None and self.on_checkpoint is not None:
             self.on_checkpoint(cp)
         return entry
 
     def checkpoint(self) -> Checkpoint:
-        """Sign (and store) a checkpoint for the current head."""
+        """Sign (and store) a checkpoint for the current tree: also done periodically, so that an
+        owner can tell a live hub from a broker replaying an old checkpoint."""
         if self._hub is None:
             raise AuditError("this audit log has no hub identity to sign checkpoints")
         with self._lock:
-            return self._checkpoint_locked()
+            cp = self._checkpoint_locked()
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(cp)
+        return cp
 
     def _checkpoint_locked(self) -> Checkpoint:
         assert self._hub is not None
-        cp = Checkpoint.sign(self._hub, self._size, self._head, int(self._clock.wall() * 1000))
+        cp = Checkpoint.sign(self._hub, self._size, self._root().hex(), int(self._clock.wall() * 1000))
         try:
             # fsynced before the rename: a power cut must not leave a torn checkpoint.
-            atomic_write(self.dir / CHECKPOINT_FILE, cp.encode() + b"\n", 0o644)
+            atomic_write(self.dir / CHECKPOINT_FILE, cp.encode(), 0o600)
         except OSError as e:
             raise AuditError(f"cannot write audit checkpoint in {self.dir}: {e.strerror}") from None
         return cp
@@ -334,12 +317,18 @@ class AuditLog:
 class VerifyReport:
     entries: int
     head: str
+    root: str
     problems: tuple[str, ...]
-    pinned_checked: int
+    checked: int
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def pinned_checked(self) -> int:
+        return self.checked
 
 
 def read_entries(path: Path) -> tuple[list[AuditEntry], list[str]]:
@@ -350,6 +339,8 @@ def read_entries(path: Path) -> tuple[list[AuditEntry], list[str]]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise AuditError(f"audit log {path} does not exist") from None
+    except IsADirectoryError:
+        raise AuditError(f"audit log {path} is a directory; give the log file or --data DIR") from None
     except OSError as e:
         raise AuditError(f"cannot read audit log {path}: {e.strerror}") from None
     if raw and not raw.endswith(b"\n"):
@@ -359,7 +350,7 @@ def read_entries(path: Path) -> tuple[list[AuditEntry], list[str]]:
     for lineno, line in enumerate(raw.split(b"\n")[:-1] if raw else [], start=1):
         expect = len(entries) + 1
         try:
-            doc = json.loads(line)
+            doc = loads_bounded(line, max_bytes=1 << 20, max_depth=16, what=f"audit log line {lineno}")
         except (ValueError, UnicodeDecodeError):
             problems.append(f"line {lineno}: not JSON (edited or corrupted)")
             continue
@@ -387,66 +378,121 @@ def read_entries(path: Path) -> tuple[list[AuditEntry], list[str]]:
     return entries, problems
 
 
-def verify_log(path: Path, hub: HubPublic, pinned: Iterable[Checkpoint] = ()) -> VerifyReport:
-    """Check the chain and every pinned checkpoint (each must be a prefix of this log)."""
+def leaves_of(entries: list[AuditEntry]) -> list[bytes]:
+    return [merkle.leaf_hash(e.line()[:-1]) for e in entries]
+
+
+def verify_log(path: Path, hub: HubPublic, checkpoints: Iterable[Checkpoint] = (), *,
+               require_signed: bool = True) -> VerifyReport:
+    """Check the chain, and the Merkle root at the size of every hub-signed checkpoint given (the
+    hub's own and the owner's pins). Without a signed checkpoint the result is a failure: a log
+    can be edited and re-chained by anyone who can write the file."""
     entries, problems = read_entries(path)
-    n = 0
-    for cp in pinned:
-        n += 1
+    leaves = leaves_of(entries)
+    warnings: list[str] = []
+    cps = list(checkpoints)
+    if require_signed and not cps:
+        problems.append("no signed checkpoint to check the log against: an unsigned log proves nothing "
+                        "(give the hub's data directory with its checkpoint, --checkpoint FILE or --pins FILE)")
+    for cp in cps:
         if cp.hub != hub.key_id:
-            problems.append(f"pinned checkpoint of size {cp.size} is from hub {cp.hub}, not {hub.key_id}")
+            problems.append(f"checkpoint of size {cp.size} is from hub {cp.hub}, not {hub.key_id}")
             continue
         if cp.size > len(entries):
-            problems.append(
-                f"log truncated: it has {len(entries)} entries but a pinned checkpoint says {cp.size}"
-            )
+            problems.append(f"log truncated: it has {len(entries)} entries but a signed checkpoint says {cp.size}")
             continue
-        have = entries[cp.size - 1].hash if cp.size else ZERO_HASH_HEX
-        if have != cp.head:
+        if merkle.root(leaves[:cp.size]).hex() != cp.root:
             problems.append(
-                f"log diverges from the pinned checkpoint at size {cp.size} "
+                f"log diverges from the signed checkpoint at size {cp.size} "
                 "(history rewritten, edited or entries removed before that point)"
             )
+    if cps:
+        newest = max(c.size for c in cps)
+        if len(entries) > newest:
+            warnings.append(f"{len(entries) - newest} entr{'y' if len(entries) - newest == 1 else 'ies'} after "
+                            f"the newest signed checkpoint (size {newest}) are not covered by a signature")
     head = entries[-1].hash if entries else ZERO_HASH_HEX
-    return VerifyReport(len(entries), head, tuple(problems), n)
+    return VerifyReport(len(entries), head, merkle.root(leaves).hex(), tuple(problems), len(cps), tuple(warnings))
 
 
 # --- owner-side pins -----------------------------------------------------------------
 
+#: A pin older than this (by the hub's own signing time) gets a warning: the hub may be offline,
+#: or the broker keeps showing an old checkpoint.
+STALE_AFTER_S = 86_400
+
 
 def read_pins(path: Path, hub: HubPublic) -> list[Checkpoint]:
-    """Every checkpoint the owner pinned (one per line), each verified under `hub`."""
+    """Every checkpoint the owner pinned (one JSON line `{"note": ...}` each), verified under `hub`."""
     try:
         lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError) as e:
         raise AuditError(f"cannot read pinned checkpoints {path}: {e}") from None
-    return [Checkpoint.decode(ln, hub, f"{path}:{i}") for i, ln in enumerate(lines, start=1)]
+    out = []
+    for i, ln in enumerate(lines, start=1):
+        try:
+            doc = loads_bounded(ln, max_bytes=8192, max_depth=4, what=f"{path}:{i}")
+        except ValueError as e:
+            raise AuditError(f"{path}:{i}: not a pinned checkpoint ({e})") from None
+        if not isinstance(doc, dict) or set(doc) != {"note"} or not isinstance(doc["note"], str):
+            raise AuditError(f"{path}:{i}: not a pinned checkpoint (expected {{\"note\": ...}})")
+        out.append(Checkpoint.decode(doc["note"], hub, f"{path}:{i}"))
+    return out
 
 
-def pin_checkpoint(path: Path, cp: Checkpoint, hub: HubPublic) -> bool:
-    """Add `cp` to the pin file. Refuses a checkpoint older than the last pin (rollback) and a
-    different head for the same size (a fork). Returns False if it was already pinned."""
+def check_extends(pinned: Checkpoint, cp: Checkpoint, proof: list[bytes] | None) -> None:
+    """Raise AuditError unless `cp` extends `pinned` (same tree, or a proven extension of it)."""
+    if cp.size < pinned.size:
+        raise AuditError(
+            f"checkpoint of size {cp.size} is smaller than the pinned size {pinned.size}: a rollback "
+            "(the broker replays an old checkpoint, or the hub's log was cut back); refusing it"
+        )
+    if cp.size == pinned.size:
+        if cp.root != pinned.root:
+            raise AuditError(f"FORK: the hub signed two different logs of size {cp.size}")
+        return
+    if proof is None:
+        raise AuditError("no consistency proof: cannot show that the new checkpoint extends the pinned one")
+    if not merkle.verify_consistency(pinned.size, cp.size, bytes.fromhex(pinned.root), bytes.fromhex(cp.root), proof):
+        raise AuditError(
+            f"FORK: the checkpoint of size {cp.size} does not extend the pinned one of size {pinned.size} "
+            "(the consistency proof fails: the hub's history was rewritten)"
+        )
+
+
+def pin_checkpoint(path: Path, cp: Checkpoint, hub: HubPublic,
+                   proof_for: Callable[[int, int], list[bytes]] | None = None) -> bool:
+    """Add `cp` to the pin file after proving it extends the last pin (`proof_for(old, new)` gives
+    the consistency proof). Refuses a rollback and a fork. Returns False if already pinned."""
     pins = read_pins(path, hub)
     if pins:
         last = pins[-1]
-        if cp.size < last.size:
-            raise AuditError(
-                f"checkpoint of size {cp.size} is older than the pinned size {last.size}; refusing a rollback"
-            )
+        proof = proof_for(last.size, cp.size) if (proof_for is not None and cp.size > last.size) else None
+        check_extends(last, cp, proof)
         if cp.size == last.size:
-            if cp.head != last.head:
-                raise AuditError(
-                    f"checkpoint of size {cp.size} has another head than the pinned one: the hub's log forked"
-                )
             return False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab") as f:
-            f.write(cp.encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, canonical_json({"note": cp.encode().decode()}) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise AuditError(f"cannot write pinned checkpoints {path}: {e.strerror}") from None
     return True
+
+
+def stream_heads(entries: Iterable[AuditEntry]) -> dict[str, str]:
+    """Clip chain starts recorded in the log (`clip_stream_start`): stream id hex -> first clip id.
+    A chain re-started later (a new head for the same stream) keeps the newest record."""
+    heads: dict[str, str] = {}
+    for e in entries:
+        if e.kind == "clip_stream_start":
+            s, c = e.fields.get("stream"), e.fields.get("clip_id")
+            if isinstance(s, str) and isinstance(c, str):
+                heads[s] = c
+    return heads

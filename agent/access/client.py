@@ -8,15 +8,20 @@ the signed request. Pure: keys, time and counters are passed in.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nacl.public import PublicKey
+
 from agent.access.wire import (
     KEY_ID_RE,
+    MAX_JSON_DEPTH,
+    MAX_MESSAGE_BYTES,
     MODES,
     PROTOCOL_VERSION,
     REQUESTER_ROLES,
+    REQUESTER_STATUSES,
+    ClipMeta,
     Request,
     Scope,
     Signed,
@@ -28,12 +33,20 @@ from agent.access.wire import (
     parse_keys,
     parse_message,
     parse_request,
+    seal_release,
     sign_message,
     text_field,
     verify_signed,
 )
-from agent.crypto.keys import DeviceIdentity, HubPublic, canonical_json
-from agent.errors import AccessError
+from agent.crypto.keys import (
+    DeviceIdentity,
+    HubPublic,
+    b64url_decode,
+    canonical_json,
+    validate_x25519_public,
+)
+from agent.errors import AccessError, InvalidKey
+from agent.jsonlimits import loads_bounded
 
 
 def make_request(
@@ -59,6 +72,24 @@ class Challenge:
     approvals_needed: int
     roster_version: int
     issued_ms: int
+    #: The hub's box key: approved keys are sealed to it (only the hub releases them).
+    hub_box: PublicKey
+    #: `enrolled` (name and role are the owners' own, from the roster) or `unverified`.
+    requester_status: str
+    #: The role the hub applies: the enrolled one, or only the claimed one when unverified.
+    role: str
+    #: The hub's index entry (camera, start, end) for every requested clip.
+    clips: tuple[ClipMeta, ...]
+
+    @property
+    def verified(self) -> bool:
+        return self.requester_status == "enrolled"
+
+    def clip(self, clip_id: str) -> ClipMeta:
+        for c in self.clips:
+            if c.clip == clip_id:
+                return c
+        raise AccessError(f"clip {clip_id} is not part of this challenge")
 
 
 def parse_hub_message(data: bytes, msg_type: str, hub: HubPublic) -> Signed:
@@ -74,13 +105,33 @@ def parse_challenge(data: bytes, hub: HubPublic) -> Challenge:
     """Owner side: verify the hub's challenge and the requester's signature inside it."""
     m = parse_hub_message(data, "challenge", hub)
     b = exact_keys(dict(m.body), ("type", "v", "hub", "challenge_id", "request_id", "request_hash", "request",
-                                   "ttl_s", "approvals_needed", "roster_version", "issued_ms"), "challenge")
+                                   "ttl_s", "approvals_needed", "roster_version", "issued_ms", "hub_box",
+                                   "requester_status", "role", "clips"), "challenge")
     req = parse_request(canonical_json(b["request"]), hub.key_id)
     if req.hash != b["request_hash"] or req.request_id != b["request_id"]:
         raise AccessError("challenge: request hash does not match the request it carries")
+    if not isinstance(b["hub_box"], str):
+        raise AccessError("challenge: hub_box must be base64url")
+    try:
+        box = validate_x25519_public(b64url_decode(b["hub_box"], "challenge: hub_box"), "challenge: hub_box")
+    except InvalidKey as e:
+        raise AccessError(str(e)) from None
+    if not isinstance(b["clips"], list):
+        raise AccessError("challenge: clips must be a list")
+    clips = tuple(ClipMeta.from_json(c, f"challenge: clips[{i}]") for i, c in enumerate(b["clips"]))
+    if [c.clip for c in clips] != list(req.scope.clips):
+        raise AccessError("challenge: the clip index entries do not match the requested clips")
     return Challenge(hex_field(b["challenge_id"], 64, "challenge: challenge_id"), req, int_field(b["ttl_s"], "ttl_s"),
                      int_field(b["approvals_needed"], "approvals_needed", 1, 16),
-                     int_field(b["roster_version"], "roster_version", 1), int_field(b["issued_ms"], "issued_ms"))
+                     int_field(b["roster_version"], "roster_version", 1), int_field(b["issued_ms"], "issued_ms"),
+                     box, choice_field(b["requester_status"], REQUESTER_STATUSES, "challenge: requester_status"),
+                     choice_field(b["role"], REQUESTER_ROLES, "challenge: role"), clips)
+
+
+def release_keys(challenge: Challenge, inner: Sequence[WrappedKey]) -> tuple[WrappedKey, ...]:
+    """Owner side: seal each requester-wrapped key to the hub's box key for this challenge, so that
+    only the hub can release it, and only in a grant after its checks."""
+    return tuple(seal_release(challenge.hub_box, challenge.challenge_id, k) for k in inner)
 
 
 def make_decision(
@@ -128,9 +179,10 @@ class Grant:
 def parse_grant(data: bytes, hub: HubPublic) -> Grant:
     """Requester side: a hub-signed grant. A `denial` raises AccessError saying so."""
     try:
-        body = json.loads(data).get("body", {})
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        raise AccessError("grant: not JSON") from None
+        doc = loads_bounded(data, max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_JSON_DEPTH, what="grant")
+        body = doc.get("body", {}) if isinstance(doc, dict) else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AccessError(f"grant: not acceptable JSON ({e})") from None
     if isinstance(body, dict) and body.get("type") == "denial":
         parse_hub_message(data, "denial", hub)
         raise AccessError(f"request {body.get('request_id')} was denied")
@@ -145,3 +197,67 @@ def parse_grant(data: bytes, hub: HubPublic) -> Grant:
                  Scope.from_json(b["scope"], "grant: scope"), parse_keys(b["keys"], "grant: keys"),
                  tuple(b["approvers"]), int_field(b["issued_ms"], "grant: issued_ms"),
                  int_field(b["expires_ms"], "grant: expires_ms"))
+
+
+@dataclass(frozen=True, slots=True)
+class ModeState:
+    """The household mode as the hub applies it (hub-signed, retained on `P/mode/state`)."""
+
+    mode: str
+    switch: bool
+    roster_version: int
+    seq: int
+    issued_ms: int
+
+
+def parse_mode_state(data: bytes, hub: HubPublic) -> ModeState:
+    m = parse_hub_message(data, "mode_state", hub)
+    b = exact_keys(dict(m.body), ("type", "v", "hub", "mode", "switch", "roster_version", "seq", "issued_ms"),
+                   "mode_state")
+    if not isinstance(b["switch"], bool):
+        raise AccessError("mode_state: switch must be true or false")
+    return ModeState(choice_field(b["mode"], MODES, "mode_state: mode"), b["switch"],
+                     int_field(b["roster_version"], "mode_state: roster_version", 1),
+                     int_field(b["seq"], "mode_state: seq"), int_field(b["issued_ms"], "mode_state: issued_ms"))
+
+
+@dataclass(frozen=True, slots=True)
+class ModeResult:
+    """The hub's signed answer to one device's mode change (`P/mode/result/<device>`)."""
+
+    device: str
+    counter: int
+    mode: str
+    status: str  # applied | refused
+    reason: str
+    roster_version: int
+    issued_ms: int
+
+
+def parse_mode_result(data: bytes, hub: HubPublic) -> ModeResult:
+    m = parse_hub_message(data, "mode_result", hub)
+    b = exact_keys(dict(m.body), ("type", "v", "hub", "device", "counter", "mode", "status", "reason",
+                                   "roster_version", "issued_ms"), "mode_result")
+    return ModeResult(hex_field(b["device"], 16, "mode_result: device"), int_field(b["counter"], "mode_result: counter"),
+                      choice_field(b["mode"], MODES, "mode_result: mode"),
+                      choice_field(b["status"], ("applied", "refused"), "mode_result: status"),
+                      text_field(b["reason"], "mode_result: reason"),
+                      int_field(b["roster_version"], "mode_result: roster_version", 1),
+                      int_field(b["issued_ms"], "mode_result: issued_ms"))
+
+
+@dataclass(frozen=True, slots=True)
+class CameraState:
+    camera: str
+    state: str
+    seq: int
+    issued_ms: int
+
+
+def parse_camera_state(data: bytes, hub: HubPublic) -> CameraState:
+    m = parse_hub_message(data, "camera_state", hub)
+    b = exact_keys(dict(m.body), ("type", "v", "hub", "camera", "state", "seq", "issued_ms"), "camera_state")
+    if not isinstance(b["camera"], str):
+        raise AccessError("camera_state: camera must be text")
+    return CameraState(b["camera"], choice_field(b["state"], ("clear", "masked", "withheld"), "camera_state: state"),
+                       int_field(b["seq"], "camera_state: seq"), int_field(b["issued_ms"], "camera_state: issued_ms"))

@@ -40,9 +40,11 @@ AUDITED_EVENTS: Mapping[str, str] = MappingProxyType({
     "detector_error": "model_fault",
     "events_lost": "events_lost",
     "clip_vanished": "clip_vanished",
+    "clip_stream_started": "clip_stream_start",
 })
 #: Event details copied into the audit entry (ids and counts only).
-_AUDIT_DETAILS = ("clip_id", "seq", "dest", "object", "frames", "bytes", "frame", "mode", "source", "count")
+_AUDIT_DETAILS = ("clip_id", "seq", "dest", "object", "frames", "bytes", "frame", "mode", "source", "count",
+                  "stream")
 
 
 class EventRecorder:

@@ -1,14 +1,13 @@
 """Access-protocol wire messages: signing domains, canonical bodies, and strict parsers.
 
 Every message is `{"body": {...}, "sig": b64url(64 bytes), "signer": key id}` with
-`sig = Ed25519(b"epa/v1/access/<type>\\0" || canonical_json(body))` (docs/access-protocol.md,
+`sig = Ed25519(b"epa/v2/access/<type>\\0" || canonical_json(body))` (docs/access-protocol.md,
 vectors in tests/vectors/access/). The verifier always uses the domain of the type it EXPECTS,
 so no message can be presented as another type. Parsers accept exactly the documented keys.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,12 +17,28 @@ from typing import Any
 import nacl.encoding
 import nacl.exceptions
 import nacl.hash
+from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey, VerifyKey
 
-from agent.crypto.keys import DevicePublic, Roster, b64url_decode, b64url_encode, canonical_json
+from agent.crypto.keys import (
+    REQUESTER_ROLES,
+    DevicePublic,
+    Roster,
+    b64url_decode,
+    b64url_encode,
+    canonical_json,
+)
 from agent.errors import AccessError, AgentError, InvalidKey
+from agent.jsonlimits import loads_bounded
 
-PROTOCOL_VERSION = 1
+# Version 2: keys are released by the hub (sealed to its box key inside a decision), challenges
+# carry the hub's clip index for the scope and the owners' word on the requester, and the mode and
+# camera state are hub-signed. Version 1 messages are refused (their signature domain differs too).
+PROTOCOL_VERSION = 2
+
+
+#: Deepest JSON nesting any access message needs (a challenge embeds a request: about 5).
+MAX_JSON_DEPTH = 16
 
 
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -38,13 +53,23 @@ MAX_SCOPE_ITEMS = 256
 SEALED_KEY_BYTES = 108  # SealedBox(label || clip_id || K): see agent.crypto.envelope.format.WRAP_SEALED_BYTES
 
 
+#: The outer seal of a released key: SealedBox(hub box key, RELEASE_LABEL || challenge id (32) ||
+#: clip id (16) || the 108-byte stanza sealed to the requester). Binding the challenge and the clip
+#: means an outer seal cannot be moved to another challenge or another clip.
+RELEASE_LABEL = b"epa/v2/release\x00"
+HUB_SEALED_BYTES = 48 + len(RELEASE_LABEL) + 32 + 16 + SEALED_KEY_BYTES  # SealedBox adds 32 (key) + 16 (tag)
+
+
 CLOSED_MEMORY = 4096  # closed challenges / seen messages remembered (oldest forgotten first)
 
 
-TYPES: tuple[str, ...] = ("request", "challenge", "decision", "grant", "denial", "status", "mode_set")
+TYPES: tuple[str, ...] = ("request", "challenge", "decision", "grant", "denial", "status", "mode_set",
+                          "mode_state", "mode_result", "camera_state")
 
 
-REQUESTER_ROLES: tuple[str, ...] = ("vendor", "contractor", "police", "household")
+#: What the hub says about a requester in a challenge: enrolled by the owners in the roster (its
+#: name and role are theirs) or unverified (name and role are only what the request claims).
+REQUESTER_STATUSES: tuple[str, ...] = ("enrolled", "unverified")
 
 
 MODES: tuple[str, ...] = ("home", "away", "privacy")
@@ -62,7 +87,7 @@ _CAMERA_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 def sig_domain(msg_type: str) -> bytes:
     if msg_type not in TYPES:
         raise AccessError(f"unknown message type {msg_type!r}")
-    return b"epa/v1/access/" + msg_type.encode("ascii") + b"\x00"
+    return b"epa/v2/access/" + msg_type.encode("ascii") + b"\x00"
 
 
 def _b64d(text: Any, what: str) -> bytes:
@@ -115,9 +140,12 @@ def parse_message(data: bytes, expected_type: str) -> Signed:
     if not isinstance(data, bytes | bytearray) or len(data) > MAX_MESSAGE_BYTES:
         raise AccessError(f"{expected_type}: message larger than {MAX_MESSAGE_BYTES} bytes")
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise AccessError(f"{expected_type}: not JSON") from None
+        # Size and nesting are bounded BEFORE the parser runs: a deeply nested payload would
+        # otherwise raise RecursionError out of json.loads.
+        doc = loads_bounded(bytes(data), max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_JSON_DEPTH,
+                            what=f"{expected_type} message")
+    except ValueError as e:
+        raise AccessError(f"{expected_type}: not acceptable JSON ({e})") from None
     if not isinstance(doc, dict) or set(doc) != {"body", "sig", "signer"}:
         raise AccessError(f"{expected_type}: expected exactly the keys body, sig, signer")
     body, sig_s, signer = doc["body"], doc["sig"], doc["signer"]
@@ -283,6 +311,43 @@ def parse_request(data: bytes, hub_id: str) -> Request:
 
 
 @dataclass(frozen=True, slots=True)
+class ClipMeta:
+    """What the hub's own clip index says about one clip: its camera and wall-time span (ms).
+
+    The hub binds requests and approvals to it, and owners see it instead of hex ids."""
+
+    clip: str
+    camera: str
+    start_ms: int
+    end_ms: int
+
+    def __post_init__(self) -> None:
+        hex_field(self.clip, 32, "clip id")
+        if not isinstance(self.camera, str) or not _CAMERA_RE.match(self.camera):
+            raise AccessError(f"clip {self.clip}: camera id {self.camera!r} is malformed")
+        int_field(self.start_ms, f"clip {self.clip}: start_ms")
+        int_field(self.end_ms, f"clip {self.clip}: end_ms")
+        if self.start_ms > self.end_ms:
+            raise AccessError(f"clip {self.clip}: starts after it ends")
+
+    def outside(self, scope: Scope) -> str | None:
+        """Why this clip is NOT within `scope` (its cameras and its whole time window), or None."""
+        if self.camera not in scope.cameras:
+            return f"clip {self.clip} is from camera {self.camera!r}, which the scope does not name"
+        if self.start_ms < scope.from_ms or self.end_ms > scope.to_ms:
+            return f"clip {self.clip} ({self.start_ms}..{self.end_ms} ms) is not inside the scope's time window"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"clip": self.clip, "camera": self.camera, "start_ms": self.start_ms, "end_ms": self.end_ms}
+
+    @staticmethod
+    def from_json(d: Any, what: str) -> ClipMeta:
+        d = exact_keys(d, ("clip", "camera", "start_ms", "end_ms"), what)
+        return ClipMeta(d["clip"], d["camera"], d["start_ms"], d["end_ms"])
+
+
+@dataclass(frozen=True, slots=True)
 class WrappedKey:
     clip: str
     sealed: bytes = field(repr=False)
@@ -291,15 +356,36 @@ class WrappedKey:
         return {"clip": self.clip, "sealed": b64url_encode(self.sealed)}
 
 
-def parse_keys(v: Any, what: str) -> tuple[WrappedKey, ...]:
+def seal_release(hub_box: PublicKey, challenge_id: str, inner: WrappedKey) -> WrappedKey:
+    """Owner side: seal a requester-wrapped key to the hub box key, bound to challenge and clip."""
+    if len(inner.sealed) != SEALED_KEY_BYTES:
+        raise AccessError(f"a requester-wrapped key must be {SEALED_KEY_BYTES} bytes")
+    msg = RELEASE_LABEL + bytes.fromhex(challenge_id) + bytes.fromhex(inner.clip) + inner.sealed
+    return WrappedKey(inner.clip, SealedBox(hub_box).encrypt(msg))
+
+
+def open_release(hub_box: PrivateKey, challenge_id: str, outer: WrappedKey) -> WrappedKey:
+    """Hub side: the requester-wrapped key inside an owner's outer seal (still sealed to the
+    requester: the hub cannot open it). Refuses a seal made for another challenge or clip."""
+    try:
+        msg = SealedBox(hub_box).decrypt(outer.sealed)
+    except nacl.exceptions.CryptoError:
+        raise AccessError(f"the key for clip {outer.clip} is not sealed to this hub's box key") from None
+    head = RELEASE_LABEL + bytes.fromhex(challenge_id) + bytes.fromhex(outer.clip)
+    if len(msg) != len(head) + SEALED_KEY_BYTES or not msg.startswith(head):
+        raise AccessError(f"the key for clip {outer.clip} was sealed for another challenge or clip")
+    return WrappedKey(outer.clip, msg[len(head):])
+
+
+def parse_keys(v: Any, what: str, size: int = SEALED_KEY_BYTES) -> tuple[WrappedKey, ...]:
     if not isinstance(v, list) or len(v) > MAX_SCOPE_ITEMS:
         raise AccessError(f"{what}: must be a list of at most {MAX_SCOPE_ITEMS} wrapped keys")
     out = []
     for i, k in enumerate(v):
         k = exact_keys(k, ("clip", "sealed"), f"{what}[{i}]")
         sealed = _b64d(k["sealed"], f"{what}[{i}].sealed")
-        if len(sealed) != SEALED_KEY_BYTES:
-            raise AccessError(f"{what}[{i}]: a wrapped key must be {SEALED_KEY_BYTES} bytes")
+        if len(sealed) != size:
+            raise AccessError(f"{what}[{i}]: a wrapped key must be {size} bytes")
         out.append(WrappedKey(hex_field(k["clip"], 32, f"{what}[{i}].clip"), sealed))
     clips = [k.clip for k in out]
     if clips != sorted(set(clips)):
@@ -355,7 +441,7 @@ def parse_decision(data: bytes, hub_id: str, roster: Roster) -> Decision:
         hex_field(b["requester"], 16, "decision: requester"),
         verdict,
         scope,
-        parse_keys(b["keys"], "decision: keys"),
+        parse_keys(b["keys"], "decision: keys", HUB_SEALED_BYTES),
         int_field(b["counter"], "decision: counter", 1),
         int_field(b["roster_version"], "decision: roster_version", 1),
         message_digest(m.raw),

@@ -2,12 +2,13 @@
 
 Proposals are named after what was found (`bed`, `toilet`, ...); overlapping detections across
 samples are grouped, and objects the existing zones already cover (by area, not by name) are
-skipped. The preview drawn here is an unredacted frame: it stays on the hub, written only where
-the homeowner asks.
+skipped. The preview is drawn over the frame as it would leave the hub with the proposals
+applied (`with_proposals`, then `agent.media.preview.redacted_view`): never over raw pixels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -18,10 +19,14 @@ from agent.analysis.factory import model_cache_path
 from agent.config import CameraConfig, LoadedConfig, effective_detection
 from agent.config.edit import NewZone
 from agent.core.datatypes import Detection, Image
+from agent.core.policy import CameraPolicy, ZonePolicy
+from agent.core.redact import RedactedFrame
 from agent.detect.registry import load_detector
 from agent.errors import ConfigError, SourceError
-from agent.geometry import BoxRel
+from agent.geometry import BoxRel, PointRel
+from agent.media.preview import Withheld, canvas, draw_withheld_notice
 from agent.media.sources import SourceOpener, read_clean
+from agent.vocab import Style, ZoneAction
 
 _GROUP_IOU = 0.3  # detections of one object in different frames overlap at least this much
 
@@ -172,17 +177,26 @@ def group_detections(per_frame: list[tuple[Detection, ...]], labels: list[str], 
     return proposals, skipped
 
 
-def render_preview(img: Image, proposals: list[Proposal], skipped: list[Skipped],
+def with_proposals(policy: CameraPolicy, proposals: list[Proposal], action: str) -> CameraPolicy:
+    """The camera's policy as `--apply` would leave it: the proposals added as zones, with the points
+    written to the config (rounded), the configured action and the default style (solid)."""
+    added = tuple(
+        # hold_s is 0: a preview treats every withhold zone as empty, so it plays no part. The points
+        # are not validated again: redaction rasterises even a degenerate box (outlined, dilated).
+        ZonePolicy(p.name, tuple(PointRel(x, y) for x, y in p.points()), ZoneAction(action), Style.SOLID, 0.0)
+        for p in proposals
+    )
+    return dataclasses.replace(policy, zones=policy.zones + added)
+
+
+def render_preview(view: RedactedFrame | Withheld, proposals: list[Proposal], skipped: list[Skipped],
                    existing: dict[str, list[list[float]]] | None = None) -> Image:
-    """Proposals filled red, skipped detections grey, zones already in the config outlined green."""
-    h, w = img.shape[:2]
-    overlay = img.copy()
+    """Over the frame as it leaves the hub (`view`): proposals outlined red, skipped detections grey,
+    zones already in the config green. Mask zones, proposed or not, are filled by redaction."""
+    out = canvas(view)
+    h, w = out.shape[:2]
     thick = max(1, w // 300)
     scale = max(0.4, w / 1400)
-    for p in proposals:
-        x0, y0, x1, y1 = (int(p.box.x0_rel * w), int(p.box.y0_rel * h), int(p.box.x1_rel * w), int(p.box.y1_rel * h))
-        cv2.rectangle(overlay, (x0, y0), (x1, y1), (0, 0, 255), -1)
-    out = np.asarray(cv2.addWeighted(overlay, 0.35, img, 0.65, 0), dtype=np.uint8)
     items: list[tuple[str, BoxRel, tuple[int, int, int]]] = [(p.name, p.box, (0, 0, 255)) for p in proposals]
     items += [(f"{s.label} (skipped)", s.box, (160, 160, 160)) for s in skipped]
     for name, pts in (existing or {}).items():
@@ -197,6 +211,8 @@ def render_preview(img: Image, proposals: list[Proposal], skipped: list[Skipped]
         ty = max(th + 4, y0 + th + 4)
         cv2.rectangle(out, (x0, ty - th - 4), (min(w - 1, x0 + tw + 4), ty + 4), (0, 0, 0), -1)
         cv2.putText(out, text, (x0 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+    if isinstance(view, Withheld):
+        draw_withheld_notice(out, view)
     return out
 
 

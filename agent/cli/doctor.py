@@ -1,7 +1,8 @@
 """`privacy-agent doctor`: the installer's checks of a hub, each with what to fix.
 
-Python and libraries, the H.264 encoder, each camera's source, the storage (writable, free
-space, a marked sink directory, plaintext sinks), the models and the hub's keys. Exit code
+Python and libraries, the H.264 encoder, ONNX Runtime telemetry (off, no device id left behind),
+each camera's source, the storage (writable, free space, a marked sink directory, plaintext
+sinks), the models and the hub's keys. Exit code
 `FAILED` when any check fails, which `firmware_hooks boot-check` turns into a fault LED.
 """
 
@@ -194,8 +195,51 @@ def check_keys(loaded: LoadedConfig | None) -> list[CheckResult]:
     return out
 
 
+def ort_telemetry_dirs() -> list[Path]:
+    """Where ONNX Runtime's 1DS telemetry keeps its device id: `$XDG_CACHE_HOME`, else `~/.cache`."""
+    bases = []
+    if os.environ.get("XDG_CACHE_HOME"):
+        bases.append(Path(os.environ["XDG_CACHE_HOME"]))
+    try:
+        bases.append(Path.home() / ".cache")
+    except RuntimeError:  # no HOME and no passwd entry: nothing to look at there
+        pass
+    dirs = [b / "Microsoft" / "DeveloperTools" / ".onnxruntime" for b in bases]
+    return list(dict.fromkeys(dirs))
+
+
+def check_telemetry(_: LoadedConfig | None) -> list[CheckResult]:
+    """The hub never phones home: ONNX Runtime telemetry is off and no device id is left behind."""
+    from agent import ORT_TELEMETRY_ENV
+
+    out = []
+    value = os.environ.get(ORT_TELEMETRY_ENV)
+    if value != "1":
+        out.append(CheckResult(
+            "onnxruntime telemetry", "fail",
+            f"{ORT_TELEMETRY_ENV} is {value!r} in this process, not '1': ONNX Runtime may create "
+            "a device id and send telemetry to Microsoft",
+            "the agent sets it on import; find what resets it (a wrapper script, a plugin) and remove that"))
+    left = [d for d in ort_telemetry_dirs() if d.exists()]
+    for d in left:
+        try:
+            names = ", ".join(sorted(p.name for p in d.iterdir())) if d.is_dir() else "not a directory"
+        except OSError as e:
+            names = f"unreadable: {e.strerror or e}"
+        out.append(CheckResult(
+            "onnxruntime device id", "warn",
+            f"{d} exists ({names or 'empty'}): a device id and queued telemetry left by an earlier "
+            "ONNX Runtime run with telemetry on",
+            f"delete it: rm -rf '{d}'; if it comes back, another program runs ONNX Runtime as this "
+            "user without ORT_DISABLE_TELEMETRY=1"))
+    if value == "1":
+        out.insert(0, CheckResult("onnxruntime telemetry", "ok", f"disabled ({ORT_TELEMETRY_ENV}=1)"
+                                  + ("" if left else "; no device id from earlier runs")))
+    return out
+
+
 # Other modules append checks here (MQTT).
-CHECKS: list[Check] = [check_python, check_sources, check_storage, check_models, check_keys]
+CHECKS: list[Check] = [check_python, check_telemetry, check_sources, check_storage, check_models, check_keys]
 
 
 _MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}

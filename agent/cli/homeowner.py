@@ -1,9 +1,9 @@
 """The homeowner's commands: `check-config`, `zones preview|discover` and `mode get|set`.
 
 Each handler takes parsed args and returns an `ExitCode`; user errors are raised as `AgentError`
-and printed by `agent.cli.main.main`. `zones preview` and `zones discover` draw on unredacted
-frames: they write only where the homeowner asks, on the hub, and nothing sends the pictures
-anywhere.
+and printed by `agent.cli.main.main`. `zones preview` and `zones discover` draw over the frame as
+it leaves the hub (`agent.media.preview.redacted_view`: the camera's policy and the pipeline's
+own redaction), never over a raw frame, and write their files 0600, only where the homeowner asks.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from agent.cli.parsing import command_group
 from agent.clock import SystemClock
 from agent.config import LoadedConfig, load_config
-from agent.core.modes import ModeController, read_override, write_override
+from agent.core.modes import ModeController, read_override, read_switch, write_override
 from agent.core.policy import camera_policy
 from agent.errors import AgentError, SinkError, SourceError
 from agent.media.sources import SourceOpener, read_clean
@@ -30,11 +30,12 @@ from agent.vocab import Mode
 if TYPE_CHECKING:
     pass
 
-from agent.analysis.discover import discover, render_preview
+from agent.analysis.discover import discover, render_preview, with_proposals
 from agent.config.edit import merge_into_config, snippet_text, write_config_atomically
+from agent.core.redact import RedactedFrame
 from agent.errors import ExitCode
-from agent.fsutil import atomic_write
-from agent.media.preview import PreviewZone, render_zones
+from agent.fsutil import PRIVATE_FILE_MODE, atomic_write, make_private_dirs
+from agent.media.preview import Withheld, preview_zones, redacted_view, render_zones
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -60,37 +61,61 @@ def _first_frame(loaded: LoadedConfig, source: str, fps: float | None) -> np.nda
     return img
 
 
-def cmd_zones_preview(args: argparse.Namespace) -> int:
-    loaded = load_config(args.config)
-    cam = loaded.config.camera(args.camera)
-    img = _first_frame(loaded, args.source or cam.source, cam.fps)
-    policy = camera_policy(loaded, cam)
-    zones = [PreviewZone(z.name, z.points, str(z.action), str(z.style)) for z in policy.zones]
-    out, _layout = render_zones(img, zones)
-    out_path = Path(args.out)
+def _preview_mode(loaded: LoadedConfig, chosen: str | None) -> Mode:
+    """`--mode`, or the mode in force now (schedule and override; unreadable state: privacy)."""
+    return Mode(chosen) if chosen else ModeController(loaded.config.modes, loaded.data_dir).current()
+
+
+def _write_image(out_path: Path, img: np.ndarray) -> None:
+    """Encode by the file's extension and write it 0600, atomically (never a torn picture)."""
     try:
-        ok, png = cv2.imencode(out_path.suffix, out) if out_path.suffix else (False, None)
+        ok, png = cv2.imencode(out_path.suffix, img) if out_path.suffix else (False, None)
     except cv2.error:  # OpenCV raises, rather than returns False, for an extension it has no encoder for
         ok, png = False, None
     if not ok or png is None:
         raise SinkError(f"cannot write preview image {out_path}: give it an image extension such as .png")
     try:
-        # 0600: the picture is an unredacted frame of the home; only its owner on the hub may read it.
-        atomic_write(out_path, png.tobytes(), mode=0o600)
+        # 0600: a picture of the home, even redacted, is for its owner on the hub alone.
+        atomic_write(out_path, png.tobytes(), mode=PRIVATE_FILE_MODE)
     except OSError as e:
         raise SinkError(f"cannot write preview image {out_path}: {e.strerror or e}") from None
-    print(f"wrote {out_path}: {len(zones)} zone(s) over a {img.shape[1]}x{img.shape[0]} frame from {cam.id}; "
-          "grid lines every 0.1 give [x, y] points (0..1, origin top-left)")
+
+
+def _what_it_shows(view: RedactedFrame | Withheld, mode: Mode) -> str:
+    if isinstance(view, Withheld):
+        return (f"the picture shows no pixel of the frame: in mode {mode} it is withheld as a whole "
+                f"({', '.join(view.reasons)}), so only the zones are outlined on a grey canvas")
+    return (f"the picture shows the frame as it leaves the hub in mode {mode}: mask zones filled as "
+            "redacted, withhold zones outlined (faces, people and objects the detectors find are "
+            "masked as well at run time)")
+
+
+def cmd_zones_preview(args: argparse.Namespace) -> int:
+    loaded = load_config(args.config)
+    cam = loaded.config.camera(args.camera)
+    img = _first_frame(loaded, args.source or cam.source, cam.fps)
+    policy = camera_policy(loaded, cam)
+    mode = _preview_mode(loaded, args.mode)
+    zones = preview_zones(policy, mode)
+    view = redacted_view(img, policy, mode)
+    out, _layout = render_zones(view, zones)
+    out_path = Path(args.out)
+    _write_image(out_path, out)
+    print(f"wrote {out_path} (mode 0600): {len(zones)} zone(s) over a {img.shape[1]}x{img.shape[0]} frame "
+          f"from {cam.id}; {_what_it_shows(view, mode)}; grid lines every 0.1 give [x, y] points "
+          "(0..1, origin top-left)")
     return ExitCode.OK
 
 
+MODE_CHOICES = (*(x.value for x in Mode), "auto")
+
+
 def cmd_mode(args: argparse.Namespace) -> int:
+    """`mode get|set`. While the physical privacy switch is on, `set` to anything but privacy
+    raises `PrivacySwitchOn` (exit REFUSED) from `write_override`: the switch wins."""
     loaded = load_config(args.config)
     data_dir = loaded.data_dir
     if args.action == "set":
-        if args.mode is None:
-            choices = ", ".join([*(x.value for x in Mode), "auto"])
-            raise AgentError(f"mode set needs a mode: one of {choices}")
         if args.mode == "auto":
             write_override(data_dir, None, "cli", SystemClock().wall())
             print("mode override cleared; the schedule decides")
@@ -99,12 +124,16 @@ def cmd_mode(args: argparse.Namespace) -> int:
             print(f"mode set to {args.mode}")
         return ExitCode.OK
     try:
+        switch = read_switch(data_dir)
         override = read_override(data_dir)
     except AgentError as e:
         print(f"mode state unreadable ({e}); cameras use privacy mode", file=sys.stderr)
         return ExitCode.FAILED
     current = ModeController(loaded.config.modes, data_dir).current()
-    print(json.dumps({"mode": str(current), "override": str(override) if override else None}))
+    print(json.dumps({"mode": str(current), "override": str(override) if override else None,
+                      "privacy_switch": switch}))
+    if switch:
+        print("the physical privacy switch is on: privacy mode until it is turned off", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -116,27 +145,43 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     zsub = command_group(sub, "zones", "privacy-zone tools")
     pv = zsub.add_parser(
         "preview",
-        help="draw a camera's zones with their names over a frame from its source",
-        description="Draws the camera's zones over its first frame: each zone filled and outlined in its "
-        "colour, a legend (name: action, style) and a light grid every 0.1 labelled along the top (x) and "
-        "left (y) edges, to read [x, y] points (0..1, origin top-left) for `points:`. The picture is an "
-        "unredacted frame: it is written only to --out (mode 0600) and sent nowhere.",
+        help="draw a camera's zones over a frame from its source, redacted as it leaves the hub",
+        description="Draws the camera's zones over its first frame as it leaves the hub: mask zones filled "
+        "by the pipeline's own redaction (solid, pixelate or blur), withhold zones outlined, every zone "
+        "outlined and named in its colour, a legend (name: action, style) and a light grid every 0.1 "
+        "labelled along the top (x) and left (y) edges, to read [x, y] points (0..1, origin top-left) for "
+        "`points:`. A mode that withholds every frame shows none of it. No raw pixel of a zone is drawn; "
+        "the picture is written only to --out (mode 0600) and sent nowhere.",
     )
     pv.add_argument("--config", required=True, help="path to config.yaml")
     pv.add_argument("--camera", required=True, help="camera id")
     pv.add_argument("--source", help="draw over a frame from this source instead of the camera's")
     pv.add_argument("--out", required=True, help="output image (.png; written with mode 0600)")
+    pv.add_argument("--mode", choices=[x.value for x in Mode],
+                    help="show the zones as they act in this mode (default: the mode in force now)")
     pv.set_defaults(func=cmd_zones_preview)
     add_discover_parser(zsub)
 
-    m = sub.add_parser("mode", help="show or set the household mode (home, away, privacy, auto)")
+    m = sub.add_parser("mode", help="show or set the household mode (home, away, privacy, auto)",
+                       description="While the physical privacy switch is on the mode is privacy, and "
+                       "`set` to anything else is refused (exit 4).")
     m.add_argument("action", choices=["get", "set"],
-                   help="get: print the current mode and any override as JSON; set: override the mode")
-    m.add_argument("mode", nargs="?", choices=[*(x.value for x in Mode), "auto"],
+                   help="get: print the current mode, any override and the privacy switch as JSON; "
+                   "set: override the mode")
+    m.add_argument("mode", nargs="?", choices=MODE_CHOICES,
                    help="with set: the mode to hold until changed, or auto to clear the override and "
                    "follow the schedule")
     m.add_argument("--config", required=True, help="path to config.yaml")
-    m.set_defaults(func=cmd_mode)
+
+    def mode_command(args: argparse.Namespace) -> int:
+        # Usage errors, reported like argparse's own (usage line, exit 2), before the config is read.
+        if args.action == "set" and args.mode is None:
+            m.error(f"mode set needs a mode: one of {', '.join(MODE_CHOICES)}")
+        if args.action == "get" and args.mode is not None:
+            m.error(f"mode get takes no mode (to change it: mode set {args.mode})")
+        return cmd_mode(args)
+
+    m.set_defaults(func=mode_command)
 
 
 def _confirm(question: str) -> bool:
@@ -148,19 +193,27 @@ def _confirm(question: str) -> bool:
 def cmd_zones_discover(args: argparse.Namespace) -> int:
     loaded = load_config(args.config)
     proposals, skipped, first, action, existing = discover(loaded, args.camera, args.source, args.frames, args.min_frames)
+    mode = _preview_mode(loaded, args.mode)
+    # The preview is the frame as it would leave the hub with the proposals applied.
+    view = redacted_view(first, with_proposals(camera_policy(loaded, loaded.config.camera(args.camera)),
+                                               proposals, action), mode)
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     snippet = out_dir / f"zones-{args.camera}.yaml"
     preview = out_dir / f"zones-{args.camera}.png"
-    snippet.write_text(snippet_text(args.camera, [p.as_zone() for p in proposals], action), encoding="utf-8")
-    if not cv2.imwrite(str(preview), render_preview(first, proposals, skipped, existing)):
-        raise SinkError(f"cannot write preview image {preview}")
+    try:
+        make_private_dirs(out_dir)
+        atomic_write(snippet, snippet_text(args.camera, [p.as_zone() for p in proposals], action).encode(),
+                     PRIVATE_FILE_MODE)
+    except OSError as e:
+        raise SinkError(f"cannot write {snippet}: {e.strerror or e}") from None
+    _write_image(preview, render_preview(view, proposals, skipped, existing))
     for p in proposals:
         print(f"proposed zone {p.name!r}: {p.label} seen in {p.frames_seen}/{p.frames_sampled} frames, "
               f"points {p.points()}")
     for s in skipped:
         print(f"not proposed: {s.label} ({s.reason})")
-    print(f"wrote {snippet} and {preview}")
+    applied = "; the proposals are drawn as if applied" if proposals else ""
+    print(f"wrote {snippet} and {preview} (mode 0600); {_what_it_shows(view, mode)}{applied}")
     if not args.apply:
         return ExitCode.OK
     if not proposals:
@@ -182,7 +235,9 @@ def add_discover_parser(zones_sub: argparse._SubParsersAction) -> None:
         help="detect private objects (bed, toilet, sink, ...) and propose zones for them",
         description="Samples frames from a camera, detects the private objects listed in "
         "detection.private_objects.labels and proposes one zone per object. Writes zones-<camera>.yaml "
-        "and zones-<camera>.png; --apply adds the zones to the config (comments kept, .bak written).",
+        "and zones-<camera>.png (both mode 0600); --apply adds the zones to the config (comments kept, .bak "
+        "written). The picture shows the frame as it would leave the hub with the proposals applied: mask "
+        "zones filled by the pipeline's own redaction, withhold zones outlined; no raw pixel of a zone.",
     )
     d.add_argument("--config", required=True, help="path to config.yaml")
     d.add_argument("--camera", required=True, help="camera id")
@@ -191,6 +246,8 @@ def add_discover_parser(zones_sub: argparse._SubParsersAction) -> None:
     d.add_argument("--min-frames", type=int, default=None,
                    help="propose an object only if seen in at least this many sampled frames (default: a quarter)")
     d.add_argument("--out-dir", default=".", help="where to write the snippet and preview (default: .)")
+    d.add_argument("--mode", choices=[x.value for x in Mode],
+                   help="draw the preview as the zones act in this mode (default: the mode in force now)")
     d.add_argument("--apply", action="store_true", help="add the proposed zones to the config file")
     d.add_argument("--yes", action="store_true", help="with --apply: do not ask for confirmation")
     d.set_defaults(func=cmd_zones_discover)

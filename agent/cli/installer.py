@@ -32,6 +32,7 @@ from agent.core.pipeline import CameraPipeline
 from agent.core.policy import camera_policy
 from agent.core.process import tune_process
 from agent.errors import AgentError, ExitCode, SinkError, SourceError
+from agent.fsutil import make_private_dirs
 from agent.media.sources import SourceOpener
 from agent.storage.lock import DataDirLock
 from agent.storage.sinks.factory import build_sinks, plaintext_sinks
@@ -49,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_config(args.config)
     data_dir = loaded.data_dir
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(data_dir)  # 0700; the lock below tightens what an older version left
     except OSError as e:
         raise SinkError(f"data_dir {data_dir} cannot be created: {e.strerror or e}") from e
     # For the whole run: a second `run`, an `outbox flush` or `hub serve` on the same data dir

@@ -3,6 +3,12 @@
 Each command group lives in its own module and registers itself through
 `register_cli(sub)`; this module only wires them up and turns `AgentError`
 into a one-line message and a non-zero exit code. Tracebacks are for bugs.
+
+A file the user named that is missing, unreadable or a directory (`FileNotFoundError`,
+`PermissionError`, `IsADirectoryError`, `NotADirectoryError`, any `OSError` that names its file)
+is bad input, not a bug: wherever a command forgot to turn it into an `AgentError`, it still
+ends here as one line naming the path, exit `ERROR`. Global options (`-v`) are accepted before
+or after the command name (`agent.cli.parsing.CommandParser`).
 """
 
 from __future__ import annotations
@@ -10,11 +16,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
+# Importing `agent` (as any `agent.*` import does) has already forced ORT_DISABLE_TELEMETRY=1,
+# before any command can load ONNX Runtime: see agent/__init__.py.
 from agent import __version__
+from agent.cli.parsing import CommandParser, add_verbose, verbosity
 from agent.errors import AgentError, ExitCode
+from agent.fsutil import private_umask
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Edge Privacy Agent: private zones never leave the hub.",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    add_verbose(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register_cli(sub)
     return p
@@ -44,16 +55,47 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
+    level = logging.WARNING - 10 * min(verbosity(args), 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitCode.ERROR
     try:
-        return int(args.func(args) or 0)
+        # umask 077 for the whole command: everything it creates (the data dir, clips, events,
+        # state, pictures of the home, decrypted video) is for this user alone, also where a
+        # library or a plain open() picks the mode. Explicit modes (agent.fsutil) hold it too.
+        with private_umask():
+            return int(args.func(args) or 0)
     except AgentError as e:
         print(f"privacy-agent: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        message = file_error_message(e)
+        if message is None:
+            raise  # no file named: not a user's missing input, a bug (or the network) to see whole
+        log.debug("file error", exc_info=True)
+        print(f"privacy-agent: error: {message}", file=sys.stderr)
+        return ExitCode.ERROR
     except KeyboardInterrupt:
         print("privacy-agent: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+
+
+def file_error_message(e: OSError) -> str | None:
+    """One line for an OSError about a file, naming the path and what is wrong; None if it names
+    no file."""
+    if e.filename is None:
+        return None
+    path = os.fsdecode(e.filename)
+    if isinstance(e, FileNotFoundError):
+        parent = os.path.dirname(path)
+        if parent and not os.path.isdir(parent):
+            return f"{path}: directory {parent} does not exist"
+        return f"{path} does not exist"
+    if isinstance(e, PermissionError):
+        return f"{path}: permission denied"
+    if isinstance(e, IsADirectoryError):
+        return f"{path} is a directory; a file is needed here"
+    if isinstance(e, NotADirectoryError):
+        return f"{path}: a part of this path is not a directory"
+    return f"{path}: {e.strerror or e}"

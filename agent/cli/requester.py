@@ -25,7 +25,9 @@ from agent.errors import (
     AgentError,
     EnvelopeError,
     ExitCode,
+    OutputExists,
 )
+from agent.fsutil import create_private, install_file, write_private
 
 
 def cmd_requester_keygen(args: argparse.Namespace) -> int:
@@ -64,7 +66,10 @@ def cmd_requester_request(args: argparse.Namespace) -> int:
     if grant.requester != ident.key_id or grant.request_id != rid.hex():
         raise AccessError("the grant is not for this request")
     out = Path(args.out or f"grant-{rid.hex()[:12]}.json")
-    out.write_bytes(raw)
+    try:
+        write_private(out, raw, replace=True)  # a grant carries keys sealed to this requester: 0600
+    except OSError as e:
+        raise AgentError(f"cannot write the grant to {out}: {e.strerror or e}") from None
     print(f"granted by {', '.join(grant.approvers)}: cameras {list(grant.scope.cameras)}, "
           f"{len(grant.keys)} clip key(s), until {format_ms(grant.expires_ms)}; saved to {out}")
     return ExitCode.OK
@@ -73,9 +78,18 @@ def cmd_requester_request(args: argparse.Namespace) -> int:
 def cmd_requester_open(args: argparse.Namespace) -> int:
     from agent.crypto.envelope import Stanza, decrypt_verified, unwrap_key, verify_clip
 
+    out = Path(args.out)
+    if not args.force and os.path.lexists(out):
+        raise OutputExists(f"{out} already exists; pass --force to replace it, or choose another path")
     ident = load_device_identity(args.identity)
     hub = hub_key(args)
-    grant = A.parse_grant(Path(args.grant).read_bytes(), hub)
+    try:
+        grant_raw = Path(args.grant).read_bytes()
+    except FileNotFoundError:
+        raise AccessError(f"grant file {args.grant} does not exist (saved by `requester request --wait`)") from None
+    except OSError as e:
+        raise AccessError(f"cannot read grant file {args.grant}: {e.strerror or e}") from None
+    grant = A.parse_grant(grant_raw, hub)
     if grant.requester != ident.key_id:
         raise AccessError(f"grant is for requester {grant.requester}, not {ident.key_id}")
     if grant.expires_ms < now_ms():
@@ -91,13 +105,21 @@ def cmd_requester_open(args: argparse.Namespace) -> int:
         raise AccessError(f"clip {info.clip_id_hex} is not in the grant (granted: {list(grant.scope.clips)})")
     # The granted key is a stanza sealed to this requester and bound to this clip id.
     k = unwrap_key(ident, dataclasses.replace(info.header, stanzas=(Stanza(ident.key_id, key.sealed),)))
-    out = Path(args.out)
     part = out.with_name(out.name + ".part")
     try:
-        with open(part, "wb") as f:
+        part.unlink(missing_ok=True)
+        with create_private(part) as f:  # decrypted footage: 0600
             meta, n = decrypt_verified(data, info, k, f.write)
-        os.replace(part, out)
-    except (EnvelopeError, OSError):
+            f.flush()
+            os.fsync(f.fileno())
+        install_file(part, out, replace=args.force)
+    except FileExistsError:
+        part.unlink(missing_ok=True)
+        raise OutputExists(f"{out} already exists; pass --force to replace it, or choose another path") from None
+    except OSError as e:
+        part.unlink(missing_ok=True)
+        raise AgentError(f"cannot write {out}: {e.strerror or e}") from None
+    except EnvelopeError:
         part.unlink(missing_ok=True)
         raise
     print(f"clip {info.clip_id_hex} ({meta.get('camera_id', '?')}): {n} bytes written to {out}")
@@ -130,5 +152,6 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--identity", required=True, help="requester identity file")
     p.add_argument("--hub", required=True, help="the hub's public key")
     p.add_argument("--grant", required=True, help="grant file saved by `requester request --wait`")
-    p.add_argument("--out", required=True, help="where to write the video")
+    p.add_argument("--out", required=True, help="where to write the video (mode 0600)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_requester_open)

@@ -15,14 +15,14 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from agent.config.base import StrictModel
 from agent.errors import ConfigError, MqttError
 from agent.topics import DEFAULT_PREFIX, HA_DISCOVERY_PREFIX, check_prefix
-
-REQUESTER_ROLES: tuple[str, ...] = ("vendor", "contractor", "police", "household")
+from agent.vocab import REQUESTER_ROLES
 
 
 class AccessPolicyConfig(StrictModel):
@@ -43,6 +43,25 @@ class AccessPolicyConfig(StrictModel):
     max_pending: int = Field(
         default=32, ge=1, le=1000,
         description="Most challenges open at once; further requests are refused until some close.",
+    )
+    unknown_requesters: Literal["strict", "refuse"] = Field(
+        default="strict",
+        description="Requests from a key the owners did not enroll in the roster (`owner enroll "
+        "--add-requester`): `strict` opens a challenge that needs two owner approvals and is shown to "
+        "owners as UNVERIFIED, whatever role it claims; `refuse` refuses them outright.",
+    )
+    max_pending_per_requester: int = Field(
+        default=4, ge=1, le=100,
+        description="Most open challenges for any one enrolled requester key.",
+    )
+    max_pending_per_role: int = Field(
+        default=16, ge=1, le=1000,
+        description="Most open challenges for enrolled requesters of any one role.",
+    )
+    max_pending_unverified: int = Field(
+        default=4, ge=0, le=100,
+        description="Most open challenges from unenrolled requesters, all keys together (one per key). Kept "
+        "below `max_pending` so that a flood of throw-away keys never blocks an enrolled requester.",
     )
 
     @field_validator("two_owner_roles")

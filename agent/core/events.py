@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.core.datatypes import Event
+from agent.fsutil import open_private_append
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ EventCallback = Callable[[Event], None]
 
 # Expected in normal operation: logged at INFO (they are all in the event file anyway).
 _ROUTINE = {"info", "source_ended", "segment_written", "released", "withheld", "clip_sealed", "clip_uploaded",
+            "clip_stream_started",
             "decode_recovered", "mode_changed"}
 
 #: Events kept in memory by default (about 300 bytes each).
@@ -86,7 +88,7 @@ class EventLog:
             lines.append(json.dumps(lost.to_json()))
         lines.append(json.dumps(ev.to_json()))
         try:
-            with self._path.open("a", encoding="utf-8") as f:
+            with open_private_append(self._path) as f:  # 0600: events name cameras, zones and times
                 if self._unwritten and self._good_size is not None and f.tell() > self._good_size:
                     f.truncate(self._good_size)
                 f.write("\n".join(lines) + "\n")

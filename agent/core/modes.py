@@ -1,12 +1,18 @@
-"""Household mode: schedule plus a manual override kept in the data directory.
+"""Household mode: the physical privacy switch, a manual override and the schedule.
 
 Invariants:
-- The mode is runtime state, so it lives in `data_dir/state/mode.json`,
-  never in the config.
+- The mode is runtime state, so it lives in `data_dir/state/`, never in the config: the
+  override in `mode.json`, the physical privacy switch in `privacy-switch.json` (its own
+  file, written only by the firmware hook).
+- The privacy switch wins over every other source: while it is on, the mode is `privacy`
+  whatever the override or the schedule say, and `write_override` refuses any other mode
+  (`PrivacySwitchOn`), from the CLI and MQTT alike. Turning it off hands the mode back to the
+  override, or the schedule, exactly as they stood.
 - A manual override wins over the schedule until it is cleared (`auto`).
 - An unreadable or malformed state file means `privacy` (fail closed) and a
-  warning, not a crash and not the permissive default.
-- `scheduled_mode` is pure; `ModeController` reads the state file at most
+  warning, not a crash and not the permissive default. For the switch file that
+  includes `switch_engaged`, which never raises.
+- `scheduled_mode` is pure; `ModeController` reads the state files at most
   once per second on the injected clock.
 """
 
@@ -21,8 +27,9 @@ from pathlib import Path
 
 from agent.clock import Clock, SystemClock
 from agent.config import ModesConfig
-from agent.errors import AgentError
-from agent.fsutil import atomic_write
+from agent.errors import AgentError, JsonLimitError, PrivacySwitchOn
+from agent.fsutil import PRIVATE_FILE_MODE, atomic_write, make_private_dirs
+from agent.jsonlimits import loads_bounded
 from agent.vocab import Mode
 
 log = logging.getLogger(__name__)
@@ -51,19 +58,101 @@ def scheduled_mode(cfg: ModesConfig, now: dt.datetime) -> Mode:
     return cfg.default
 
 
+#: Who wrote an override before the switch had its own file: `write_switch(False)` clears such a
+#: leftover, so a hub upgraded with its switch on does not stay in privacy once it is turned off.
+SWITCH_BY = "privacy-switch"
+
+# The state files are a few dozen bytes of our own JSON; anything bigger is not ours.
+_STATE_MAX_BYTES = 4096
+
+
 def state_file(data_dir: Path) -> Path:
     return data_dir / "state" / "mode.json"
 
 
+def switch_file(data_dir: Path) -> Path:
+    return data_dir / "state" / "privacy-switch.json"
+
+
+def _read_state(f: Path, what: str) -> object | None:
+    """The JSON in a state file; None if there is none. Raises AgentError if it is unreadable."""
+    try:
+        raw = f.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise AgentError(f"cannot read {what} {f}: {e.strerror or e}") from e
+    try:
+        return loads_bounded(raw, max_bytes=_STATE_MAX_BYTES, max_depth=4, what=f"{what} {f}")
+    except JsonLimitError as e:
+        raise AgentError(str(e)) from e
+    except ValueError as e:
+        raise AgentError(f"{what} {f} is malformed: {e}") from e
+
+
+def write_switch(data_dir: Path, engaged: bool, wall_s: float) -> None:
+    """Record the physical privacy switch's position (atomic replace, 0600).
+
+    Only the switch's own hook calls this. Turning it off leaves the override alone (it applies
+    again), except an override the switch itself wrote before it had this file.
+    """
+    f = switch_file(data_dir)
+    try:
+        make_private_dirs(f.parent)
+        atomic_write(f, json.dumps({"engaged": engaged, "by": SWITCH_BY, "set_at_wall_s": wall_s}).encode(),
+                     PRIVATE_FILE_MODE)
+    except OSError as e:
+        raise AgentError(f"cannot write privacy switch state {f}: {e.strerror or e}") from e
+    if not engaged:
+        try:
+            doc = _read_state(state_file(data_dir), "mode state")
+        except AgentError:
+            return  # an unreadable override means privacy anyway; `mode set` replaces it
+        if isinstance(doc, dict) and doc.get("by") == SWITCH_BY:
+            state_file(data_dir).unlink(missing_ok=True)
+
+
+def read_switch(data_dir: Path) -> bool:
+    """Whether the privacy switch is on (no file: off). Raises AgentError if the file is unreadable."""
+    f = switch_file(data_dir)
+    doc = _read_state(f, "privacy switch state")
+    if doc is None:
+        return False
+    if not isinstance(doc, dict) or not isinstance(doc.get("engaged"), bool):
+        raise AgentError(f'privacy switch state {f} is malformed: expected {{"engaged": true|false}}')
+    return bool(doc["engaged"])
+
+
+def switch_engaged(data_dir: Path) -> bool:
+    """Whether the privacy switch holds the hub in privacy mode. Never raises: a switch state
+    that cannot be read counts as on (fail closed)."""
+    try:
+        return read_switch(data_dir)
+    except AgentError as e:  # read_switch turns every OSError and ValueError into one
+        log.warning("%s; treating the privacy switch as on", e)
+        return True
+
+
 def write_override(data_dir: Path, mode: Mode | None, by: str, wall_s: float) -> None:
-    """Set (or with None, clear) the manual mode override. Atomic replace."""
+    """Set (or with None, clear) the manual mode override. Atomic replace.
+
+    Raises `PrivacySwitchOn` (exit code REFUSED) for anything but `privacy` while the physical
+    privacy switch is on: the switch wins, and a refused change is not kept for later.
+    """
+    if mode is not Mode.PRIVACY and switch_engaged(data_dir):
+        asked = "auto (the schedule)" if mode is None else str(mode)
+        raise PrivacySwitchOn(
+            f"the physical privacy switch is on: the hub stays in privacy mode; mode {asked} "
+            f"requested by {by} was refused (turn the switch off first)"
+        )
     f = state_file(data_dir)
     try:
-        f.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(f.parent)
         if mode is None:
             f.unlink(missing_ok=True)
             return
-        atomic_write(f, json.dumps({"mode": str(mode), "by": by, "set_at_wall_s": wall_s}).encode(), 0o644)
+        atomic_write(f, json.dumps({"mode": str(mode), "by": by, "set_at_wall_s": wall_s}).encode(),
+                     PRIVATE_FILE_MODE)
     except OSError as e:
         raise AgentError(f"cannot write mode state {f}: {e}") from e
 
@@ -71,14 +160,13 @@ def write_override(data_dir: Path, mode: Mode | None, by: str, wall_s: float) ->
 def read_override(data_dir: Path) -> Mode | None:
     """The manual override, None if none. Raises AgentError if the file is unreadable."""
     f = state_file(data_dir)
-    try:
-        raw = f.read_text()
-    except FileNotFoundError:
+    doc = _read_state(f, "mode state")
+    if doc is None:
         return None
-    except OSError as e:
-        raise AgentError(f"cannot read mode state {f}: {e}") from e
+    if not isinstance(doc, dict):
+        raise AgentError(f"mode state {f} is malformed: not a JSON object")
     try:
-        return Mode(json.loads(raw)["mode"])
+        return Mode(doc["mode"])
     except (ValueError, KeyError, TypeError) as e:
         raise AgentError(f"mode state {f} is malformed: {e}") from e
 
@@ -113,14 +201,19 @@ class ModeController:
             now = self._clock.monotonic()
             if self._checked_at is None or now - self._checked_at >= 1.0:
                 self._checked_at = now
+                switch = False
                 if self._data_dir is not None:
+                    switch = switch_engaged(self._data_dir)
                     try:
                         self._override = read_override(self._data_dir)
                     except AgentError as e:
                         log.warning("%s; using privacy mode until it is fixed", e)
                         self._override = Mode.PRIVACY
                 before = self._cached
-                if self._override is not None:
+                if switch:
+                    # The physical switch wins over the override and the schedule.
+                    self._cached, why = Mode.PRIVACY, "privacy-switch"
+                elif self._override is not None:
                     self._cached, why = self._override, "override"
                 else:
                     local = dt.datetime.fromtimestamp(self._clock.wall())

@@ -23,7 +23,7 @@ from agent.config import (
     detection_rules,
     effective_detection,
 )
-from agent.core.datatypes import Analysis, Decision, Frame, MaskRegion
+from agent.core.datatypes import Analysis, Decision, Frame, MaskRegion, ZoneActivity
 from agent.geometry import BoxRel, PointRel, validate_polygon
 from agent.vocab import Action, Mode, Style, ZoneAction
 
@@ -192,6 +192,22 @@ def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -
         return Decision(policy.camera_id, frame.index, frame.t_s, Action.MASK, tuple(dict.fromkeys(reasons)),
                         tuple(regions))
     return Decision(policy.camera_id, frame.index, frame.t_s, Action.PASS)
+
+
+def decide_zones_only(policy: CameraPolicy, frame: Frame, mode: Mode) -> Decision:
+    """What the homeowner's zones alone do to `frame` in `mode`: `decide` itself, given an
+    analysis in which every withhold zone is empty and the detectors ran and found nothing.
+
+    For previews: the mask zones come back as the very regions the pipeline redacts (so the
+    picture's pixels in them are the ones that leave the hub), and a mode that withholds every
+    frame (`privacy`, `withhold_all`) still withholds. Detections add regions at run time; a
+    preview cannot know them.
+    """
+    empty = Analysis(
+        zone_activity=tuple(ZoneActivity(z.name, False) for z in policy.withhold_capable_zones()),
+        detections_age_s=0.0,
+    )
+    return decide(policy, frame, empty, mode)
 
 
 def camera_policy(loaded: LoadedConfig, cam: CameraConfig) -> CameraPolicy:

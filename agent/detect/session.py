@@ -8,6 +8,9 @@ Invariants:
   `ModelError` naming the model; the caller decides withhold vs refuse-start.
 - Thread settings come from config; by default one intra-op thread and no
   spinning, so one camera's detector does not starve the others on a Pi.
+- No session is built before ONNX Runtime's telemetry events are switched off
+  through its API as well (`ORT_DISABLE_TELEMETRY=1`, forced in `agent/__init__.py`,
+  is the switch that keeps the uploader and the device id from ever existing).
 """
 
 from __future__ import annotations
@@ -30,6 +33,24 @@ _OPT_LEVEL = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+
+
+def disable_telemetry_events() -> bool:
+    """Switch off ONNX Runtime's telemetry events through its API; True if the call was made.
+
+    Belt and braces beside `ORT_DISABLE_TELEMETRY=1`: the API exists in the 1.x builds we
+    use, but another build may lack it or refuse the call, and neither may stop detection.
+    """
+    fn = getattr(ort, "disable_telemetry_events", None)
+    if not callable(fn):
+        log.debug("this ONNX Runtime has no disable_telemetry_events(); relying on ORT_DISABLE_TELEMETRY=1")
+        return False
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001  (a native binding; the env var is the real switch)
+        log.debug("ONNX Runtime refused disable_telemetry_events(): %s", e)
+        return False
+    return True
 
 
 def session_options(cfg: OnnxRuntimeConfig) -> ort.SessionOptions:
@@ -82,6 +103,7 @@ def open_session(entry: ManifestEntry, path: Path, cfg: OnnxRuntimeConfig,
     `model_bytes` lets a plugin pass a rewritten model (e.g. dynamic dims);
     `path` must still be the verified file it came from.
     """
+    disable_telemetry_events()
     try:
         sess = ort.InferenceSession(
             model_bytes if model_bytes is not None else str(path),

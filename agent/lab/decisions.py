@@ -16,10 +16,16 @@ import numpy as np
 from agent.core.datatypes import Image, MaskRegion
 from agent.errors import FixtureError
 from agent.geometry import PointRel
+from agent.jsonlimits import loads_bounded
 from agent.media.video import video_frames
 from agent.vocab import Style
 
 ACTIONS = ("pass", "mask", "withhold")
+
+# Replay outputs and fixtures may come from anyone (a shared bundle, a bug report): parsed bounded.
+# A decision line or truth.json nests a handful of levels; a summary is well under these.
+MAX_JSON_BYTES = 64 * 1024 * 1024
+MAX_JSON_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +64,11 @@ def parse_decisions(text: str, where: str = "decisions.jsonl") -> dict[int, Deci
             continue
         at = f"{where}:{lineno}"
         try:
-            obj = json.loads(line)
+            obj = loads_bounded(line, max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH, what=at)
         except json.JSONDecodeError as e:
             raise FixtureError(f"{at}: not JSON: {e.msg}") from None
+        except ValueError as e:  # over a limit (JsonLimitError, which names the line) or bad UTF-8
+            raise FixtureError(str(e)) from None
         if not isinstance(obj, dict):
             raise FixtureError(f"{at}: each line must be a JSON object")
         frame = obj.get("frame")
@@ -121,10 +129,11 @@ def output_frames(path: Path) -> Iterator[Image]:
 def read_json_object(path: Path, missing: str) -> dict[str, Any]:
     """A JSON file whose top level is an object; `missing` says what to do when it is absent."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = loads_bounded(path.read_text(encoding="utf-8"), max_bytes=MAX_JSON_BYTES,
+                            max_depth=MAX_JSON_DEPTH, what=str(path))
     except FileNotFoundError:
         raise FixtureError(f"{path} does not exist; {missing}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: bad UTF-8, bad JSON or over a limit
         raise FixtureError(f"cannot read {path}: {e}") from None
     if not isinstance(doc, dict):
         raise FixtureError(f"{path}: top level must be an object")

@@ -6,7 +6,12 @@ The legend names each zone with its action and style in the zone's colour. The o
 frame's size, so pixel positions in the picture are the frame's; text sizes follow the frame so
 the picture reads the same on a 320x240 and a 1920x1080 camera.
 
-The frame drawn on is unredacted: the picture is written only where the homeowner asks, on the hub.
+Invariant: the picture is drawn over the frame as it leaves the hub, never over a raw frame.
+`render_zones` takes a `RedactedFrame` (built by `agent.core.redact.apply` from the camera's own
+policy, see `redacted_view`) or a `Withheld` notice, and nothing else: mask zones show exactly
+the pixels the pipeline sends (solid, pixelate or blur), withhold zones are outlined (they pass
+untouched while empty), and a frame the mode withholds as a whole shows no pixel of it, only a
+filled canvas that says so. A tint over raw pixels (the old preview) inverts almost exactly.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from agent.core.datatypes import Frame, Image
+from agent.core.policy import CameraPolicy, decide_zones_only
+from agent.core.redact import RedactedFrame, apply, require_redacted
 from agent.core.zones import zone_mask
 from agent.geometry import PointRel
+from agent.vocab import Mode
 
 _ZONE_COLOURS = [(0, 0, 255), (0, 200, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0), (255, 255, 0)]
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -26,6 +35,63 @@ _GRID_STEPS = 10  # a line every 0.1
 _GRID_COLOUR = (235, 235, 235)
 _GRID_ALPHA = 0.45  # light enough to see the scene through, visible on dark and mid-tone frames
 _LEGEND_BG = (0, 0, 0)
+_WITHHELD_BG = (64, 64, 64)  # a frame withheld as a whole: mid grey, so black solid zones still show
+_WITHHELD_TEXT = (255, 255, 255)
+
+
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    """A frame the policy withholds as a whole (privacy mode, `withhold_all`): nothing of it is drawn."""
+
+    width_px: int
+    height_px: int
+    reasons: tuple[str, ...]
+
+
+def preview_zones(policy: CameraPolicy, mode: Mode) -> list[PreviewZone]:
+    """The camera's zones as they act in `mode` (a mode may turn a `mask` zone into `withhold`)."""
+    return [PreviewZone(z.name, z.points, str(z.action), str(z.style)) for z in policy.zones_for(mode)]
+
+
+def redacted_view(img: Image, policy: CameraPolicy, mode: Mode) -> RedactedFrame | Withheld:
+    """The frame `img` as the camera's zones let it leave the hub in `mode`, through the pipeline's
+    own policy (`decide_zones_only`) and redaction (`agent.core.redact.apply`)."""
+    frame = Frame(policy.camera_id, 0, 0.0, 0.0, img)
+    decision = decide_zones_only(policy, frame, mode)
+    released = apply(frame, decision)
+    if released is None:
+        return Withheld(frame.width_px, frame.height_px, decision.reasons)
+    return released
+
+
+def canvas(view: RedactedFrame | Withheld) -> Image:
+    """A writable picture to draw on: the redacted frame's pixels, or a plain fill for a withheld one.
+
+    Anything else (a raw `Frame`, a bare array) raises PrivacyViolation: no preview of raw pixels.
+    """
+    if isinstance(view, Withheld):
+        return np.full((view.height_px, view.width_px, 3), _WITHHELD_BG, np.uint8)
+    return np.array(require_redacted(view).image, dtype=np.uint8, copy=True)
+
+
+def draw_withheld_notice(out: Image, view: Withheld) -> tuple[int, int, int, int]:
+    """`WITHHELD` and why, centred on a dark tab; returns the tab's box (x0, y0, x1, y1)."""
+    h, w = out.shape[:2]
+    scale = _text_scale(w, h)
+    lines = [("WITHHELD: no frame leaves the hub", scale * 1.3),
+             (", ".join(view.reasons) or "withheld", scale)]
+    sizes = [(cv2.getTextSize(t, _FONT, sc, _thickness(sc)), sc) for t, sc in lines]
+    pad = max(3, round(8 * scale))
+    box_w = min(w, max(tw for ((tw, _), _), _ in sizes) + 2 * pad)
+    box_h = min(h, sum(th + base + pad for ((_, th), base), _ in sizes) + pad)
+    x0, y0 = max(0, (w - box_w) // 2), max(0, (h - box_h) // 2)
+    x1, y1 = min(w - 1, x0 + box_w - 1), min(h - 1, y0 + box_h - 1)
+    cv2.rectangle(out, (x0, y0), (x1, y1), _LEGEND_BG, -1)
+    y = y0 + pad
+    for (text, sc), (((_, th), base), _) in zip(lines, sizes, strict=True):
+        cv2.putText(out, text, (x0 + pad, y + th), _FONT, sc, _WITHHELD_TEXT, _thickness(sc), cv2.LINE_AA)
+        y += th + base + pad
+    return x0, y0, x1, y1
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +113,9 @@ class PreviewLayout:
     legend_box_px: tuple[int, int, int, int] | None  # x0, y0, x1, y1 (inclusive); None without zones
     legend_rows: tuple[str, ...]
     text_scale: float
+    label_boxes_px: tuple[tuple[int, int, int, int], ...] = ()  # each zone's name tab, x0, y0, x1, y1
+    withheld: bool = False  # the frame is withheld as a whole: the picture holds none of its pixels
+    notice_box_px: tuple[int, int, int, int] | None = None  # the `WITHHELD` tab, when withheld
 
 
 def colour_of(index: int) -> tuple[int, int, int]:
@@ -141,24 +210,26 @@ def _draw_legend(out: np.ndarray, zones: Sequence[PreviewZone], occupied: np.nda
     return (x0, y0, x1, y1), tuple(rows)
 
 
-def render_zones(img: np.ndarray, zones: Sequence[PreviewZone]) -> tuple[np.ndarray, PreviewLayout]:
-    """Draw zones over a frame (fill, outline, label), a 0.1 grid and a legend; the frame is not changed."""
-    h, w = img.shape[:2]
-    out = img.copy()
-    overlay = img.copy()
+def render_zones(view: RedactedFrame | Withheld, zones: Sequence[PreviewZone]) -> tuple[np.ndarray, PreviewLayout]:
+    """Draw zones over the frame as it leaves the hub: outlines, names, a 0.1 grid and a legend.
+
+    `view` is the redacted frame (its mask zones already filled by redaction, drawn as they are)
+    or a `Withheld` notice (a grey canvas saying so). Zones are outlined in their colour, never
+    tinted: a tint over pixels is only ever a tint over what leaves the hub anyway.
+    """
+    out = canvas(view)
+    h, w = out.shape[:2]
     occupied = np.zeros((h, w), np.uint8)
     scale = _text_scale(w, h)
-    for i, z in enumerate(zones):
-        m = zone_mask(z.points, w, h)
-        overlay[m > 0] = colour_of(i)
-        occupied[m > 0] = 1
-    out = cv2.addWeighted(overlay, 0.35, out, 0.65, 0)
+    for z in zones:
+        occupied[zone_mask(z.points, w, h) > 0] = 1
     thick = _thickness(scale)
     for i, z in enumerate(zones):
         poly = np.array([[p.x_rel * w, p.y_rel * h] for p in z.points], np.int32)
         cv2.polylines(out, [poly], True, colour_of(i), max(1, w // 400), cv2.LINE_AA)
     # After the outlines, so an outline along an edge never hides a grid label.
     xs, ys, band_w, band_h = _draw_grid(out, scale)
+    labels: list[tuple[int, int, int, int]] = []
     for i, z in enumerate(zones):
         cx = int(sum(p.x_rel for p in z.points) / len(z.points) * w)
         cy = int(sum(p.y_rel for p in z.points) / len(z.points) * h)
@@ -167,5 +238,7 @@ def render_zones(img: np.ndarray, zones: Sequence[PreviewZone]) -> tuple[np.ndar
         y0 = max(th + 4, min(h - 4, cy))
         cv2.rectangle(out, (x0 - 2, y0 - th - 4), (x0 + tw + 2, y0 + 4), _LEGEND_BG, -1)
         cv2.putText(out, z.name, (x0, y0), _FONT, scale, colour_of(i), thick, cv2.LINE_AA)
+        labels.append((max(0, x0 - 2), max(0, y0 - th - 4), min(w - 1, x0 + tw + 2), min(h - 1, y0 + 4)))
+    notice = draw_withheld_notice(out, view) if isinstance(view, Withheld) else None
     legend_box, rows = _draw_legend(out, zones, occupied, scale, band_w, band_h)
-    return out, PreviewLayout(xs, ys, legend_box, rows, scale)
+    return out, PreviewLayout(xs, ys, legend_box, rows, scale, tuple(labels), notice is not None, notice)

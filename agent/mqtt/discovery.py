@@ -46,6 +46,9 @@ def discovery_payload(topics: Topics, hub_key_id: str, cameras: Sequence[tuple[s
             "name": f"{cam_name} privacy",
             "unique_id": f"{node}_{cam_id}_privacy",
             "state_topic": topics.camera_state(cam_id),
+            # The state is a hub-signed message; Home Assistant shows its body (it cannot check
+            # the signature: `owner mode` and the owner tools do).
+            "value_template": "{{ value_json.body.state }}",
             "device_class": "enum",
             "options": list(CAMERA_STATES),
             "icon": "mdi:cctv-off",
@@ -65,6 +68,7 @@ def discovery_payload(topics: Topics, hub_key_id: str, cameras: Sequence[tuple[s
         "name": "Household mode",
         "unique_id": f"{node}_mode",
         "state_topic": topics.mode_state,
+        "value_template": "{{ value_json.body.mode }}",
         "device_class": "enum",
         "options": ["home", "away", "privacy"],
         "icon": "mdi:shield-home",

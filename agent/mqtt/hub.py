@@ -4,20 +4,28 @@
 - subscribes to requests, decisions and signed mode changes;
 - runs each message through the state machine under one lock (so a challenge is consumed
   atomically, before anything else can see it);
-- writes the audit entries FIRST and publishes only if that succeeded: if the audit log cannot
-  be written, no grant goes out (fail closed);
-- persists per-device counters (`DATA/mqtt/access-state.json`) so a replayed decision or mode
-  change stays refused after a restart. Open challenges are NOT persisted: the monotonic clock
-  does not survive a reboot, so a restart closes them (owners simply see them vanish);
+- RECORDS FIRST: the audit entries and the per-device counters (`DATA/mqtt/access-state.json`,
+  `agent.access.state`) are fsynced before anything is published or applied. If either cannot be
+  written, no grant goes out and no mode changes (fail closed), and a replayed message stays
+  refused after a restart. Open challenges are NOT persisted: the monotonic clock does not
+  survive a reboot, so a restart closes them (owners simply see them vanish);
+- looks up every requested clip in the hub's own clip index (camera, start, end), so requests
+  and approvals are bound to what the clips really are;
+- lets the physical privacy switch win: no remote mode change leaves privacy while it is on;
+- publishes the mode hub-signed (`mode_state`) and answers each owner device's mode change with a
+  signed `mode_result`, so a broker cannot show one mode while the hub applies another;
+- answers audit consistency-proof requests (for `audit pin`), and re-signs the checkpoint
+  periodically so owners can tell a live hub from a replayed checkpoint;
 - re-publishes retained state after every reconnect (a restarted broker may have lost it);
 - reloads the owner-signed roster from `DATA/keys/roster.json` when the file changes, and never
   accepts one whose version went backwards.
 
-`StateReporter` publishes per-camera privacy state and counters (retained) and forwards
-pipeline events through the durable outbox.
+`StateReporter` publishes per-camera privacy state (hub-signed) and counters (retained) and
+forwards pipeline events through the durable outbox.
 
-Invariants: nothing published carries images, plaintext video or keys; the broker is
-untrusted: every message that changes anything is verified by signature.
+Invariants: nothing published carries images, plaintext video or keys that anyone but one
+requester can open; the broker is untrusted: every message that changes anything is verified by
+signature.
 """
 
 from __future__ import annotations
@@ -26,26 +34,39 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from agent import access as A
 from agent.access.audit import AuditLog, Checkpoint
+from agent.access.state import STATE_FILE, Counters, load_state, save_state
 from agent.clock import Clock, SystemClock
 from agent.core.datatypes import Event
-from agent.crypto.keys import HubIdentity, Roster, check_roster_update
-from agent.errors import AccessError, AgentError, AuditError, MqttError, RosterError
-from agent.fsutil import atomic_write
+from agent.crypto.keys import HubIdentity, Roster, b64url_encode, check_roster_update
+from agent.errors import (
+    AccessError,
+    AgentError,
+    AuditError,
+    MqttError,
+    PrivacySwitchOn,
+    RosterError,
+)
+from agent.jsonlimits import loads_bounded
 from agent.mqtt.client import Message, MqttClient
 from agent.mqtt.outbox import Outbox
 from agent.topics import Topics
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "access-state.json"
 CAMERA_STATES: tuple[str, ...] = ("clear", "masked", "withheld")
 HA_EVENT_TYPES: tuple[str, ...] = ("challenge", "approved", "granted", "denied", "expired", "refused")
+
+#: Consistency proofs served per second at most (the request topic is writable by owner devices).
+PROOFS_PER_S = 5.0
+
+ClipLookup = Callable[[Sequence[str]], Mapping[str, A.ClipMeta]]
 
 
 class HubAccessService:
@@ -62,6 +83,8 @@ class HubAccessService:
         known_cameras: frozenset[str] | None = None,
         on_mode: Callable[[str, str], None] | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        clip_lookup: ClipLookup | None = None,
+        switch_on: Callable[[], bool] | None = None,
     ) -> None:
         self.client = client
         self.topics: Topics = client.topics
@@ -73,41 +96,27 @@ class HubAccessService:
         self.known_cameras = known_cameras
         self._on_mode = on_mode
         self._rand = random_bytes
+        self._clip_lookup = clip_lookup
+        self._switch_on = switch_on or (lambda: False)
         self._lock = threading.RLock()
         self._state_path = Path(state_dir) / STATE_FILE
         roster = roster_loader()
         if roster is None:
             raise AccessError("no owner-signed roster is installed; run `privacy-agent keys roster` first")
-        self.state = A.new_state(hub.key_id, roster, self._load_counters())
+        stored = load_state(self._state_path, roster_installed=True)
+        self.state = A.new_state(hub.key_id, roster, stored.by_device, stored.floor)
         self.mode: str | None = None
+        self._mode_seq = 0
+        self._mode_msg: bytes | None = None
         self.results: list[A.Result] = []  # for tests and the bench: every result, in order
         self.unauthenticated = 0
         self._result_cond = threading.Condition(self._lock)
+        self._proof_times: list[float] = []
 
     # --- persistence -------------------------------------------------------------------
 
-    def _load_counters(self) -> dict[str, int]:
-        try:
-            doc = json.loads(self._state_path.read_text(encoding="utf-8"))
-            counters = doc["counters"]
-            if not isinstance(counters, dict) or not all(
-                isinstance(k, str) and isinstance(v, int) for k, v in counters.items()
-            ):
-                raise ValueError("counters must map key ids to integers")
-            return dict(counters)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            # Losing the counters would let old decisions replay: refuse to start instead.
-            raise AccessError(f"access state {self._state_path} is unreadable ({e}); refusing to start") from None
-
     def _save_counters(self) -> None:
-        try:
-            self._state_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self._state_path,
-                         json.dumps({"counters": dict(self.state.counters)}, sort_keys=True).encode())
-        except OSError as e:
-            raise AccessError(f"cannot write access state {self._state_path}: {e.strerror}") from None
+        save_state(self._state_path, Counters(self.state.counters, self.state.counter_floor))
 
     # --- wiring ------------------------------------------------------------------------
 
@@ -117,6 +126,7 @@ class HubAccessService:
         self.client.subscribe(t.access_decision_filter, self._on_decision)
         self.client.subscribe(t.mode_set, self._on_mode_set)
         self.client.subscribe(t.access_challenge_filter, self._on_retained_challenge)
+        self.client.subscribe(t.audit_proof_request, self._on_proof_request)
         self.client.add_connect_hook(self.republish)
 
     def _on_retained_challenge(self, m: Message) -> None:
@@ -134,9 +144,17 @@ class HubAccessService:
             self.client.publish(m.topic, b"", qos=1, retain=True)
 
     def clear_pending(self) -> None:
-        """On a clean stop: open challenges die with this process (monotonic time does not survive)."""
+        """On a clean stop: open challenges die with this process (monotonic time does not survive);
+        refusals still being tallied are audited now."""
         with self._lock:
             pending = list(self.state.pending)
+            self.state, summary = A.flush_tally(self.state, now_mono_s=self.clock.monotonic(), policy=self.policy,
+                                                force=True)
+            for kind, fields in summary:
+                try:
+                    self.audit.append(kind, fields)
+                except AgentError as e:
+                    log.error("cannot record the refusal summary: %s", e)
         for cid in pending:
             try:
                 self.client.publish_wait(self.topics.access_challenge(cid), b"", qos=1, retain=True, timeout_s=2)
@@ -148,20 +166,35 @@ class HubAccessService:
         self.client.publish(self.topics.audit_checkpoint, cp.encode(), qos=1, retain=True)
 
     def publish_mode(self, mode: str) -> None:
-        """The household mode as the pipeline applies it (schedule, local override or MQTT), retained."""
+        """The household mode as the pipeline applies it (schedule, switch, local override or MQTT),
+        hub-signed and retained."""
         with self._lock:
             self.mode = mode
-        self.client.publish(self.topics.mode_state, mode, retain=True)
+            now = self._now_ms()
+            # Strictly increasing, also across restarts (the wall clock is its floor).
+            self._mode_seq = max(self._mode_seq + 1, now)
+            self._mode_msg = A.mode_state_message(self.hub, mode, switch_on=self._switch(),
+                                                  roster_version=self.state.roster.version,
+                                                  seq=self._mode_seq, issued_ms=now)
+            msg = self._mode_msg
+        self.client.publish(self.topics.mode_state, msg, retain=True)
+
+    def _switch(self) -> bool:
+        try:
+            return bool(self._switch_on())
+        except Exception as e:  # noqa: BLE001 - an unreadable switch means privacy (fail closed)
+            log.error("cannot read the privacy switch (%s): treating it as on", e)
+            return True
 
     def republish(self) -> None:
         """Retained state a restarted broker may have lost: open challenges, mode, checkpoint."""
         with self._lock:
             pending = list(self.state.pending.values())
-            mode = self.mode
+            mode_msg = self._mode_msg
         for p in pending:
             self.client.publish(self.topics.access_challenge(p.challenge_id), p.challenge_raw, retain=True)
-        if mode is not None:
-            self.client.publish(self.topics.mode_state, mode, retain=True)
+        if mode_msg is not None:
+            self.client.publish(self.topics.mode_state, mode_msg, retain=True)
         try:
             cp = self.audit.latest_checkpoint()
         except AuditError as e:
@@ -190,14 +223,33 @@ class HubAccessService:
     def _now_ms(self) -> int:
         return int(self.clock.wall() * 1000)
 
+    def _requested_clips(self, payload: bytes) -> Mapping[str, A.ClipMeta]:
+        """The hub's index entries for the clips a request names (looked up before the pure
+        machine runs; a request that does not parse gets nothing and is refused there)."""
+        if self._clip_lookup is None:
+            return {}
+        try:
+            req = A.parse_request(payload, self.hub.key_id)
+        except AccessError:
+            return {}
+        if not req.scope.clips:
+            return {}
+        try:
+            return self._clip_lookup(req.scope.clips)
+        except AgentError as e:
+            log.error("cannot read the clip index (%s): requests naming clips are refused", e)
+            return {}
+
     def _on_request(self, m: Message) -> None:
         if not m.payload:
             return
+        clips = self._requested_clips(m.payload)
         with self._lock:
             self._refresh_roster()
             state, r = A.on_request(
                 self.state, m.payload, hub=self.hub, policy=self.policy, now_mono_s=self.clock.monotonic(),
                 now_wall_ms=self._now_ms(), challenge_id=self._rand(32), known_cameras=self.known_cameras,
+                clip_index=clips,
             )
             self._apply(state, r)
 
@@ -216,22 +268,75 @@ class HubAccessService:
         with self._lock:
             self._refresh_roster()
             state, r = A.on_mode_set(self.state, m.payload, hub=self.hub, now_mono_s=self.clock.monotonic(),
-                                     now_wall_ms=self._now_ms())
+                                     now_wall_ms=self._now_ms(), switch_on=self._switch())
+            # Record, then act: the audit entry and the consumed counter are durable before the
+            # mode is applied. If they cannot be written, the change does not happen at all.
+            if not self._record(state, r):
+                return
             if r.mode is not None and self._on_mode is not None:
+                signer = str(loads_bounded(m.payload, max_bytes=A.MAX_MESSAGE_BYTES, max_depth=A.MAX_JSON_DEPTH,
+                                           what="mode_set").get("signer", "?"))
                 try:
-                    self._on_mode(r.mode, f"owner device {json.loads(m.payload)['signer']}")
+                    self._on_mode(r.mode, f"owner device {signer}")
+                except PrivacySwitchOn as e:
+                    # The switch turned on between the check and the write: it still wins.
+                    r = self._mode_not_applied(r, signer, str(e))
                 except AgentError as e:
                     log.error("cannot apply mode %s: %s", r.mode, e)
-                    return
+                    r = self._mode_not_applied(r, signer, f"the hub could not apply it: {e}")
+            self._publish(r)
             if r.mode is not None:
-                self.mode = r.mode
-            self._apply(state, r)
+                self.publish_mode(r.mode)
+
+    def _mode_not_applied(self, r: A.Result, signer: str, reason: str) -> A.Result:
+        import dataclasses
+
+        try:
+            self.audit.append("access_refused", {"device": signer, "reason": f"mode not applied: {reason}"[:200]})
+        except AgentError as e:
+            log.error("cannot record that mode %s was not applied: %s", r.mode, e)
+        body = json.loads(r.outbound[0].payload)["body"] if r.outbound else None
+        out: tuple[A.Outbound, ...] = ()
+        if body is not None:
+            msg = A.sign_message("mode_result", {**body, "status": "refused", "reason": reason[:500]},
+                                 self.hub.signing_key, self.hub.key_id)
+            out = (A.Outbound("mode_result", body["device"], msg),)
+        return dataclasses.replace(r, status="refused", reason=reason, outbound=out, mode=None)
+
+    def _on_proof_request(self, m: Message) -> None:
+        """`audit pin` asks for a consistency proof between two tree sizes. Unauthenticated (the
+        proof is checked against two hub-signed checkpoints), so it is rate-limited and bounded."""
+        if not m.payload:
+            return
+        now = time.monotonic()
+        self._proof_times = [t for t in self._proof_times if now - t < 1.0]
+        if len(self._proof_times) >= PROOFS_PER_S:
+            log.warning("audit proof requests: rate limit reached, dropping one")
+            return
+        self._proof_times.append(now)
+        try:
+            doc = loads_bounded(m.payload, max_bytes=512, max_depth=2, what="audit proof request")
+            if not isinstance(doc, dict) or set(doc) != {"from", "to", "nonce"}:
+                raise ValueError("expected exactly from, to, nonce")
+            old, new, nonce = doc["from"], doc["to"], doc["nonce"]
+            if not (isinstance(old, int) and isinstance(new, int) and isinstance(nonce, str)
+                    and len(nonce) == 32 and all(c in "0123456789abcdef" for c in nonce)):
+                raise ValueError("from/to must be integers and nonce 32 hex digits")
+            proof = self.audit.consistency(old, new)
+        except (ValueError, AuditError) as e:
+            log.warning("audit proof request refused: %s", e)
+            return
+        body = {"from": old, "to": new, "proof": [b64url_encode(h) for h in proof]}
+        try:
+            self.client.publish(self.topics.audit_proof(nonce), json.dumps(body, sort_keys=True), qos=1)
+        except MqttError as e:
+            log.error("cannot publish an audit proof: %s", e)
 
     def tick(self) -> A.Result:
         """Expire challenges whose TTL ran out (call periodically; traffic also triggers it)."""
         with self._lock:
             state, r = A.expire(self.state, now_mono_s=self.clock.monotonic(), hub=self.hub,
-                                now_wall_ms=self._now_ms())
+                                now_wall_ms=self._now_ms(), policy=self.policy)
             if r.outbound or r.audit:
                 self._apply(state, r)
             else:
@@ -239,22 +344,37 @@ class HubAccessService:
             return r
 
     def _apply(self, state: A.HubState, r: A.Result) -> None:
+        if self._record(state, r):
+            self._publish(r)
+
+    def _record(self, state: A.HubState, r: A.Result) -> bool:
+        """Make the result durable (audit entries, then counters) and adopt the new state.
+
+        On failure nothing is published or applied and the state does not move on, except that a
+        consumed counter is kept in memory (a message that could not be recorded stays refused)."""
         counters_changed = state.counters != self.state.counters
-        self.state = state
         if r.status in ("refused", "duplicate"):
             if not r.authenticated:
                 self.unauthenticated += 1
             log.warning("access: %s: %s", r.status, r.reason)
-        # Record before publishing: a grant that is not in the audit log never goes out.
         try:
             for kind, fields in r.audit:
                 self.audit.append(kind, fields)
             if counters_changed:
-                self._save_counters()
+                save_state(self._state_path, Counters(state.counters, state.counter_floor))
         except AgentError as e:
-            log.error("access: cannot record %s (%s); nothing is published", r.status, e)
-            self._record(r)
-            return
+            log.error("access: cannot record %s (%s); nothing is published or applied", r.status, e)
+            import dataclasses
+
+            self.state = dataclasses.replace(self.state, counters=state.counters, seen=state.seen,
+                                             high_mono_s=state.high_mono_s)
+            self._note(dataclasses.replace(r, status="refused", reason=f"not recorded: {e}", outbound=(),
+                                           mode=None))
+            return False
+        self.state = state
+        return True
+
+    def _publish(self, r: A.Result) -> None:
         for o in r.outbound:
             try:
                 self.client.publish(self._topic(o), o.payload, qos=1, retain=o.retain)
@@ -262,13 +382,13 @@ class HubAccessService:
                 log.error("access: cannot publish %s: %s", o.channel, e)
         ha = {"challenged": "challenge", "approved": "approved", "granted": "granted", "denied": "denied",
               "expired": "expired"}.get(r.status)
-        if r.status == "refused" and r.authenticated:
+        if r.status == "refused" and r.authenticated and r.audit:
             ha = "refused"
         if ha is not None:
             self._ha_event(ha, r)
-        self._record(r)
+        self._note(r)
 
-    def _record(self, r: A.Result) -> None:
+    def _note(self, r: A.Result) -> None:
         self.results.append(r)
         self._result_cond.notify_all()
 
@@ -286,8 +406,8 @@ class HubAccessService:
             return t.access_grant(o.key)
         if o.channel == "status":
             return t.access_status(o.key)
-        if o.channel == "mode_state":
-            return t.mode_state
+        if o.channel == "mode_result":
+            return t.mode_result(o.key)
         raise MqttError(f"unknown outbound channel {o.channel!r}")
 
     def _ha_event(self, event_type: str, r: A.Result) -> None:
@@ -300,14 +420,20 @@ class HubAccessService:
 
 
 class StateReporter:
-    """Per-camera privacy state and counters (retained) and events (through the durable outbox)."""
+    """Per-camera privacy state (hub-signed) and counters (retained), and events (through the
+    durable outbox)."""
 
-    def __init__(self, client: MqttClient, outbox: Outbox | None = None) -> None:
+    def __init__(self, client: MqttClient, hub: HubIdentity, outbox: Outbox | None = None,
+                 clock: Clock | None = None) -> None:
         self.client = client
         self.topics: Topics = client.topics
+        self.hub = hub
         self.outbox = outbox
+        self.clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._state: dict[str, str] = {}
+        self._signed: dict[str, bytes] = {}
+        self._seq = 0
         self._counters: dict[str, dict[str, int]] = {}
         client.add_connect_hook(self.republish)
 
@@ -319,7 +445,11 @@ class StateReporter:
             if self._state.get(camera_id) == state:
                 return
             self._state[camera_id] = state
-        self.client.publish(self.topics.camera_state(camera_id), state, retain=True)
+            now = int(self.clock.wall() * 1000)
+            self._seq = max(self._seq + 1, now)
+            msg = A.camera_state_message(self.hub, camera_id, state, seq=self._seq, issued_ms=now)
+            self._signed[camera_id] = msg
+        self.client.publish(self.topics.camera_state(camera_id), msg, retain=True)
 
     def counters(self, camera_id: str, counts: Mapping[str, int]) -> None:
         c = {str(k): int(v) for k, v in counts.items()}
@@ -338,9 +468,9 @@ class StateReporter:
 
     def republish(self) -> None:
         with self._lock:
-            states = dict(self._state)
+            states = dict(self._signed)
             counters = {k: dict(v) for k, v in self._counters.items()}
-        for cam, s in states.items():
-            self.client.publish(self.topics.camera_state(cam), s, retain=True)
+        for cam, msg in states.items():
+            self.client.publish(self.topics.camera_state(cam), msg, retain=True)
         for cam, c in counters.items():
             self.client.publish(self.topics.camera_counters(cam), json.dumps(c, sort_keys=True), retain=True)

@@ -35,6 +35,7 @@ from typing import Any
 
 from agent.clock import Clock, SystemClock
 from agent.errors import MqttError
+from agent.fsutil import make_private_dirs
 from agent.mqtt.client import MqttClient
 from agent.storage.queue import SqliteQueue
 
@@ -68,7 +69,7 @@ class Outbox:
         self._window = window
         self._retry_s = retry_s
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.path.parent)
             # NORMAL: nothing is lost on a process crash; on power loss at most the last events.
             self._q = SqliteQueue(self.path, _SCHEMA, synchronous="NORMAL", sleep=self._clock.sleep)
             self.stream = self._q.meta_get("stream") or self._new_stream()

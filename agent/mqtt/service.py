@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,22 @@ from agent.access.recorder import EventRecorder, record_boot
 from agent.clock import Clock, SystemClock
 from agent.config import LoadedConfig, load_config
 from agent.core.datatypes import Event
+from agent.core.modes import ModeController, switch_engaged, write_override
 from agent.crypto.keys import load_hub_identity, load_roster
 from agent.errors import AgentError, ConfigError
 from agent.mqtt.client import MqttClient
 from agent.mqtt.discovery import Discovery
 from agent.mqtt.hub import HubAccessService, StateReporter
 from agent.mqtt.outbox import Outbox
+from agent.storage.index import lookup_spans
 from agent.storage.lock import DataDirLock
+from agent.storage.outbox import OUTBOX_DIRNAME
 from agent.vocab import Mode
 
 log = logging.getLogger(__name__)
+
+#: Seconds between re-signed audit checkpoints on a quiet hub (`audit pin` warns after a day).
+CHECKPOINT_REFRESH_S = 3600.0
 
 
 
@@ -62,12 +69,13 @@ class HubMqtt:
         self._recorder = EventRecorder(audit) if self._owns_audit else None
         self.audit.on_checkpoint = self._on_checkpoint
         self.outbox = Outbox(data / "mqtt" / "outbox.sqlite", self.clock)
-        self.reporter = StateReporter(self.client, self.outbox)
+        self.reporter = StateReporter(self.client, self.hub, self.outbox, self.clock)
         cams = loaded.config.cameras
         self.access = HubAccessService(
             self.client, self.hub, lambda: load_roster(data), self.audit, data / "mqtt",
             policy=A.AccessPolicy.from_config(cfg.access), clock=self.clock,
             known_cameras=frozenset(c.id for c in cams), on_mode=self._set_mode,
+            clip_lookup=self._lookup_clips, switch_on=lambda: switch_engaged(data),
         )
         self._service.append(self.access)
         self.discovery = (
@@ -85,9 +93,19 @@ class HubMqtt:
             self._service[0].publish_checkpoint(cp)
 
     def _set_mode(self, mode: str, by: str) -> None:
-        from agent.core.modes import write_override
-
+        # Raises PrivacySwitchOn while the physical switch is on and `mode` is not privacy.
         write_override(self.loaded.data_dir, Mode(mode), by, self.clock.wall())
+
+    def _lookup_clips(self, clip_ids: Sequence[str]) -> dict[str, A.ClipMeta]:
+        """The hub's own index entries (camera, start, end) for requested clips."""
+        spans = lookup_spans(self.loaded.data_dir / OUTBOX_DIRNAME / "outbox.db", clip_ids)
+        out = {}
+        for cid, sp in spans.items():
+            try:
+                out[cid] = A.ClipMeta(cid, sp.camera_id, int(sp.start_wall_s * 1000), int(sp.end_wall_s * 1000))
+            except AgentError as e:
+                log.warning("clip index entry %s is unusable: %s", cid, e)
+        return out
 
     def record_boot(self) -> None:
         """`boot`, plus `config_change` if the config differs from the previous boot's."""
@@ -116,6 +134,10 @@ class HubMqtt:
             log.error("cannot record %d lost MQTT event(s) in the audit log: %s", lost, e)
 
     def start(self) -> None:
+        # The mode owners see is signed from the first moment (the pipeline, when it runs, keeps it
+        # current; standalone, this is the mode the schedule, override and switch give now).
+        self.access.publish_mode(str(ModeController(self.loaded.config.modes, self.loaded.data_dir,
+                                                    self.clock).current()))
         self.access.start()
         if self.discovery is not None:
             self.discovery.start()
@@ -125,9 +147,15 @@ class HubMqtt:
         self._ticker.start()
 
     def _tick_loop(self) -> None:
+        last_cp = self.clock.monotonic()
         while not self._stop.wait(1.0):
             try:
                 self.access.tick()
+                if self.clock.monotonic() - last_cp >= CHECKPOINT_REFRESH_S:
+                    # A fresh signature on the same tree: owners can tell a live hub from a
+                    # broker that keeps showing an old checkpoint.
+                    last_cp = self.clock.monotonic()
+                    self.audit.checkpoint()
             except AgentError as e:
                 log.error("access expiry failed: %s", e)
 

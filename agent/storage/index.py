@@ -10,15 +10,40 @@ Camera names and times come from here, never from a destination.
 from __future__ import annotations
 
 import logging
+import re
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.errors import SinkError
 from agent.storage.queue import SqliteQueue
 
 log = logging.getLogger(__name__)
 
 #: The file name ending of a sealed clip, in the outbox, the quarantine and every destination.
 CLIP_SUFFIX = ".epaclip"
+
+# The one naming rule for clip files. In a destination: `<stream id>/<seq, 12 digits>-<clip id>.epaclip`
+# (opaque: no camera name, no time; sorted by sequence). In the outbox and the quarantine:
+# `<clip id>.epaclip`. Every reader finds clips by `clip_id_of`, never by its own pattern.
+_CLIP_NAME_RE = re.compile(r"^(?:(?P<seq>[0-9]{1,20})-)?(?P<clip>[0-9a-f]{32})" + re.escape(CLIP_SUFFIX) + "$")
+
+
+def object_name(stream_hex: str, seq: int, clip_id_hex: str) -> str:
+    """A clip's name in a destination (directory sink, NAS, S3 key)."""
+    return f"{stream_hex}/{seq:012d}-{clip_id_hex}{CLIP_SUFFIX}"
+
+
+def local_name(clip_id_hex: str) -> str:
+    """A clip's file name in the outbox and the quarantine."""
+    return clip_id_hex + CLIP_SUFFIX
+
+
+def clip_id_of(file_name: str) -> str | None:
+    """The clip id a clip file's name carries (either form), or None if it is not a clip file."""
+    m = _CLIP_NAME_RE.match(file_name)
+    return m.group("clip") if m else None
 
 INDEX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS clip_index (
@@ -140,9 +165,42 @@ def list_clips(q: SqliteQueue, quarantine_dir: Path) -> list[IndexedClip]:
             clip_id=str(cid), camera_id=str(cam), stream=str(stream), seq=int(seq), size_bytes=int(size),
             sealed_wall_s=opt(sealed), start_wall_s=opt(start), end_wall_s=opt(end),
             queued_for=tuple(queued.get(cid, ())), placements=tuple(placed.get(cid, ())),
-            quarantined=(quarantine_dir / (str(cid) + CLIP_SUFFIX)).exists(),
+            quarantined=(quarantine_dir / local_name(str(cid))).exists(),
         )
         for cid, cam, stream, seq, size, sealed, start, end in rows
     ]
     out.sort(key=lambda c: (c.sealed_wall_s is not None, c.sealed_wall_s or 0.0, c.stream, c.seq))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ClipSpan:
+    """What the access flow needs of a clip: its camera and when it starts and ends (wall s)."""
+
+    clip_id: str
+    camera_id: str
+    start_wall_s: float
+    end_wall_s: float
+
+
+def lookup_spans(db_path: Path, clip_ids: Sequence[str]) -> dict[str, ClipSpan]:
+    """The index entries of `clip_ids`, read-only (beside a running hub). A clip without recorded
+    times is left out: the access flow refuses what it cannot place in time (fail closed)."""
+    ids = [c for c in clip_ids if isinstance(c, str)][:1024]
+    if not ids or not db_path.exists():
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as e:
+        raise SinkError(f"cannot open the clip index {db_path}: {e}") from e
+    try:
+        marks = ",".join("?" * len(ids))
+        rows = db.execute(
+            f"SELECT clip_id, camera_id, start_wall_s, end_wall_s FROM clip_index WHERE clip_id IN ({marks})", ids
+        ).fetchall()
+    except sqlite3.Error as e:
+        raise SinkError(f"cannot read the clip index {db_path}: {e}") from e
+    finally:
+        db.close()
+    return {str(c): ClipSpan(str(c), str(cam), float(s), float(e)) for c, cam, s, e in rows
+            if s is not None and e is not None}

@@ -10,18 +10,27 @@ The lock is `flock(2)` on `DATA/agent.lock`: the kernel releases it when the hol
 after kill -9, so a crash never leaves a stale lock behind. flock belongs to an open file, so a
 process takes it once per data directory and counts the holders inside itself: the pipeline's
 outboxes and the command that started them share it.
+
+Taking the lock is also when a data directory is made private: it is created 0700 and, once
+locked, every group and other bit under it is taken off (`agent.fsutil.tighten_private_tree`),
+so an installation made by an older version, with a 0755 `outbox/` and 0644 `-wal` files, is
+fixed by the next `run`, `outbox flush` or `hub serve`.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import threading
 import time
 from pathlib import Path
 
 from agent.errors import DataDirBusy, SinkError
+from agent.fsutil import PRIVATE_FILE_MODE, make_private_dirs, tighten_private_tree
+
+log = logging.getLogger(__name__)
 
 LOCK_FILE = "agent.lock"
 
@@ -51,8 +60,8 @@ def acquire(data_dir: Path, purpose: str) -> None:
             _held[key] = (held[0], held[1] + 1)
             return
         try:
-            key.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            make_private_dirs(key)
+            fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
         except OSError as e:
             raise SinkError(f"cannot open the lock file in {key}: {e.strerror or e}") from e
         try:
@@ -74,6 +83,17 @@ def acquire(data_dir: Path, purpose: str) -> None:
         except OSError:
             pass  # a full disk must not stop the owner from running
         _held[key] = (fd, 1)
+    _make_private(key)
+
+
+def _make_private(key: Path) -> None:
+    # After the flock: only the one owner of the data dir walks it. Best effort: an entry another
+    # user owns cannot be changed by us, and is no reason to stop protecting the cameras.
+    failed = tighten_private_tree(key)
+    if failed:
+        shown = ", ".join(str(p) for p in failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+        log.warning("cannot make %s private to this user (group or others keep access to %s); "
+                    "fix the owner or run: chmod -R go-rwx %s", key, shown, key)
 
 
 def release(data_dir: Path) -> None:

@@ -59,7 +59,7 @@ from agent.core.datatypes import Event
 from agent.core.events import EventCallback
 from agent.crypto.envelope import ZERO_HASH, ClipInfo
 from agent.errors import EnvelopeError, SinkError
-from agent.fsutil import fsync_dir
+from agent.fsutil import create_private, fsync_dir, make_private_dirs
 from agent.storage import index, lock
 from agent.storage.index import CLIP_SUFFIX, INDEX_SCHEMA, IndexedClip
 from agent.storage.queue import SqliteQueue, backoff_s
@@ -125,7 +125,7 @@ class DrainResult:
 def object_name_for(info: ClipInfo) -> str:
     """Destination name: opaque stream id + sequence + clip id. No camera name, no time."""
     h = info.header
-    return f"{h.stream_id.hex()}/{h.seq:012d}-{h.clip_id.hex()}{CLIP_SUFFIX}"
+    return index.object_name(h.stream_id.hex(), h.seq, h.clip_id.hex())
 
 
 class Outbox:
@@ -153,7 +153,7 @@ class Outbox:
         if exclusive:
             lock.acquire(self.data_dir, "outbox")  # raises DataDirBusy, naming the holder
         try:
-            self.clips_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(self.clips_dir)  # and DATA/outbox: mkdir(parents=True) left it 0755
             # FULL: a row stands for a sealed clip on disk, which must survive power loss.
             self._q = SqliteQueue(self.root / "outbox.db", _SCHEMA, synchronous="FULL", sleep=clock.sleep)
         except (OSError, sqlite3.Error) as e:
@@ -207,8 +207,8 @@ class Outbox:
         self.recover(stream)
         part = d / (clip_id_hex + PART_SUFFIX)
         try:
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fh = open(part, "xb")
+            make_private_dirs(d)
+            fh = create_private(part)  # 0600, never over an existing file
         except OSError as e:
             raise SinkError(f"cannot create {part} in the outbox: {e.strerror or e}") from e
         return fh, part
@@ -231,7 +231,7 @@ class Outbox:
         self._require_exclusive("commit a clip")
         stream = info.header.stream_id.hex()
         clip_id = info.clip_id_hex
-        final = part.with_name(clip_id + CLIP_SUFFIX)
+        final = part.with_name(index.local_name(clip_id))
         try:
             fh.flush()
             os.fsync(fh.fileno())
@@ -260,6 +260,11 @@ class Outbox:
             )
             queue_report(db, "clip_sealed", camera_id, "encrypted clip queued for upload",
                          clip_id=clip_id, seq=info.header.seq, bytes=info.size_bytes, **details)
+            if info.header.seq == 0:
+                # The head of a new clip chain goes into the audit log, so that deleting the
+                # first clips of a chain (which no later clip can reveal) is detectable.
+                queue_report(db, "clip_stream_started", camera_id, "a new clip chain starts",
+                             clip_id=clip_id, seq=0, stream=stream)
 
         try:
             self._q.write(record)
@@ -301,7 +306,7 @@ class Outbox:
                     if p.name.endswith(PART_SUFFIX):
                         cid = p.name[: -len(PART_SUFFIX)]
                         if cid in known:
-                            os.replace(p, p.with_name(cid + CLIP_SUFFIX))
+                            os.replace(p, p.with_name(index.local_name(cid)))
                             log.info("outbox: finished committing clip %s after a restart", cid)
                         else:
                             p.unlink()
@@ -382,7 +387,7 @@ class Outbox:
             rows = self._q.rows(q, args)
             uploaded = failed = rejected = 0
             for clip_id, dest, attempts, strm, obj, camera_id in rows:
-                path = self.stream_dir(strm) / (clip_id + CLIP_SUFFIX)
+                path = self.stream_dir(strm) / index.local_name(clip_id)
                 up = uploaders.get(dest)
                 if up is None:
                     # A destination removed from the config: keep the clip, report it.
@@ -447,7 +452,7 @@ class Outbox:
             path.unlink(missing_ok=True)
 
     def _quarantine(self, clip_id: str, stream: str, path: Path, camera_id: str, error: str) -> None:
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(self.quarantine_dir)
         target = self.quarantine_dir / path.name
 
         def record(db: sqlite3.Connection) -> None:

@@ -5,7 +5,8 @@ stands for is acknowledged to the rest of the agent, and deleted only once its d
 it. What that takes lives here, once:
 
 - **Opening:** WAL journal (readers never block the writer), a `synchronous` level chosen by the
-  caller, the caller's schema plus a small `meta` table, and the file readable by its owner only.
+  caller, the caller's schema plus a small `meta` table, and the file readable by its owner only
+  (0600, and so are its `-wal` and `-shm`).
   `FULL` is for rows that stand for a file that must survive power loss (a sealed clip);
   `NORMAL` loses nothing on a process crash (kill -9) and at most the last rows on power loss,
   which the event outbox accepts.
@@ -36,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from agent.fsutil import PRIVATE_FILE_MODE
+
 T = TypeVar("T")
 
 #: Tries of one write before its error reaches the caller, and the pause between them.
@@ -61,16 +64,23 @@ class SqliteQueue:
         self._sleep = sleep
         # Re-entrant: a caller may read (for example a count) inside its own transaction.
         self.lock = threading.RLock()
+        # Created 0600 before SQLite sees it: SQLite gives the `-wal` and `-shm` files it creates the
+        # database file's mode, so a database made with the default mode and chmodded afterwards
+        # left both of them (a copy of recent rows) 0644.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE))
         self._db = sqlite3.connect(
             str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(schema + "\n" + _META_SCHEMA)
-        try:
-            os.chmod(self.path, 0o600)
-        except OSError:
-            pass  # best effort: the queue's directory is private to the agent as well
+        # A database (and its -wal/-shm) that an older version created 0644.
+        for p in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):
+            try:
+                if os.stat(p).st_mode & 0o077:
+                    os.chmod(p, PRIVATE_FILE_MODE)
+            except OSError:
+                pass  # best effort (absent, or not ours): the queue's directory is private as well
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +20,23 @@ from agent.crypto.envelope import seal
 from agent.crypto.keys import hub_public, load_device_identity, load_hub_identity
 from agent.errors import AuditError
 from agent.mqtt.service import HubMqtt
+from agent.storage.index import object_name
 
 pytestmark = pytest.mark.mqtt
+
+
+def index_clip(data: Path, clip_bytes: bytes, info: object, camera: str, start_s: float, end_s: float) -> None:
+    """Commit a sealed clip through the hub's real outbox, so it is in the hub's clip index."""
+    from agent.clock import SystemClock
+    from agent.storage.outbox import Outbox
+
+    ob = Outbox(data, SystemClock())
+    try:
+        fh, part = ob.open_part(info.header.stream_id.hex(), info.clip_id_hex)  # type: ignore[attr-defined]
+        fh.write(clip_bytes)
+        ob.commit(fh, part, info, camera, [], start_wall_s=start_s, end_wall_s=end_s)  # type: ignore[arg-type]
+    finally:
+        ob.close()
 
 
 def _pwfile(d: Path, user: str) -> Path:
@@ -41,7 +57,8 @@ def world(broker: Broker, tmp_path: Path) -> Iterator[dict[str, object]]:
     assert main(["requester", "keygen", "--out", str(keys / "plumber.key"), "--name", "plumber"]) == 0
     roster = keys / "roster.json"
     assert main(["owner", "enroll", "--identity", str(keys / "alice.key"), "--roster", str(roster),
-                 "--add-owner", str(keys / "bob.key.pub"), "--hub", str(data), "--install", str(data)]) == 0
+                 "--add-owner", str(keys / "bob.key.pub"), "--add-requester", str(keys / "plumber.key.pub"),
+                 "--requester-role", "contractor", "--hub", str(data), "--install", str(data)]) == 0
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"""\
 data_dir: {data}
@@ -69,11 +86,16 @@ mqtt:
     alice = load_device_identity(keys / "alice.key")
     bob = load_device_identity(keys / "bob.key")
     payload = b"\x00\x00\x00\x18ftypisom" + os.urandom(5000)
-    clip_bytes, info = seal(payload, {"camera_id": "porch"}, load_hub_identity(data), [alice.public, bob.public],
-                            bytes(16))
+    start_s = time.time() - 600
+    clip_bytes, info = seal(payload, {"camera_id": "porch", "start_wall_s": start_s, "end_wall_s": start_s + 30},
+                            load_hub_identity(data), [alice.public, bob.public], bytes(16))
     clips = tmp_path / "clips"
     clips.mkdir()
-    (clips / f"{info.clip_id_hex}.epaclip").write_bytes(clip_bytes)
+    # Where a directory sink puts it (the one naming rule), and in the hub's own clip index.
+    dest = clips / object_name(info.header.stream_id.hex(), info.header.seq, info.clip_id_hex)
+    dest.parent.mkdir()
+    dest.write_bytes(clip_bytes)
+    index_clip(data, clip_bytes, info, "porch", start_s, start_s + 30)
     conn = ["--host", "127.0.0.1", "--port", str(broker.port), "--ca-file", str(broker.ca_file),
             "--prefix", PREFIX]
     yield {"data": data, "keys": keys, "hub": hub, "clip_id": info.clip_id_hex, "clips": clips,
@@ -114,12 +136,13 @@ def test_cli_request_approve_open_and_audit(world: dict[str, object], capsys: py
     assert rc == [0] and grant.exists()
 
     out = tmp / "clip.mp4"
-    assert main(["requester", "open", str(Path(str(world["clips"])) / f"{world['clip_id']}.epaclip"),
+    clip_file = next(Path(str(world["clips"])).rglob(f"*{world['clip_id']}.epaclip"))
+    assert main(["requester", "open", str(clip_file),
                  "--identity", str(keys / "plumber.key"), "--hub", hub_pub, "--grant", str(grant),
                  "--out", str(out)]) == 0
     assert out.read_bytes() == world["payload"]
     # Bob (an owner, but not the requester) cannot use the grant.
-    assert main(["requester", "open", str(Path(str(world["clips"])) / f"{world['clip_id']}.epaclip"),
+    assert main(["requester", "open", str(clip_file),
                  "--identity", str(keys / "bob.key"), "--hub", hub_pub, "--grant", str(grant),
                  "--out", str(tmp / "x.mp4")]) != 0
 
@@ -162,4 +185,4 @@ def test_cli_owner_mode_set_and_get(world: dict[str, object], capsys: pytest.Cap
     assert [e["kind"] for e in entries].count("clip_created") == 1  # `withheld` is an event, not audit
     state = json.loads((data / "state" / "mode.json").read_text())
     assert state["mode"] == "away" and "owner device" in state["by"]
-    assert hub_public(data).key_id in (data / "audit" / "checkpoint.json").read_text()
+    assert hub_public(data).key_id in (data / "audit" / "checkpoint").read_text()

@@ -9,6 +9,7 @@ import pytest
 from access_world import (
     ALICE,
     BOB,
+    CLIP_INDEX,
     HUB,
     MALLORY,
     OTHER_HUB,
@@ -48,7 +49,7 @@ class Hub:
         self.n += 1
         self.state, r = A.on_request(self.state, data, hub=HUB, policy=self.policy,
                                      now_mono_s=self.clock.monotonic(), now_wall_ms=T0_WALL_MS,
-                                     challenge_id=bytes([self.n]) * 32)
+                                     challenge_id=bytes([self.n]) * 32, clip_index=CLIP_INDEX)
         return r
 
     def decide(self, data: bytes) -> A.Result:
@@ -64,8 +65,11 @@ class Hub:
                  scope: A.Scope | None = None, keys: tuple[A.WrappedKey, ...] = (),
                  roster_version: int | None = None, counter: int | None = None) -> bytes:
         self.counter[owner.key_id] = counter if counter is not None else self.counter[owner.key_id] + 1
+        # What an owner device sends: the requester-wrapped keys sealed to the hub for release.
+        released = A.release_keys(ch, [k for k in keys if len(k.sealed) == A.SEALED_KEY_BYTES])
+        released += tuple(k for k in keys if len(k.sealed) != A.SEALED_KEY_BYTES)
         return A.make_decision(owner, ch, verdict, self.counter[owner.key_id],
-                               roster_version or self.state.roster.version, T0_WALL_MS, scope, keys)
+                               roster_version or self.state.roster.version, T0_WALL_MS, scope, released)
 
 
 def grants(r: A.Result) -> list[A.Outbound]:
@@ -207,7 +211,7 @@ def _with(data: bytes, owner: DeviceIdentity, **changes: object) -> bytes:
 def test_approval_bound_to_another_request_requester_or_hub() -> None:
     hub = Hub()
     ch1 = hub.challenge(hub.request(request(PLUMBER, n=1)))
-    ch2 = hub.challenge(hub.request(request(VENDOR, "contractor", n=2)))
+    ch2 = hub.challenge(hub.request(request(VENDOR, "vendor", n=2)))
     d = hub.decision(ALICE, ch1)
     other_req = _with(d, ALICE, request_hash=ch2.request.hash, counter=50)
     r = hub.decide(other_req)
@@ -244,7 +248,7 @@ def test_scope_can_only_narrow(clip: Clip) -> None:
             hub.decision(ALICE, ch, scope=scope, keys=keys)
         body = dict(json.loads(hub.decision(ALICE, ch, scope=req_scope, keys=(k1,)))["body"])
         body["scope"] = scope.to_json()
-        body["keys"] = [k.to_json() for k in keys]
+        body["keys"] = [k.to_json() for k in A.release_keys(ch, keys)]
         r = hub.decide(A.sign_message("decision", body, ALICE.signing_key, ALICE.key_id))
         assert r.status == "refused" and what in r.reason  # ...and so does the hub
     # Keys must match the approved clips exactly.
@@ -364,7 +368,7 @@ def test_mode_set_only_by_owner_and_not_replayable() -> None:
     assert r.audit[0][0] == "mode_change"
     assert mode(d).status == "duplicate"
     assert "not an owner" in mode(A.make_mode_set(TEEN, HUB.key_id, "home", 2, 1, T0_WALL_MS)).reason
-    assert "not an owner" in mode(A.make_mode_set(MALLORY, HUB.key_id, "home", 2, 1, T0_WALL_MS)).reason
+    assert "not in the roster" in mode(A.make_mode_set(MALLORY, HUB.key_id, "home", 2, 1, T0_WALL_MS)).reason
     assert "replayed" in mode(A.make_mode_set(ALICE, HUB.key_id, "home", 1, 1, T0_WALL_MS)).reason
     assert "not this hub" in mode(A.make_mode_set(ALICE, OTHER_HUB.key_id, "home", 5, 1, T0_WALL_MS)).reason
     with pytest.raises(AccessError):

@@ -13,6 +13,7 @@ import pytest
 from access_world import (
     ALICE,
     BOB,
+    CLIP_INDEX,
     HUB,
     MALLORY,
     PLUMBER,
@@ -30,6 +31,7 @@ from mqtt_util import Collector
 
 from agent import access as A
 from agent.access.audit import AuditLog, Checkpoint, pin_checkpoint, read_pins, verify_log
+from agent.access.state import init_state
 from agent.clock import FakeClock
 from agent.crypto.envelope import Stanza, decrypt_verified, unwrap_key, verify_clip
 from agent.crypto.keys import b64url_encode
@@ -90,10 +92,12 @@ def _start_flow(b: Broker, connect: Connect, tmp_path: Path, tag: str) -> Flow:
     audit_holder: list[HubAccessService] = []
     audit = AuditLog(data / "audit", clock, HUB, on_checkpoint=lambda cp: audit_holder[0].publish_checkpoint(cp)
                      if audit_holder else None)
+    init_state(data)  # what installing the first roster does
     service = HubAccessService(
         hub_client, HUB, lambda: ROSTER_V1, audit, data / "mqtt",
         policy=A.AccessPolicy(challenge_ttl_s=300, grant_ttl_s=3600), clock=clock,
         known_cameras=frozenset({"porch", "garden"}), on_mode=lambda m, by: modes.append((m, by)),
+        clip_lookup=lambda ids: {c: CLIP_INDEX[c] for c in ids if c in CLIP_INDEX},
     )
     audit_holder.append(service)
     service.start()
@@ -124,7 +128,8 @@ def test_end_to_end_grant_and_nothing_secret_on_the_broker(flow: Flow) -> None:
     ch = flow.fetch_challenge(rid)
     assert ch.request.request_id == rid and ch.approvals_needed == 1
     key = rewrap(ALICE, clip, PLUMBER)
-    d = A.make_decision(ALICE, ch, "approve", flow.next_counter(), ROSTER_V1.version, T0_WALL_MS, scope, (key,))
+    d = A.make_decision(ALICE, ch, "approve", flow.next_counter(), ROSTER_V1.version, T0_WALL_MS, scope,
+                        A.release_keys(ch, (key,)))
     flow.owner.publish_wait(T.access_decision(ch.challenge_id), d)
 
     assert grant_col.wait_count(1)
@@ -255,12 +260,19 @@ def test_broker_restart_in_the_middle_of_a_flow(own_broker: Broker, connect: Con
     f.audit.close()
 
 
+def _signed_mode(payload: bytes) -> str | None:
+    try:
+        return A.parse_mode_state(payload, HUB.public).mode
+    except AccessError:
+        return None  # unsigned, or another test's hub
+
+
 def test_signed_mode_change_over_mqtt(flow: Flow) -> None:
     state = Collector(flow.owner, T.mode_state)
     flow.owner.publish_wait(T.mode_set, A.make_mode_set(ALICE, HUB.key_id, "away", flow.next_counter(), 1,
                                                         T0_WALL_MS))
     assert flow.service.wait_result(lambda r: r.status == "mode_set", 10)
-    assert state.wait_for(lambda ms: any(m.payload == b"away" and not m.retain for m in ms))
+    assert state.wait_for(lambda ms: any(_signed_mode(m.payload) == "away" and not m.retain for m in ms))
     assert flow.modes == [("away", f"owner device {ALICE.key_id}")]
     # Unsigned, member-signed or replayed changes do nothing.
     flow.owner.publish_wait(T.mode_set, b"privacy")

@@ -2,9 +2,10 @@
 
 Run `python tests/mqtt/test_access_vectors.py` to regenerate after a deliberate format change;
 the test fails whenever the code no longer produces (or accepts) exactly these bytes.
-Ed25519 is deterministic, so signed messages are reproducible from the test seeds. The sealed
-clip key in the decision is a fixed 108-byte blob (SealedBox is randomised; the hub never
-opens it).
+Ed25519 is deterministic, so signed messages are reproducible from the test seeds. The
+requester-sealed clip key is a fixed 108-byte blob (the hub never opens it); the release seal
+around it (to the hub's box key) is a real libsodium sealed box made with a fixed ephemeral key
+(`deterministic_seal`), so the hub opens it exactly as it opens an owner device's.
 """
 
 from __future__ import annotations
@@ -16,16 +17,32 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import nacl.bindings
+import nacl.encoding
+import nacl.hash
 from access_world import ALICE, HUB, PLUMBER, ROSTER_V1, T0_WALL_MS
 
 from agent import access as A
-from agent.access.audit import Checkpoint, entry_hash
+from agent.access import merkle
+from agent.access.audit import AuditEntry, Checkpoint, entry_hash
 from agent.crypto.keys import b64url_encode, canonical_json
 from agent.errors import AccessError
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "access" / "vectors.json"
 SEALED = bytes(range(108))
 CLIP = "0b" * 16
+
+
+EPHEMERAL_SK = bytes([0x42]) * 32
+CLIP_META = A.ClipMeta(CLIP, "porch", T0_WALL_MS - 1_800_000, T0_WALL_MS - 1_770_000)
+
+
+def deterministic_seal(recipient_pk: bytes, message: bytes) -> bytes:
+    """crypto_box_seal with a FIXED ephemeral key (vectors only; real seals use a fresh one):
+    epk || crypto_box(message, nonce = BLAKE2b-192(epk || pk), esk, pk)."""
+    epk = nacl.bindings.crypto_scalarmult_base(EPHEMERAL_SK)
+    nonce = nacl.hash.blake2b(epk + recipient_pk, digest_size=24, encoder=nacl.encoding.RawEncoder)
+    return epk + nacl.bindings.crypto_box(message, nonce, recipient_pk, EPHEMERAL_SK)
 
 
 def build() -> dict[str, Any]:
@@ -35,11 +52,14 @@ def build() -> dict[str, Any]:
                          "job 12", T0_WALL_MS)
     state = A.new_state(HUB.key_id, ROSTER_V1)
     state, r1 = A.on_request(state, req, hub=HUB, policy=policy, now_mono_s=0.0, now_wall_ms=T0_WALL_MS,
-                             challenge_id=bytes([2]) * 32)
+                             challenge_id=bytes([2]) * 32, clip_index={CLIP: CLIP_META})
     challenge = next(o.payload for o in r1.outbound if o.channel == "challenge")
     status = next(o.payload for o in r1.outbound if o.channel == "status")
     ch = A.parse_challenge(challenge, HUB.public)
-    decision = A.make_decision(ALICE, ch, "approve", 1, 1, T0_WALL_MS + 1000, scope, (A.WrappedKey(CLIP, SEALED),))
+    release_plain = A.RELEASE_LABEL + bytes.fromhex(ch.challenge_id) + bytes.fromhex(CLIP) + SEALED
+    released = A.WrappedKey(CLIP, deterministic_seal(bytes(HUB.box_public), release_plain))
+    assert A.open_release(HUB.box_secret, ch.challenge_id, released).sealed == SEALED  # type: ignore[arg-type]
+    decision = A.make_decision(ALICE, ch, "approve", 1, 1, T0_WALL_MS + 1000, scope, (released,))
     state, r2 = A.on_decision(state, decision, hub=HUB, policy=policy, now_mono_s=1.0, now_wall_ms=T0_WALL_MS + 2000)
     assert r2.status == "granted", r2.reason
     grant = next(o.payload for o in r2.outbound if o.channel == "grant")
@@ -50,7 +70,15 @@ def build() -> dict[str, Any]:
     confused = canonical_json({"body": body, "sig": b64url_encode(confused_sig), "signer": ALICE.key_id})
     e1 = entry_hash(1, "boot", T0_WALL_MS, {"version": "0.1.0"}, "0" * 64)
     e2 = entry_hash(2, "access_grant", T0_WALL_MS + 5, {"request_id": "01" * 16}, e1)
-    cp = Checkpoint.sign(HUB, 2, e2, T0_WALL_MS + 6)
+    lines = [AuditEntry(1, "boot", T0_WALL_MS, {"version": "0.1.0"}, "0" * 64, e1).line()[:-1],
+             AuditEntry(2, "access_grant", T0_WALL_MS + 5, {"request_id": "01" * 16}, e1, e2).line()[:-1]]
+    root = merkle.root([merkle.leaf_hash(x) for x in lines]).hex()
+    cp = Checkpoint.sign(HUB, 2, root, T0_WALL_MS + 6)
+    mode_state = A.mode_state_message(HUB, "away", switch_on=False, roster_version=1, seq=T0_WALL_MS,
+                                      issued_ms=T0_WALL_MS)
+    camera_state = A.camera_state_message(HUB, "porch", "masked", seq=T0_WALL_MS, issued_ms=T0_WALL_MS)
+    _, r3 = A.on_mode_set(state, mode, hub=HUB, now_mono_s=2.0, now_wall_ms=T0_WALL_MS + 3000)
+    mode_result = next(o.payload for o in r3.outbound if o.channel == "mode_result")
 
     def v(name: str, msg_type: str, data: bytes, signer_pk: bytes, valid: bool, note: str = "") -> dict[str, Any]:
         return {"name": name, "type": msg_type, "valid": valid, "note": note,
@@ -60,10 +88,11 @@ def build() -> dict[str, Any]:
     hub_pk, alice_pk, plumber_pk = (bytes(HUB.signing_key.verify_key), bytes(ALICE.signing_key.verify_key),
                                     bytes(PLUMBER.signing_key.verify_key))
     return {
-        "format": "epa1-access-vectors",
+        "format": "epa2-access-vectors",
         "keys": {
             "note": "TEST KEYS ONLY. Ed25519 seeds and X25519 secrets as hex.",
             "hub_seed": bytes(HUB.signing_key).hex(), "hub_key_id": HUB.key_id,
+            "hub_box_sk": bytes(HUB.box_secret or b"").hex(), "hub_box_pk": bytes(HUB.box_public).hex(),
             "alice_sign_seed": bytes(ALICE.signing_key).hex(), "alice_box_sk": bytes(ALICE.box_secret).hex(),
             "alice_key_id": ALICE.key_id,
             "plumber_sign_seed": bytes(PLUMBER.signing_key).hex(), "plumber_box_sk": bytes(PLUMBER.box_secret).hex(),
@@ -71,6 +100,12 @@ def build() -> dict[str, Any]:
             "roster_v1": ROSTER_V1.encode().decode("ascii").strip(),
         },
         "request_hash": ch.request.hash,
+        "release": {
+            "note": "decision keys[i].sealed = crypto_box_seal(hub_box_pk, label || challenge_id || clip_id || "
+                    "requester_stanza); this one uses the fixed ephemeral secret below",
+            "label_hex": A.RELEASE_LABEL.hex(), "ephemeral_sk_hex": EPHEMERAL_SK.hex(),
+            "requester_stanza_hex": SEALED.hex(), "sealed_hex": released.sealed.hex(),
+        },
         "messages": [
             v("request", "request", req, plumber_pk, True),
             v("challenge", "challenge", challenge, hub_pk, True, "challenge_id = 0x02 * 32, monotonic t=0"),
@@ -79,9 +114,13 @@ def build() -> dict[str, Any]:
             v("grant", "grant", grant, hub_pk, True),
             v("decision_deny", "decision", deny, alice_pk, True),
             v("mode_set", "mode_set", mode, alice_pk, True),
+            v("mode_result", "mode_result", mode_result, hub_pk, True),
+            v("mode_state", "mode_state", mode_state, hub_pk, True),
+            v("camera_state", "camera_state", camera_state, hub_pk, True),
             v("type_confusion", "decision", confused, alice_pk, False,
               "a decision body signed under the mode_set domain"),
             v("challenge_as_decision", "decision", challenge, hub_pk, False, "body type is challenge"),
+            v("version_1", "request", _as_v1(req), plumber_pk, False, "protocol version 1 is refused"),
         ],
         "audit": {
             "entry_person": "epa1-audit-entry",
@@ -91,9 +130,17 @@ def build() -> dict[str, Any]:
                 {"seq": 2, "kind": "access_grant", "wall_ms": T0_WALL_MS + 5, "fields": {"request_id": "01" * 16},
                  "prev": e1, "hash": e2},
             ],
-            "checkpoint": cp.encode().decode("ascii"),
+            "merkle": "RFC 6962: leaf = SHA-256(0x00 || entry line without newline)",
+            "root": root,
+            "checkpoint": cp.encode().decode("utf-8"),
         },
     }
+
+
+def _as_v1(req: bytes) -> bytes:
+    body = dict(json.loads(req)["body"])
+    body["v"] = 1
+    return A.sign_message("request", body, PLUMBER.signing_key, PLUMBER.key_id)
 
 
 def _verify(vec: dict[str, Any]) -> bool:
@@ -120,7 +167,7 @@ def test_vectors_verify_as_labelled() -> None:
     from access_world import HUB as H
 
     cp = Checkpoint.decode(stored["audit"]["checkpoint"], H.public)
-    assert cp.head == stored["audit"]["entries"][-1]["hash"]
+    assert cp.root == stored["audit"]["root"]
     for e in stored["audit"]["entries"]:
         assert entry_hash(e["seq"], e["kind"], e["wall_ms"], e["fields"], e["prev"]) == e["hash"]
 

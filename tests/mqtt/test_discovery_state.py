@@ -11,6 +11,7 @@ from conftest import PREFIX, Connect
 from mosquitto import Broker
 from mqtt_util import Collector
 
+from agent import access as A
 from agent.clock import FakeClock
 from agent.core.datatypes import Event
 from agent.errors import MqttError
@@ -62,7 +63,7 @@ def test_state_counters_and_events(broker: Broker, connect: Connect, tmp_path: P
     hub = connect(broker, "hub", availability=True)
     ob = Outbox(tmp_path / "ob.sqlite", FakeClock())
     ob.attach(hub)
-    rep = StateReporter(hub, ob)
+    rep = StateReporter(hub, HUB, ob)
     spy = connect(broker, "spy")
     col = Collector(spy, f"{PREFIX}/#")
     rep.camera_state("porch", "masked")
@@ -75,8 +76,9 @@ def test_state_counters_and_events(broker: Broker, connect: Connect, tmp_path: P
         rep.camera_state("porch", "blurry")
     assert ob.flush(10)
     assert col.wait_for(lambda ms: sum(1 for m in ms if m.topic == T.events) == 4)
-    states = [m.payload for m in col.messages if m.topic == T.camera_state("porch")]
-    assert states == [b"masked", b"withheld"]
+    states = [A.parse_camera_state(m.payload, HUB.public).state for m in col.messages
+              if m.topic == T.camera_state("porch")]
+    assert states == ["masked", "withheld"]  # hub-signed: a broker cannot show another state
     counters = [json.loads(m.payload) for m in col.messages if m.topic == T.camera_counters("porch")]
     assert counters == [{"masked": 5, "passed": 3, "withheld": 2}]
     evs = [json.loads(m.payload) for m in col.messages if m.topic == T.events]

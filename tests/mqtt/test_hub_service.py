@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from access_world import ALICE, HUB, PLUMBER, ROSTER_V1, ROSTER_V2, T0_WALL_MS, 
 
 from agent import access as A
 from agent.access.audit import AuditLog
+from agent.access.state import Counters, save_state
 from agent.clock import FakeClock
 from agent.errors import AccessError
 from agent.mqtt.client import Message, MqttClient
@@ -31,13 +33,16 @@ class RecordingClient(MqttClient):
         return None
 
 
-def _service(tmp_path: Path, roster: Any = ROSTER_V1) -> tuple[HubAccessService, RecordingClient, AuditLog]:
+def _service(tmp_path: Path, roster: Any = ROSTER_V1, **kw: Any) -> tuple[HubAccessService, RecordingClient, AuditLog]:
     c = RecordingClient()
     clock = FakeClock()
     audit = AuditLog(tmp_path / "audit", clock, HUB)
     roster_box = [roster]
+    state = tmp_path / "state" / "access-state.json"
+    if not state.exists():  # what installing the first roster does
+        save_state(state, Counters())
     s = HubAccessService(c, HUB, lambda: roster_box[0], audit, tmp_path / "state", clock=clock,
-                         random_bytes=lambda n: bytes([len(c.sent) % 256]) * n)
+                         random_bytes=lambda n: bytes([len(c.sent) % 256]) * n, **kw)
     s.roster_box = roster_box  # type: ignore[attr-defined]
     return s, c, audit
 
@@ -113,3 +118,38 @@ def test_republish_after_reconnect_and_stale_challenges_cleared(tmp_path: Path) 
     s._on_retained_challenge(_msg(T.access_challenge("ab" * 32), b"old"))
     s._on_retained_challenge(_msg(T.access_challenge(ch.challenge_id), b"current"))
     assert c.sent == [(T.access_challenge("ab" * 32), b"", True)]
+
+
+def test_5_a_mode_change_is_recorded_before_it_is_applied(tmp_path: Path) -> None:
+    """Finding 5. Old code applied the mode first, then audited and stored the counter: with the
+    audit log failing the mode still changed, and the message replayed after a restart."""
+    seen_at_apply: list[tuple[str, list[str], dict[str, int]]] = []
+
+    def apply(mode: str, by: str) -> None:
+        log = (tmp_path / "audit" / "log.jsonl").read_text().splitlines()
+        state = json.loads((tmp_path / "state" / "access-state.json").read_text())
+        seen_at_apply.append((mode, [json.loads(x)["kind"] for x in log], state["counters"]))
+
+    s, c, audit = _service(tmp_path, on_mode=apply)
+    s._on_mode_set(_msg(T.mode_set, A.make_mode_set(ALICE, HUB.key_id, "away", 5, 1, T0_WALL_MS)))
+    assert seen_at_apply == [("away", ["mode_change"], {ALICE.key_id: 5})]  # recorded, THEN applied
+    # The audit log fails: the change is not applied and nothing says it was.
+    audit.close()
+    n = len(c.sent)
+    s._on_mode_set(_msg(T.mode_set, A.make_mode_set(ALICE, HUB.key_id, "home", 6, 1, T0_WALL_MS)))
+    assert len(seen_at_apply) == 1
+    assert not any(t == T.mode_state for t, _, _ in c.sent[n:])
+    assert s.results[-1].status == "refused" and "not recorded" in s.results[-1].reason
+    # After a restart, the applied message stays refused (its counter was stored before applying).
+    s2, _, _ = _service(tmp_path, on_mode=apply)
+    s2._on_mode_set(_msg(T.mode_set, A.make_mode_set(ALICE, HUB.key_id, "away", 5, 1, T0_WALL_MS)))
+    assert len(seen_at_apply) == 1 and s2.results[-1].status == "refused"
+
+
+def test_6_the_switch_refusal_reaches_the_owner_signed(tmp_path: Path) -> None:
+    applied: list[str] = []
+    s, c, _ = _service(tmp_path, on_mode=lambda m, by: applied.append(m), switch_on=lambda: True)
+    s._on_mode_set(_msg(T.mode_set, A.make_mode_set(ALICE, HUB.key_id, "home", 5, 1, T0_WALL_MS)))
+    assert applied == []
+    res = [A.parse_mode_result(p, HUB.public) for t, p, _ in c.sent if t == T.mode_result(ALICE.key_id)]
+    assert res and res[-1].status == "refused" and "privacy switch" in res[-1].reason

@@ -11,12 +11,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from agent import access as A
-from agent.access.audit import Checkpoint, audit_dir, pin_checkpoint, read_pins, verify_log
+from agent.access.audit import (
+    CHECKPOINT_FILE,
+    STALE_AFTER_S,
+    Checkpoint,
+    audit_dir,
+    pin_checkpoint,
+    read_pins,
+    verify_log,
+)
 from agent.cli.mqttargs import (
     Inbox,
     add_broker_args,
@@ -38,10 +48,12 @@ from agent.crypto.keys import (
 )
 from agent.errors import (
     AccessError,
+    AgentError,
     AuditError,
     ExitCode,
 )
 from agent.mqtt.client import MqttClient
+from agent.storage.index import CLIP_SUFFIX, clip_id_of
 
 
 def _fetch_challenges(client: MqttClient, hub: HubPublic, timeout_s: float) -> list[A.Challenge]:
@@ -62,6 +74,18 @@ def _fetch_challenges(client: MqttClient, hub: HubPublic, timeout_s: float) -> l
     return out
 
 
+def _who(c: A.Challenge) -> str:
+    r = c.request
+    if c.verified:
+        return f"{r.requester.name!r} ({c.role}, enrolled by the owners), key {r.requester.key_id}"
+    return (f"UNVERIFIED requester: not enrolled by the owners; calls itself {r.requester.name!r} and claims "
+            f"the role {r.role!r}; key {r.requester.key_id}")
+
+
+def _clip_line(m: A.ClipMeta) -> str:
+    return f"{m.camera} {format_ms(m.start_ms)} .. {format_ms(m.end_ms)}  (clip {m.clip[:12]}…)"
+
+
 def cmd_owner_pending(args: argparse.Namespace) -> int:
     hub = hub_key(args)
     client = connect(args, "owner")
@@ -73,9 +97,10 @@ def cmd_owner_pending(args: argparse.Namespace) -> int:
         print(json.dumps([{
             "challenge_id": c.challenge_id, "request_id": c.request.request_id,
             "requester": c.request.requester.key_id, "requester_name": c.request.requester.name,
-            "role": c.request.role, "scope": c.request.scope.to_json(), "purpose": c.request.purpose,
-            "legal_ref": c.request.legal_ref, "approvals_needed": c.approvals_needed,
-            "issued_ms": c.issued_ms, "ttl_s": c.ttl_s,
+            "requester_status": c.requester_status, "role": c.role, "claimed_role": c.request.role,
+            "scope": c.request.scope.to_json(), "clips": [m.to_json() for m in c.clips],
+            "purpose": c.request.purpose, "legal_ref": c.request.legal_ref,
+            "approvals_needed": c.approvals_needed, "issued_ms": c.issued_ms, "ttl_s": c.ttl_s,
         } for c in chs], indent=2))
         return ExitCode.OK
     if not chs:
@@ -85,12 +110,17 @@ def cmd_owner_pending(args: argparse.Namespace) -> int:
         r = c.request
         print(f"challenge {c.challenge_id[:16]}  ({c.approvals_needed} owner approval(s) needed, "
               f"open {c.ttl_s // 60} min from {format_ms(c.issued_ms)})")
-        print(f"  requester: {r.requester.name!r} ({r.role}), key {r.requester.key_id}")
+        print(f"  requester: {_who(c)}")
         print(f"  purpose:   {r.purpose}")
         print(f"  legal ref: {r.legal_ref}")
         print(f"  cameras:   {', '.join(r.scope.cameras) or '-'}")
-        print(f"  clips:     {', '.join(r.scope.clips) or '-'}")
         print(f"  window:    {format_ms(r.scope.from_ms)} .. {format_ms(r.scope.to_ms)}")
+        if c.clips:
+            print("  clips (from the hub's own index):")
+            for m in c.clips:
+                print(f"    {_clip_line(m)}")
+        else:
+            print("  clips:     -")
     return ExitCode.OK
 
 
@@ -104,27 +134,85 @@ def _find_challenge(chs: list[A.Challenge], wanted: str) -> A.Challenge:
     return hits[0]
 
 
-def _rewrap(identity: DeviceIdentity, clip_dirs: list[str], clip_ids: tuple[str, ...], hub: HubPublic,
-            requester: Any) -> tuple[A.WrappedKey, ...]:
-    from agent.crypto.envelope import unwrap_key, wrap_key
-
+def _clip_files(clip_dirs: list[str]) -> dict[str, Path]:
+    """Clip files under the given directories, by the clip id their name carries (the one naming
+    rule, `agent.storage.index.clip_id_of`: destination and outbox names alike)."""
     found: dict[str, Path] = {}
     for d in clip_dirs:
-        for p in Path(d).rglob("*.epaclip"):
-            found.setdefault(p.stem, p)
-    out = []
-    for cid in clip_ids:
+        root = Path(d)
+        if not root.is_dir():
+            raise AccessError(f"--clips-dir {d}: not a directory")
+        for p in sorted(root.rglob("*" + CLIP_SUFFIX)):
+            cid = clip_id_of(p.name)
+            if cid is not None:
+                found.setdefault(cid, p)
+    return found
+
+
+def _rewrap(identity: DeviceIdentity, clip_dirs: list[str], ch: A.Challenge, scope: A.Scope,
+            hub: HubPublic) -> tuple[A.WrappedKey, ...]:
+    """Re-wrap each approved clip's key to the requester, then seal it to the hub for release.
+
+    Each clip is decrypted here anyway (to unwrap and re-wrap its key), so its own metadata is
+    checked too: a clip whose camera or time is not what the hub's index said, or not inside the
+    approved scope, is refused, whatever the index claims."""
+    from agent.crypto.envelope import decrypt_verified, unwrap_key, wrap_key
+
+    found = _clip_files(clip_dirs)
+    inner = []
+    for cid in scope.clips:
         path = found.get(cid)
         if path is None:
             raise AccessError(f"clip {cid} not found under {clip_dirs or ['(no --clips-dir)']}; "
                               "give --clips-dir, or narrow the approval with --clip")
-        info = verify_clip(path.read_bytes(), hub)
+        data = path.read_bytes()
+        info = verify_clip(data, hub)
         if info.clip_id_hex != cid:
             raise AccessError(f"{path} holds clip {info.clip_id_hex}, not {cid}")
         k = unwrap_key(identity, info.header)  # this device must be a recipient of the clip
-        out.append(A.WrappedKey(cid, wrap_key(requester, info.header.clip_id, k).sealed))
+        meta, _ = decrypt_verified(data, info, k, lambda _b: None)
+        _check_clip_meta(cid, meta, ch.clip(cid), scope, path)
+        inner.append(A.WrappedKey(cid, wrap_key(ch.request.requester, info.header.clip_id, k).sealed))
         del k
-    return tuple(out)
+    return A.release_keys(ch, inner)
+
+
+def _check_clip_meta(cid: str, meta: Mapping[str, Any], indexed: A.ClipMeta, scope: A.Scope, path: Path) -> None:
+    cam = meta.get("camera_id")
+    start, end = meta.get("start_wall_s"), meta.get("end_wall_s")
+    if not isinstance(cam, str) or not isinstance(start, int | float) or not isinstance(end, int | float):
+        raise AccessError(f"clip {cid} ({path}) carries no camera and time: refusing to release it")
+    real = A.ClipMeta(cid, cam, int(start * 1000), int(end * 1000))
+    if real.camera != indexed.camera or abs(real.start_ms - indexed.start_ms) > 2000 \
+            or abs(real.end_ms - indexed.end_ms) > 2000:
+        raise AccessError(f"clip {cid} is really {_clip_line(real)}, but the hub said {_clip_line(indexed)}: "
+                          "refusing to release it")
+    why = real.outside(scope)
+    if why is not None:
+        raise AccessError(f"refusing to release {_clip_line(real)}: {why}")
+
+
+def _approved_scope(args: argparse.Namespace, ch: A.Challenge) -> A.Scope:
+    """The scope this owner approves: the request, narrowed by --camera/--from/--to/--clip. Narrowing
+    by camera or time drops the requested clips outside the narrowed scope; a --clip outside it
+    is an error."""
+    req = ch.request.scope
+    cams = args.camera if args.camera else req.cameras
+    lo, hi = parse_ms(args.start, req.from_ms), parse_ms(args.end, req.to_ms)
+    frame = A.Scope.make(cams, (), lo, hi)
+    if args.clip:
+        clips = [c.lower() for c in args.clip]
+        for c in clips:
+            why = ch.clip(c).outside(frame)
+            if why is not None:
+                raise AccessError(f"--clip {c}: {why}")
+    else:
+        clips = [m.clip for m in ch.clips if m.outside(frame) is None]
+    scope = A.Scope.make(cams, clips, lo, hi)
+    why = scope.escalation(req)
+    if why is not None:
+        raise AccessError(why)
+    return scope
 
 
 def _decide(args: argparse.Namespace, verdict: str) -> int:
@@ -144,16 +232,12 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
         scope = None
         keys: tuple[A.WrappedKey, ...] = ()
         if verdict == "approve":
-            req = ch.request.scope
-            scope = A.Scope.make(
-                args.camera if args.camera else req.cameras,
-                [c.lower() for c in args.clip] if args.clip else req.clips,
-                parse_ms(args.start, req.from_ms), parse_ms(args.end, req.to_ms),
-            )
-            why = scope.escalation(req)
-            if why is not None:
-                raise AccessError(why)
-            keys = _rewrap(ident, args.clips_dir, scope.clips, hub, ch.request.requester)
+            if not ch.verified:
+                print(f"warning: {_who(ch)}", file=sys.stderr)
+            scope = _approved_scope(args, ch)
+            keys = _rewrap(ident, args.clips_dir, ch, scope, hub)
+            for c in scope.clips:
+                print(f"approving {_clip_line(ch.clip(c))}")
         data = A.make_decision(ident, ch, verdict, next_counter(identity_path), ch.roster_version, now_ms(),
                                scope, keys)
         rid = ch.request.request_id
@@ -164,11 +248,7 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
         print(f"{verdict} sent for challenge {ch.challenge_id[:16]} (request {rid})")
 
         def answered() -> bool:
-            for m in inbox.messages:
-                body = json.loads(m.payload).get("body", {}) if m.payload else {}
-                if body.get("type") in ("grant", "denial") or body.get("status") in ("approved", "refused"):
-                    return True
-            return False
+            return any(_answer(m.payload, hub) is not None for m in inbox.messages)
 
         with inbox.cond:
             inbox.cond.wait_for(answered, args.timeout)
@@ -176,20 +256,33 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
     finally:
         client.stop()
     for m in msgs:
-        if not m.payload:
-            continue
-        body = json.loads(m.payload).get("body", {})
-        kind = body.get("type")
-        if kind in ("grant", "denial"):
-            A.parse_hub_message(m.payload, kind, hub)
-            print(f"hub: {'granted' if kind == 'grant' else 'denied'}")
-            return ExitCode.OK
-        if kind == "status" and body.get("status") in ("approved", "refused"):
-            A.parse_hub_message(m.payload, "status", hub)
-            print(f"hub: {body['status']}: {body.get('reason', '')}")
-            return ExitCode.OK if body["status"] == "approved" else ExitCode.REFUSED
+        ans = _answer(m.payload, hub)
+        if ans is not None:
+            print(f"hub: {ans[1]}")
+            return ans[0]
     print("no answer from the hub yet", file=sys.stderr)
     return ExitCode.NO_ANSWER
+
+
+def _answer(payload: bytes, hub: HubPublic) -> tuple[int, str] | None:
+    """The hub's verified answer to a decision, or None (unsigned, unrelated or not yet final)."""
+    if not payload:
+        return None
+    for kind in ("grant", "denial", "status"):
+        try:
+            m = A.parse_hub_message(payload, kind, hub)
+        except AccessError:
+            continue
+        if kind == "grant":
+            return ExitCode.OK, "granted"
+        if kind == "denial":
+            return ExitCode.OK, "denied"
+        st = m.body.get("status")
+        if st == "approved":
+            return ExitCode.OK, f"approved: {m.body.get('reason', '')}"
+        if st == "refused":
+            return ExitCode.REFUSED, f"refused: {m.body.get('reason', '')}"
+    return None
 
 
 def cmd_owner_approve(args: argparse.Namespace) -> int:
@@ -200,36 +293,140 @@ def cmd_owner_deny(args: argparse.Namespace) -> int:
     return _decide(args, "deny")
 
 
+def _mode_states(inbox: Inbox, hub: HubPublic) -> list[A.ModeState]:
+    out = []
+    with inbox.cond:
+        msgs = list(inbox.messages)
+    for m in msgs:
+        try:
+            out.append(A.parse_mode_state(m.payload, hub))
+        except AccessError:
+            continue  # unsigned or not from this hub: never shown as the mode
+    return out
+
+
 def cmd_owner_mode(args: argparse.Namespace) -> int:
     hub = hub_key(args)
     client = connect(args, "owner")
+    res: A.ModeResult | None = None
+    fresh: list[A.ModeState] = []
     try:
         inbox = Inbox()
         client.subscribe(client.topics.mode_state, inbox, wait_s=args.timeout)
         client.sync(args.timeout)
+        states = _mode_states(inbox, hub)
         if args.mode is None:
-            with inbox.cond:
-                cur = inbox.messages[-1].payload.decode(errors="replace") if inbox.messages else "unknown"
-            print(f"mode: {cur}")
+            if not states:
+                print("mode: unconfirmed (no mode signed by this hub on the broker)")
+                return ExitCode.NO_ANSWER
+            st = states[-1]
+            switch = "; the privacy switch on the hub is ON" if st.switch else ""
+            print(f"mode: {st.mode} (signed by hub {hub.key_id} at {format_ms(st.issued_ms)}{switch})")
             return ExitCode.OK
         identity_path = Path(args.identity) if args.identity else None
         if identity_path is None:
             raise AccessError("changing the mode needs --identity (an owner device signs it)")
         ident = load_device_identity(identity_path)
-        chs_rv = args.roster_version
-        if chs_rv is None:
-            raise AccessError("give --roster-version (the version of the roster installed on the hub)")
-        data = A.make_mode_set(ident, hub.key_id, args.mode, next_counter(identity_path), chs_rv, now_ms())
-        with inbox.cond:
-            inbox.messages.clear()
+        rv = args.roster_version
+        if rv is None:
+            if not states:
+                raise AccessError("the hub's roster version is unknown (no signed mode state on the broker); "
+                                  "give --roster-version")
+            rv = states[-1].roster_version
+        counter = next_counter(identity_path)
+        data = A.make_mode_set(ident, hub.key_id, args.mode, counter, rv, now_ms())
+        results = Inbox()
+        client.subscribe(client.topics.mode_result(ident.key_id), results, wait_s=args.timeout)
         client.publish_wait(client.topics.mode_set, data, timeout_s=args.timeout)
-        with inbox.cond:
-            inbox.cond.wait_for(lambda: any(m.payload == args.mode.encode() for m in inbox.messages), args.timeout)
-            ok = any(m.payload == args.mode.encode() for m in inbox.messages)
+
+        def mine() -> A.ModeResult | None:
+            for m in results.messages:
+                try:
+                    r = A.parse_mode_result(m.payload, hub)
+                except AccessError:
+                    continue
+                if r.device == ident.key_id and r.counter == counter:
+                    return r
+            return None
+
+        with results.cond:
+            results.cond.wait_for(lambda: mine() is not None, args.timeout)
+            res = mine()
+        if res is not None and res.status == "applied":
+            # Confirmed only by the signed mode state itself, not by the answer alone.
+            with inbox.cond:
+                inbox.cond.wait_for(lambda: any(s.mode == args.mode and s.seq > 0 for s in _mode_states(inbox, hub)
+                                                if s not in states), args.timeout)
+            fresh = [s for s in _mode_states(inbox, hub) if s not in states]
     finally:
         client.stop()
-    print(f"mode {'is now' if ok else 'change sent, not confirmed:'} {args.mode}")
-    return ExitCode.OK if ok else ExitCode.NO_ANSWER
+    if res is None:
+        print(f"mode change to {args.mode} not confirmed: no answer from the hub within {args.timeout:g} s "
+              "(the hub is offline, or does not know this device: check the roster)", file=sys.stderr)
+        return ExitCode.NO_ANSWER
+    if res.status == "refused":
+        print(f"mode change to {args.mode} refused by the hub: {res.reason}", file=sys.stderr)
+        return ExitCode.REFUSED
+    if fresh and fresh[-1].mode == args.mode:
+        print(f"mode is now {args.mode} (confirmed by the hub's signed state)")
+        return ExitCode.OK
+    print(f"mode change to {args.mode} accepted by the hub, but its signed mode state shows "
+          f"{fresh[-1].mode if fresh else 'nothing new'}: unconfirmed", file=sys.stderr)
+    return ExitCode.NO_ANSWER
+
+
+def _proof_over_mqtt(args: argparse.Namespace) -> Any:
+    """Ask the hub for a consistency proof (old size -> new size) over the broker."""
+
+    def proof_for(old: int, new: int) -> list[bytes]:
+        nonce = os.urandom(16).hex()
+        client = connect(args, "owner")
+        try:
+            inbox = Inbox()
+            client.subscribe(client.topics.audit_proof(nonce), inbox, wait_s=args.timeout)
+            client.publish_wait(client.topics.audit_proof_request,
+                                json.dumps({"from": old, "to": new, "nonce": nonce}), timeout_s=args.timeout)
+            with inbox.cond:
+                inbox.cond.wait_for(lambda: bool(inbox.messages), args.timeout)
+                msgs = list(inbox.messages)
+        finally:
+            client.stop()
+        if not msgs:
+            raise AuditError("the hub sent no consistency proof; is it running? (or give --log FILE)")
+        return _parse_proof(msgs[0].payload, old, new)
+
+    return proof_for
+
+
+def _parse_proof(payload: bytes, old: int, new: int) -> list[bytes]:
+    from agent.crypto.keys import b64url_decode
+    from agent.jsonlimits import loads_bounded
+
+    try:
+        doc = loads_bounded(payload, max_bytes=16384, max_depth=3, what="consistency proof")
+        if not isinstance(doc, dict) or doc.get("from") != old or doc.get("to") != new:
+            raise ValueError("the proof is for other sizes")
+        proof = doc["proof"]
+        if not isinstance(proof, list) or len(proof) > 128 or not all(isinstance(h, str) for h in proof):
+            raise ValueError("proof must be a list of hashes")
+        return [b64url_decode(h, "proof hash") for h in proof]
+    except (ValueError, KeyError, AgentError) as e:
+        raise AuditError(f"malformed consistency proof from the broker: {e}") from None
+
+
+def _proof_from_log(path: Path, hub: HubPublic) -> Any:
+    from agent.access import merkle
+    from agent.access.audit import leaves_of, read_entries
+
+    def proof_for(old: int, new: int) -> list[bytes]:
+        entries, problems = read_entries(path)
+        if problems:
+            raise AuditError(f"the log {path} is damaged: {problems[0]}")
+        if new > len(entries):
+            raise AuditError(f"the log {path} has {len(entries)} entries, fewer than the checkpoint's {new}")
+        return merkle.consistency_proof(leaves_of(entries)[:new], old)
+
+    return proof_for
 
 
 def cmd_audit_pin(args: argparse.Namespace) -> int:
@@ -250,8 +447,14 @@ def cmd_audit_pin(args: argparse.Namespace) -> int:
             raise AuditError("the broker holds no audit checkpoint for this hub")
         raw = msgs[-1].payload
     cp = Checkpoint.decode(raw, hub)
-    added = pin_checkpoint(Path(args.pins), cp, hub)
-    print(f"{'pinned' if added else 'already pinned'}: {cp.size} entries, head {cp.head[:16]}…")
+    proof_for = _proof_from_log(Path(args.log), hub) if args.log else _proof_over_mqtt(args)
+    added = pin_checkpoint(Path(args.pins), cp, hub, proof_for)
+    age_s = (now_ms() - cp.wall_ms) / 1000
+    print(f"{'pinned' if added else 'already pinned'}: {cp.size} entries, root {cp.root[:16]}…, "
+          f"signed {format_ms(cp.wall_ms)}" + (" (consistent with the previous pin)" if added else ""))
+    if age_s > args.max_age_s:
+        print(f"warning: this checkpoint was signed {age_s / 3600:.1f} h ago: the hub may be offline, or the "
+              "broker keeps showing an old one", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -264,21 +467,25 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         hub = load_hub_public(args.hub or args.data)
     else:
         raise AuditError("give --data DIR (the hub's data directory) or --log FILE")
-    pins = read_pins(Path(args.pins), hub) if args.pins else []
-    report = verify_log(log_path, hub, pins)
-    if args.data and (audit_dir(args.data) / "checkpoint.json").exists():
-        # The hub's own latest checkpoint must also describe this log (a prefix of it).
+    signed: list[Checkpoint] = []
+    problems: list[str] = []
+    own = Path(args.checkpoint) if args.checkpoint else (audit_dir(args.data) / CHECKPOINT_FILE if args.data else None)
+    if own is not None:
         try:
-            own = Checkpoint.decode((audit_dir(args.data) / "checkpoint.json").read_bytes(), hub)
-            extra = verify_log(log_path, hub, [own]).problems
+            signed.append(Checkpoint.decode(own.read_bytes(), hub, str(own)))
+        except FileNotFoundError:
+            problems.append(f"the hub's signed checkpoint {own} is missing")
         except AuditError as e:
-            extra = (f"hub checkpoint: {e}",)
-        report = dataclasses.replace(report, problems=report.problems + tuple(
-            p for p in extra if p not in report.problems))
-    print(f"audit log {log_path}: {report.entries} entries, head {report.head[:16]}…, "
-          f"{report.pinned_checked} pinned checkpoint(s) checked")
+            problems.append(f"hub checkpoint: {e}")
+    pins = read_pins(Path(args.pins), hub) if args.pins else []
+    report = verify_log(log_path, hub, signed + pins)
+    report = dataclasses.replace(report, problems=tuple(problems) + report.problems)
+    print(f"audit log {log_path}: {report.entries} entries, root {report.root[:16]}…, "
+          f"{len(signed)} hub checkpoint(s) and {len(pins)} pinned checkpoint(s) checked")
+    for w in report.warnings:
+        print(f"warning: {w}")
     if report.ok:
-        print("OK: chain intact and consistent with every pinned checkpoint")
+        print("OK: chain intact and matching every signed checkpoint")
         return ExitCode.OK
     for p in report.problems:
         print(f"PROBLEM: {p}")
@@ -301,19 +508,22 @@ def register_owner(osub: argparse._SubParsersAction) -> None:
         p.add_argument("--hub", required=True, help="the hub's public key")
         p.add_argument("--roster", help="the roster file you signed: refuse if the hub runs an older one")
         if name == "approve":
-            p.add_argument("--camera", action="append", default=[], help="approve only these cameras")
+            p.add_argument("--camera", action="append", default=[],
+                           help="approve only these cameras (requested clips of other cameras are dropped)")
             p.add_argument("--clip", action="append", default=[], help="approve only these clips")
-            p.add_argument("--from", dest="start", help="approve only from this time")
-            p.add_argument("--to", dest="end", help="approve only up to this time")
+            p.add_argument("--from", dest="start", help="approve only from this time (earlier clips are dropped)")
+            p.add_argument("--to", dest="end", help="approve only up to this time (later clips are dropped)")
             p.add_argument("--clips-dir", action="append", default=[],
                            help="where the approved clips are (their keys are re-wrapped to the requester)")
         add_broker_args(p)
         p.set_defaults(func=fn)
-    p = osub.add_parser("mode", help="show the household mode, or set it with an owner-signed message")
+    p = osub.add_parser("mode", help="show the household mode (verified hub signature), or set it with an "
+                        "owner-signed message")
     p.add_argument("mode", nargs="?", choices=A.MODES, help="new mode (omit to show)")
     p.add_argument("--identity", help="owner device identity file (to set)")
     p.add_argument("--hub", required=True, help="the hub's public key")
-    p.add_argument("--roster-version", type=int, help="version of the roster installed on the hub")
+    p.add_argument("--roster-version", type=int, help="version of the roster installed on the hub (default: "
+                   "from the hub's signed mode state)")
     add_broker_args(p)
     p.set_defaults(func=cmd_owner_mode)
 
@@ -325,11 +535,17 @@ def register_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hub", required=True, help="the hub's public key")
     p.add_argument("--pins", required=True, help="pin file on the owner device (one checkpoint per line)")
     p.add_argument("--checkpoint", help="read the checkpoint from this file instead of the broker")
+    p.add_argument("--log", help="prove consistency from this copy of the hub's audit log instead of asking "
+                   "the hub over the broker")
+    p.add_argument("--max-age-s", type=float, default=STALE_AFTER_S,
+                   help=f"warn when the checkpoint is older than this (default {STALE_AFTER_S} s)")
     add_broker_args(p)
     p.set_defaults(func=cmd_audit_pin)
     p = asub.add_parser("verify", help="detect edited, removed, reordered or truncated entries")
     p.add_argument("--data", help="the hub's data directory")
     p.add_argument("--log", help="an audit log file (instead of --data)")
     p.add_argument("--hub", help="the hub's public key (default: from --data)")
+    p.add_argument("--checkpoint", help="a hub-signed checkpoint to check the log against (default with "
+                   "--data: the hub's own)")
     p.add_argument("--pins", help="the owner's pin file (truncation is only detectable against it)")
     p.set_defaults(func=cmd_audit_verify)

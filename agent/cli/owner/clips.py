@@ -20,21 +20,24 @@ import time
 from pathlib import Path
 
 from agent.cli.parsing import command_group
-from agent.crypto.envelope import check_chain, open_clip, verify_clip
+from agent.crypto.envelope import check_chain, check_heads, open_clip, verify_clip
 from agent.crypto.keys import (
     load_device_identity,
     load_hub_public,
 )
 from agent.errors import (
+    AgentError,
     BadSignature,
     EnvelopeError,
     ExitCode,
     KeyFileError,
     MalformedEnvelope,
+    OutputExists,
     TamperedClip,
     TruncatedClip,
     WrongRecipient,
 )
+from agent.fsutil import create_private, install_file, write_private
 
 # A short word in front of each envelope error so the three cases the owner must tell apart
 # (wrong recipient, tampered, truncated) read differently even before the details.
@@ -60,26 +63,43 @@ def _open_clip_file(path: str) -> Path:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
+    # The video and the metadata (its thumbnail is a frame) are decrypted footage of a home: both
+    # are written 0600, and neither replaces an existing file unless --force says so.
     clip = _open_clip_file(args.clip)
+    out = Path(args.out)
+    meta_path = Path(args.meta) if args.meta else None
+    for target in (out, meta_path):
+        if target is not None and not args.force and os.path.lexists(target):
+            raise OutputExists(f"{target} already exists; pass --force to replace it, or choose another path")
     ident = load_device_identity(args.identity)
     hub = load_hub_public(args.hub) if args.hub else None
-    out = Path(args.out)
     part = out.with_name(out.name + ".part")
     try:
-        with open(clip, "rb") as src, open(part, "wb") as dst:
+        part.unlink(missing_ok=True)  # a crashed open's leftover: its mode is not ours to trust
+        with open(clip, "rb") as src, create_private(part) as dst:
             opened = open_clip(src, ident, dst.write, hub)
             dst.flush()
             os.fsync(dst.fileno())
-        os.replace(part, out)
+        install_file(part, out, replace=args.force)
     except EnvelopeError as e:
         part.unlink(missing_ok=True)
         raise _labelled(e, clip) from None
+    except FileExistsError:
+        part.unlink(missing_ok=True)
+        raise OutputExists(f"{out} already exists; pass --force to replace it, or choose another path") from None
     except OSError as e:
         part.unlink(missing_ok=True)
-        raise KeyFileError(f"cannot write {out}: {e.strerror}") from None
+        raise KeyFileError(f"cannot write {out}: {e.strerror or e}") from None
     meta = opened.metadata
-    if args.meta:
-        Path(args.meta).write_text(json.dumps(dict(meta), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if meta_path is not None:
+        try:
+            write_private(meta_path, (json.dumps(dict(meta), indent=2, sort_keys=True) + "\n").encode(),
+                          replace=args.force)
+        except FileExistsError:
+            raise OutputExists(f"{meta_path} already exists; pass --force to replace it, or choose another "
+                               f"path (the video is in {out})") from None
+        except OSError as e:
+            raise KeyFileError(f"cannot write {meta_path}: {e.strerror or e} (the video is in {out})") from None
     h = opened.info.header
     pin = "" if hub else " (hub not pinned: pass --hub to check it is your hub)"
     print(f"{clip}: OK, signed by hub {h.hub_key_id}{pin}; clip {h.clip_id.hex()} seq {h.seq}")
@@ -88,27 +108,68 @@ def cmd_open(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _verify_targets(given: list[str]) -> list[Path]:
+    """The clips to verify: files as given, and every `.epaclip` under a directory (recursively,
+    in name order). A missing path or a directory without clips is bad input (exit ERROR)."""
+    out: list[Path] = []
+    for g in given:
+        p = Path(g)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*.epaclip") if f.is_file())
+            if not found:
+                raise AgentError(f"{p} is a directory with no .epaclip files in it (searched recursively)")
+            out += found
+        else:
+            out.append(_open_clip_file(g))
+    return out
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify each clip (a directory: every .epaclip in it), one line each, then the chain.
+
+    Every clip is checked even after one fails. Exit: OK; the failure's own code (MALFORMED_CLIP,
+    BAD_SIGNATURE, TAMPERED_CLIP, TRUNCATED_CLIP) when every failed clip failed alike; FAILED for
+    failures of different kinds; TAMPERED_CLIP for a gap in an otherwise valid chain."""
     hub = load_hub_public(args.hub)
+    clips = _verify_targets(args.clips)
     infos = []
-    for c in args.clips:
-        p = _open_clip_file(c)
+    failed: list[EnvelopeError] = []
+    for p in clips:
         try:
             with open(p, "rb") as f:
                 info = verify_clip(f, hub)
         except EnvelopeError as e:
-            raise _labelled(e, p) from None
+            failed.append(e)
+            kind = next((k for cls, k in _KIND if isinstance(e, cls)), "invalid")
+            print(f"{p}: FAILED, {kind}: {e}", file=sys.stderr)
+            continue
+        except OSError as e:  # it was there a moment ago (a NAS that went away): this clip fails
+            failed.append(EnvelopeError(str(e)))
+            print(f"{p}: FAILED, unreadable: {e.strerror or e}", file=sys.stderr)
+            continue
         infos.append(info)
         h = info.header
         print(f"{p}: OK, hub {h.hub_key_id}, stream {h.stream_id.hex()[:16]} seq {h.seq}, "
               f"{info.chunk_count} chunks, recipients {', '.join(h.recipient_ids)}")
     problems = check_chain(infos)
+    if args.audit_log:
+        # The first clips of a chain can only be missed against the head the hub recorded.
+        from agent.access.audit import read_entries, stream_heads
+
+        entries, log_problems = read_entries(Path(args.audit_log))
+        if log_problems:
+            print(f"audit log {args.audit_log}: {log_problems[0]} (run `privacy-agent audit verify`)", file=sys.stderr)
+        problems += check_heads(infos, stream_heads(entries))
     for msg in problems:
         print(f"chain: {msg}", file=sys.stderr)
+    if failed:
+        print(f"{len(clips)} clip(s) checked: {len(infos)} OK, {len(failed)} failed", file=sys.stderr)
+        codes = {e.exit_code for e in failed}
+        return codes.pop() if len(codes) == 1 else ExitCode.FAILED
     if problems:
         raise TamperedClip(f"{len(problems)} chain problem(s): a clip was deleted, reordered or inserted")
     if len(infos) > 1:
-        print(f"chain intact over {len(infos)} clips")
+        print(f"{len(infos)} clips OK; chain intact over {len(infos)} clips")
     return ExitCode.OK
 
 
@@ -225,15 +286,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("open", help="verify, then decrypt a clip with an owner device identity")
     p.add_argument("clip", help="the .epaclip file")
     p.add_argument("--identity", required=True, help="owner device identity file (from `owner keygen`)")
-    p.add_argument("--out", required=True, help="where to write the video (MP4)")
+    p.add_argument("--out", required=True,
+                   help="where to write the video (MP4; mode 0600, never over an existing file without --force)")
     p.add_argument("--hub", help="expected hub public key (hub.pub, epa1hub: value or data dir); "
                    "without it only the key named in the clip is checked")
-    p.add_argument("--meta", help="also write the decrypted metadata (JSON, thumbnail included) here")
+    p.add_argument("--meta", help="also write the decrypted metadata (JSON, thumbnail included) here (mode 0600)")
+    p.add_argument("--force", action="store_true", help="replace --out (and --meta) if they exist")
     p.set_defaults(func=cmd_open)
 
     p = sub.add_parser("verify", help="check clip signatures and chain without any secret key")
-    p.add_argument("clips", nargs="+", help="one or more .epaclip files (several: the chain is checked too)")
+    p.add_argument("clips", nargs="+",
+                   help="one or more .epaclip files or directories (every .epaclip under a directory, "
+                   "recursively); several clips: the chain is checked too")
     p.add_argument("--hub", required=True, help="hub public key (hub.pub, epa1hub: value or data dir)")
+    p.add_argument("--audit-log", help="the hub's audit log (DATA/audit/log.jsonl): also detect that the FIRST "
+                   "clips of a chain were deleted, against the chain start it records")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("outbox", help="show or flush queued clip uploads")

@@ -33,6 +33,7 @@ This package's modules, by concern: `format` (layout, digests, parsed header), `
 
 from agent.crypto.envelope.chain import (
     check_chain,
+    check_heads,
     stream_id_for,
 )
 from agent.crypto.envelope.format import (
@@ -116,6 +117,7 @@ __all__ = [
     "WRAP_SEALED_BYTES",
     "ZERO_HASH",
     "check_chain",
+    "check_heads",
     "clip_hash_of",
     "decrypt_verified",
     "header_digest_of",

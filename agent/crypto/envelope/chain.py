@@ -1,12 +1,13 @@
 """The per-camera chain of clips: each header carries the previous clip's hash.
 
-A deleted or reordered clip shows as a gap; the newest clips can only be checked against a
+A deleted or reordered clip shows as a gap; deleted first clips show against the chain start the
+hub recorded in its audit log (`check_heads`); the newest clips can only be checked against a
 checkpoint pinned outside the hub (`audit pin`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import nacl.encoding
 import nacl.exceptions
@@ -50,4 +51,26 @@ def check_chain(clips: Sequence[ClipInfo]) -> list[str]:
                     f"stream {sid.hex()[:8]}: clip {b.header.seq} does not follow clip {a.header.seq} "
                     "(previous-clip hash differs)"
                 )
+    return problems
+
+
+def check_heads(clips: Sequence[ClipInfo], heads: Mapping[str, str]) -> list[str]:
+    """Problems with the START of each chain, against the heads the hub recorded in its audit log
+    (`clip_stream_start`: stream id hex -> first clip id hex).
+
+    No clip names its predecessor's absence, so deleting the FIRST clips of a chain leaves a chain
+    that checks out by itself; only the recorded head shows it. A chain whose recorded head is not
+    among `clips` while later clips of it are, or which has no recorded head at all, is reported."""
+    problems: list[str] = []
+    streams: dict[str, list[ClipInfo]] = {}
+    for c in clips:
+        streams.setdefault(c.header.stream_id.hex(), []).append(c)
+    for sid, items in sorted(streams.items()):
+        first = min(items, key=lambda c: c.header.seq)
+        head = heads.get(sid)
+        if head is None:
+            problems.append(f"stream {sid[:8]}: the audit log records no start for this chain")
+        elif all(c.clip_id_hex != head for c in items):
+            problems.append(f"stream {sid[:8]}: its first clip {head[:12]}… is missing (the chain starts at "
+                            f"clip {first.header.seq} here): the first clips were deleted")
     return problems

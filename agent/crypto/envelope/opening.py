@@ -8,7 +8,6 @@ secretstream itself does not notice a cut at a chunk boundary.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
@@ -20,6 +19,7 @@ import nacl.utils
 from nacl.public import SealedBox
 
 from agent.crypto.envelope.format import (
+    CHUNK_BYTES,
     CLIP_ID_BYTES,
     KEY_BYTES,
     SIG_BYTES,
@@ -51,6 +51,7 @@ from agent.errors import (
     TruncatedClip,
     WrongRecipient,
 )
+from agent.jsonlimits import loads_bounded
 
 
 def unwrap_key(identity: DeviceIdentity, header: Header) -> bytes:
@@ -141,9 +142,11 @@ def decrypt_verified(
         raise TamperedClip("ciphertext changed between verification and decryption")
     check_end(r)
     try:
-        meta = json.loads(meta_plain.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise MalformedEnvelope("clip metadata is not JSON") from None
+        # Bounded: the hub signed it, but a clip is opened far from the hub, and a parser that
+        # recurses must not crash on a deeply nested document. The sealer keeps it to a chunk.
+        meta = loads_bounded(meta_plain.decode("utf-8"), max_bytes=CHUNK_BYTES, what="clip metadata")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise MalformedEnvelope(f"clip metadata is not JSON within limits: {e}") from None
     if not isinstance(meta, dict):
         raise MalformedEnvelope("clip metadata is not a JSON object")
     return meta, total

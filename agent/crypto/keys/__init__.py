@@ -18,6 +18,7 @@ Encodings (all canonical; see docs/envelope-spec.md "Keys"):
 - device secret value  `epa1sec:` base64url-nopad(sign_seed[32] || box_sk[32] || name utf-8)
 - hub public value     `epa1hub:` base64url-nopad(sign_pk[32])
 - hub secret value     `epa1hubsec:` base64url-nopad(sign_seed[32])
+- hub box secret       `epa1hubbox:` base64url-nopad(x25519_sk[32]) (`DATA/keys/hub-box.key`, key release)
 - device key id        hex(BLAKE2b-64(sign_pk || box_pk, person="epa1-device-id"))
 - hub key id           hex(BLAKE2b-64(sign_pk, person="epa1-hub-id"))
 
@@ -50,6 +51,7 @@ from agent.crypto.keys.encoding import (
     validate_x25519_public,
 )
 from agent.crypto.keys.files import (
+    HUB_BOX_FILE,
     HUB_PUBLIC_FILE,
     HUB_SECRET_FILE,
     KEYS_DIRNAME,
@@ -65,6 +67,7 @@ from agent.crypto.keys.files import (
     write_new_file,
 )
 from agent.crypto.keys.identity import (
+    REQUESTER_ROLES,
     ROLES,
     DeviceIdentity,
     DevicePublic,
@@ -77,6 +80,7 @@ from agent.crypto.keys.roster import (
     MAX_ROSTER_DEVICES,
     ROSTER_FILE,
     ROSTER_SIG_DOMAIN,
+    RequesterEntry,
     Roster,
     RosterEntry,
     check_roster_update,
@@ -92,6 +96,7 @@ __all__ = [
     "DEVICE_SEC_PREFIX",
     "DeviceIdentity",
     "DevicePublic",
+    "HUB_BOX_FILE",
     "HUB_PUBLIC_FILE",
     "HUB_PUB_PREFIX",
     "HUB_SECRET_FILE",
@@ -103,9 +108,11 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MAX_ROSTER_BYTES",
     "MAX_ROSTER_DEVICES",
+    "REQUESTER_ROLES",
     "ROLES",
     "ROSTER_FILE",
     "ROSTER_SIG_DOMAIN",
+    "RequesterEntry",
     "Role",
     "Roster",
     "RosterEntry",

@@ -34,6 +34,11 @@ HUB_PUB_PREFIX = "epa1hub:"
 HUB_SEC_PREFIX = "epa1hubsec:"
 
 
+# The hub's X25519 box secret (key release, see docs/access-protocol.md): its own prefix, so it
+# can never be mistaken for the signing seed.
+HUB_BOX_PREFIX = "epa1hubbox:"
+
+
 MAX_NAME_BYTES = 64
 
 

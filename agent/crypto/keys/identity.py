@@ -7,7 +7,7 @@ here logs key material.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from nacl.public import PrivateKey, PublicKey
@@ -16,6 +16,7 @@ from nacl.signing import SigningKey, VerifyKey
 from agent.crypto.keys.encoding import (
     DEVICE_PUB_PREFIX,
     DEVICE_SEC_PREFIX,
+    HUB_BOX_PREFIX,
     HUB_PUB_PREFIX,
     HUB_SEC_PREFIX,
     MAX_NAME_BYTES,
@@ -29,11 +30,14 @@ from agent.crypto.keys.encoding import (
     validate_x25519_public,
 )
 from agent.errors import InvalidKey
+from agent.vocab import REQUESTER_ROLES as _REQUESTER_ROLES
 
 Role = Literal["owner", "member"]
 
 
 ROLES: tuple[str, ...] = ("owner", "member")
+
+REQUESTER_ROLES = _REQUESTER_ROLES  # one home: agent.vocab
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,14 +163,35 @@ class HubPublic:
 
 @dataclass(frozen=True, slots=True)
 class HubIdentity:
-    """The hub's signing identity. It signs; it cannot decrypt clips."""
+    """The hub's identity: an Ed25519 signing key and an X25519 box key, kept apart.
+
+    The box key exists only for key release: an owner device seals the clip keys it re-wrapped
+    for a requester to this key, so that what crosses the broker in a decision is useless until
+    the hub has checked and audited the grant. What the hub opens with it is still sealed to the
+    requester, so the hub never holds a key that opens a clip.
+    """
 
     key_id: str
     signing_key: SigningKey
+    box_secret: PrivateKey | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.key_id != hub_key_id(bytes(self.signing_key.verify_key)):
             raise InvalidKey("hub key id does not match the hub signing key")
+        if self.box_secret is not None and bytes(self.box_secret) == bytes(self.signing_key):
+            raise InvalidKey("the hub box key must not be the signing seed")
+
+    @property
+    def box_public(self) -> PublicKey:
+        if self.box_secret is None:
+            raise InvalidKey("this hub identity has no box key (run `privacy-agent keys init` again)")
+        return self.box_secret.public_key
+
+    def with_box(self, box_secret: PrivateKey) -> HubIdentity:
+        return HubIdentity(self.key_id, self.signing_key, box_secret)
+
+    def encode_box_secret(self) -> str:
+        return HUB_BOX_PREFIX + b64url_encode(bytes(self.box_secret or b""))
 
     @property
     def public(self) -> HubPublic:
@@ -174,14 +199,14 @@ class HubIdentity:
 
     @staticmethod
     def generate() -> HubIdentity:
-        return HubIdentity.from_seed(bytes(SigningKey.generate()))
+        return HubIdentity.from_seed(bytes(SigningKey.generate()), bytes(PrivateKey.generate()))
 
     @staticmethod
-    def from_seed(seed: bytes) -> HubIdentity:
-        if len(seed) != 32:
-            raise InvalidKey("hub signing seed must be 32 bytes")
+    def from_seed(seed: bytes, box_sk: bytes | None = None) -> HubIdentity:
+        if len(seed) != 32 or (box_sk is not None and len(box_sk) != 32):
+            raise InvalidKey("hub signing seed and box secret must be 32 bytes each")
         sk = SigningKey(seed)
-        return HubIdentity(hub_key_id(bytes(sk.verify_key)), sk)
+        return HubIdentity(hub_key_id(bytes(sk.verify_key)), sk, None if box_sk is None else PrivateKey(box_sk))
 
     def encode_secret(self) -> str:
         return HUB_SEC_PREFIX + b64url_encode(bytes(self.signing_key))

@@ -8,7 +8,6 @@ exclude it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ from agent.crypto.keys.encoding import (
     check_key_id,
 )
 from agent.crypto.keys.files import HUB_PUBLIC_FILE, hub_public, keys_dir, load_device_public
-from agent.crypto.keys.identity import ROLES, DeviceIdentity, DevicePublic, Role
+from agent.crypto.keys.identity import REQUESTER_ROLES, ROLES, DeviceIdentity, DevicePublic, Role
 from agent.errors import InvalidKey, RosterError, RosterRollback
 from agent.fsutil import atomic_write
+from agent.jsonlimits import loads_bounded
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,21 @@ class RosterEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class RequesterEntry:
+    """A requester the owners enrolled: its key, and the role THEY gave it (never self-asserted).
+
+    Requesters receive no clips; they are listed so the hub can apply the right approval rule and
+    owners see a verified name and role instead of whatever a request claims."""
+
+    device: DevicePublic
+    role: str
+
+    def __post_init__(self) -> None:
+        if self.role not in REQUESTER_ROLES:
+            raise RosterError(f"requester role {self.role!r} must be one of {', '.join(REQUESTER_ROLES)}")
+
+
+@dataclass(frozen=True, slots=True)
 class Roster:
     """An owner-signed list of recipient devices. Build with `sign_roster`, read with `Roster.decode`."""
 
@@ -69,9 +84,11 @@ class Roster:
     hub_key_id: str | None
     signer_key_id: str
     signature: bytes
+    requesters: tuple[RequesterEntry, ...] = ()
 
     def body(self) -> dict[str, Any]:
-        return _roster_body(self.version, self.entries, self.revoked, self.hub_key_id, self.signer_key_id)
+        return _roster_body(self.version, self.entries, self.revoked, self.hub_key_id, self.signer_key_id,
+                            self.requesters)
 
     def body_bytes(self) -> bytes:
         return canonical_json(self.body())
@@ -95,23 +112,33 @@ class Roster:
     def is_revoked(self, key_id: str) -> bool:
         return key_id in self.revoked
 
+    def find_requester(self, key_id: str) -> RequesterEntry | None:
+        if key_id in self.revoked:
+            return None
+        for e in self.requesters:
+            if e.device.key_id == key_id:
+                return e
+        return None
+
     @staticmethod
     def decode(data: bytes | str, what: str = "roster") -> Roster:
         """Parse and check the signature (signer must be an owner listed in the roster itself)."""
         if len(data) > MAX_ROSTER_BYTES:
             raise RosterError(f"{what}: {len(data)} bytes is larger than the {MAX_ROSTER_BYTES}-byte limit")
         try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError, RecursionError) as e:
-            raise RosterError(f"{what}: not JSON ({type(e).__name__})") from None
+            doc = loads_bounded(data, max_bytes=MAX_ROSTER_BYTES, max_depth=8, what=what)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RosterError(f"{what}: not acceptable JSON ({e})") from None
         if not isinstance(doc, dict) or set(doc) != {"roster", "signature"}:
             raise RosterError(f"{what}: expected exactly the keys 'roster' and 'signature'")
         body, sig_s = doc["roster"], doc["signature"]
         if not isinstance(body, dict) or not isinstance(sig_s, str):
             raise RosterError(f"{what}: malformed")
         expected = {"format", "version", "devices", "revoked", "hub", "signer"}
-        if set(body) != expected:
-            raise RosterError(f"{what}: body must have exactly the keys {sorted(expected)}")
+        # `requesters` is present only when the owners enrolled any (a roster without it encodes
+        # exactly as before requesters existed).
+        if set(body) != expected and set(body) != expected | {"requesters"}:
+            raise RosterError(f"{what}: body must have exactly the keys {sorted(expected)} (and optionally requesters)")
         if body["format"] != "epa1-roster":
             raise RosterError(f"{what}: unknown format {body['format']!r}")
         ver = body["version"]
@@ -132,6 +159,19 @@ class Roster:
                 if d["key_id"] != dev.key_id:
                     raise RosterError(f"{what}: devices[{i}] key_id does not match its public key")
                 entries.append(RosterEntry(dev, d["role"]))  # type: ignore[arg-type]
+            reqs = body.get("requesters", [])
+            if not isinstance(reqs, list) or len(reqs) > MAX_ROSTER_DEVICES:
+                raise RosterError(f"{what}: requesters must be a list of at most {MAX_ROSTER_DEVICES}")
+            requesters = []
+            for i, d in enumerate(reqs):
+                if not isinstance(d, dict) or set(d) != {"key_id", "pub", "role"}:
+                    raise RosterError(f"{what}: requesters[{i}] must have exactly key_id, pub, role")
+                if not isinstance(d["pub"], str) or not isinstance(d["role"], str):
+                    raise RosterError(f"{what}: requesters[{i}] is malformed")
+                dev = DevicePublic.decode(d["pub"], f"{what}: requesters[{i}]")
+                if d["key_id"] != dev.key_id:
+                    raise RosterError(f"{what}: requesters[{i}] key_id does not match its public key")
+                requesters.append(RequesterEntry(dev, d["role"]))
             revoked = tuple(check_key_id(k, f"{what}: revoked key id") for k in body["revoked"])
             hub = body["hub"]
             if hub is not None:
@@ -142,7 +182,7 @@ class Roster:
             raise RosterError(str(e)) from None
         if len(sig) != 64:
             raise RosterError(f"{what}: signature must be 64 bytes")
-        roster = Roster(ver, tuple(entries), revoked, hub, signer, sig)
+        roster = Roster(ver, tuple(entries), revoked, hub, signer, sig, tuple(requesters))
         _check_roster_shape(roster, what)
         if roster.body_bytes() != canonical_json(body):
             raise RosterError(f"{what}: body is not in canonical order")
@@ -157,9 +197,10 @@ class Roster:
 
 
 def _roster_body(
-    version: int, entries: Sequence[RosterEntry], revoked: Sequence[str], hub: str | None, signer: str
+    version: int, entries: Sequence[RosterEntry], revoked: Sequence[str], hub: str | None, signer: str,
+    requesters: Sequence[RequesterEntry] = (),
 ) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "format": "epa1-roster",
         "version": version,
         "devices": [{"key_id": e.device.key_id, "pub": e.device.encode(), "role": e.role} for e in entries],
@@ -167,6 +208,10 @@ def _roster_body(
         "hub": hub,
         "signer": signer,
     }
+    if requesters:
+        body["requesters"] = [{"key_id": e.device.key_id, "pub": e.device.encode(), "role": e.role}
+                              for e in requesters]
+    return body
 
 
 def _check_roster_shape(r: Roster, what: str) -> None:
@@ -177,6 +222,13 @@ def _check_roster_shape(r: Roster, what: str) -> None:
         raise RosterError(f"{what}: revoked must be sorted without duplicates")
     if set(ids) & set(r.revoked):
         raise RosterError(f"{what}: a revoked device is still listed")
+    rids = [e.device.key_id for e in r.requesters]
+    if rids != sorted(set(rids)):
+        raise RosterError(f"{what}: requesters must be sorted by key id without duplicates")
+    if set(rids) & set(r.revoked):
+        raise RosterError(f"{what}: a revoked requester is still listed")
+    if set(rids) & set(ids):
+        raise RosterError(f"{what}: a key is listed both as a household device and as a requester")
     if not any(e.role == "owner" for e in r.entries):
         raise RosterError(f"{what}: needs at least one owner device")
 
@@ -187,17 +239,19 @@ def sign_roster(
     entries: Iterable[RosterEntry],
     revoked: Iterable[str] = (),
     hub_key_id: str | None = None,
+    requesters: Iterable[RequesterEntry] = (),
 ) -> Roster:
     """Build and sign a roster. Entries and revocations are put in canonical (sorted) order."""
     ents = tuple(sorted(entries, key=lambda e: e.device.key_id))
+    reqs = tuple(sorted(requesters, key=lambda e: e.device.key_id))
     rev = tuple(sorted(set(check_key_id(k, "revoked key id") for k in revoked)))
     if hub_key_id is not None:
         check_key_id(hub_key_id, "hub key id")
     if not isinstance(version, int) or version < 1:
         raise RosterError("roster version must be a positive integer")
-    body = canonical_json(_roster_body(version, ents, rev, hub_key_id, signer.key_id))
+    body = canonical_json(_roster_body(version, ents, rev, hub_key_id, signer.key_id, reqs))
     sig = signer.signing_key.sign(ROSTER_SIG_DOMAIN + body).signature
-    roster = Roster(version, ents, rev, hub_key_id, signer.key_id, sig)
+    roster = Roster(version, ents, rev, hub_key_id, signer.key_id, sig, reqs)
     _check_roster_shape(roster, "roster")
     e = roster.find(signer.key_id)
     if e is None or e.role != "owner":
@@ -212,13 +266,17 @@ def updated_roster(
     add_owners: Iterable[DevicePublic] = (),
     revoke: Iterable[str] = (),
     hub_key_id: str | None = None,
+    add_requesters: Iterable[tuple[DevicePublic, str]] = (),
 ) -> Roster:
-    """Next roster version: add members/owners, revoke key ids (revocation wins and is permanent)."""
+    """Next roster version: add members/owners/requesters, revoke key ids (revocation wins and is
+    permanent, for requesters too)."""
     entries: dict[str, RosterEntry] = {}
+    requesters: dict[str, RequesterEntry] = {}
     revoked: set[str] = set()
     version = 1
     if current is not None:
         entries = {e.device.key_id: e for e in current.entries}
+        requesters = {e.device.key_id: e for e in current.requesters}
         revoked = set(current.revoked)
         version = current.version + 1
         if hub_key_id is None:
@@ -230,6 +288,10 @@ def updated_roster(
             entries[d.key_id] = RosterEntry(d, "member")
     for d in add_owners:
         entries[d.key_id] = RosterEntry(d, "owner")
+    for d, role in add_requesters:
+        if d.key_id in entries:
+            raise RosterError(f"{d.key_id} ({d.name!r}) is a household device; a requester needs its own key")
+        requesters[d.key_id] = RequesterEntry(d, role)  # re-enrolling changes the role
     for k in revoke:
         check_key_id(k, "revoked key id")
         if k == signer.key_id:
@@ -238,9 +300,10 @@ def updated_roster(
         revoked.add(k)
     for k in revoked:
         entries.pop(k, None)
+        requesters.pop(k, None)
     if signer.key_id not in entries or entries[signer.key_id].role != "owner":
         raise RosterError(f"device {signer.key_id} is not an owner in the current roster")
-    return sign_roster(signer, version, entries.values(), revoked, hub_key_id)
+    return sign_roster(signer, version, entries.values(), revoked, hub_key_id, requesters.values())
 
 
 def check_roster_update(current: Roster | None, new: Roster, hub_id: str | None = None) -> bool:
@@ -288,7 +351,7 @@ def install_roster(data_dir: str | Path, roster: Roster) -> bool:
     kd.mkdir(parents=True, exist_ok=True, mode=0o700)
     final = kd / ROSTER_FILE
     try:
-        atomic_write(final, roster.encode(), 0o644)
+        atomic_write(final, roster.encode(), 0o600)
     except OSError as e:
         raise RosterError(f"cannot write {final}: {e.strerror}") from None
     log.info("installed roster version %d (%d devices)", roster.version, len(roster.entries))

@@ -35,6 +35,7 @@ from agent.crypto.envelope import ClipInfo, verify_clip
 from agent.crypto.keys import HubPublic, read_secret_file
 from agent.errors import SinkError
 from agent.fsutil import atomic_write, fsync_dir
+from agent.jsonlimits import loads_bounded
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ def check_sink_dir(root: Path, require_mount: bool) -> None:
                         "mounted; clips stay in the outbox")
     marker = root / MARKER_FILE
     try:
-        body = json.loads(marker.read_text(encoding="utf-8"))
+        # The marker lives on the NAS, which anyone with access to it can write: bounded parse.
+        body = loads_bounded(marker.read_bytes(), max_bytes=4096, max_depth=4, what=f"sink marker {marker}")
     except FileNotFoundError:
         raise SinkError(
             f"sink directory {root} has no {MARKER_FILE} marker: if it is the right directory, run "
