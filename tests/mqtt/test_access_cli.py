@@ -150,6 +150,20 @@ def test_cli_request_approve_open_and_audit(world: dict[str, object], capsys: py
     pins = tmp / "alice-pins.jsonl"
     assert main(["audit", "pin", "--hub", hub_pub, "--pins", str(pins), *world["owner"]]) == 0  # type: ignore[misc]
     assert main(["audit", "verify", "--data", str(data), "--pins", str(pins)]) == 0
+    # More entries, then a second pin: the hub proves over the broker that its log extends the pin.
+    assert main(["owner", "mode", "away", "--identity", str(keys / "alice.key"), "--hub", hub_pub,
+                 *world["owner"]]) == 0  # type: ignore[misc]
+    capsys.readouterr()
+    assert main(["audit", "pin", "--hub", hub_pub, "--pins", str(pins), "--max-age-s", "0",
+                 *world["owner"]]) == 0  # type: ignore[misc]
+    c = capsys.readouterr()
+    assert "consistent with the previous pin" in c.out and "warning: this checkpoint was signed" in c.err
+    assert len(pins.read_text().splitlines()) == 2
+    # A log file alone proves nothing: verify wants a signed checkpoint with it.
+    log_only = ["audit", "verify", "--log", str(data / "audit" / "log.jsonl"), "--hub", hub_pub]
+    assert main(log_only) == AuditError.exit_code
+    assert "no signed checkpoint" in capsys.readouterr().out
+    assert main([*log_only, "--checkpoint", str(data / "audit" / "checkpoint")]) == 0
     kinds = [json.loads(x)["kind"] for x in (data / "audit" / "log.jsonl").read_text().splitlines()]
     assert kinds[:1] == ["boot"] and "access_grant" in kinds and "access_approval" in kinds
 

@@ -148,30 +148,13 @@ class Roster:
             raise RosterError(f"{what}: devices and revoked must be lists")
         if len(body["devices"]) > MAX_ROSTER_DEVICES:
             raise RosterError(f"{what}: more than {MAX_ROSTER_DEVICES} devices")
-        entries = []
         try:
-            for i, d in enumerate(body["devices"]):
-                if not isinstance(d, dict) or set(d) != {"key_id", "pub", "role"}:
-                    raise RosterError(f"{what}: devices[{i}] must have exactly key_id, pub, role")
-                if not isinstance(d["pub"], str) or not isinstance(d["role"], str):
-                    raise RosterError(f"{what}: devices[{i}] is malformed")
-                dev = DevicePublic.decode(d["pub"], f"{what}: devices[{i}]")
-                if d["key_id"] != dev.key_id:
-                    raise RosterError(f"{what}: devices[{i}] key_id does not match its public key")
-                entries.append(RosterEntry(dev, d["role"]))  # type: ignore[arg-type]
+            entries = [RosterEntry(dev, role)  # type: ignore[arg-type]
+                       for dev, role in _listed(body["devices"], f"{what}: devices")]
             reqs = body.get("requesters", [])
             if not isinstance(reqs, list) or len(reqs) > MAX_ROSTER_DEVICES:
                 raise RosterError(f"{what}: requesters must be a list of at most {MAX_ROSTER_DEVICES}")
-            requesters = []
-            for i, d in enumerate(reqs):
-                if not isinstance(d, dict) or set(d) != {"key_id", "pub", "role"}:
-                    raise RosterError(f"{what}: requesters[{i}] must have exactly key_id, pub, role")
-                if not isinstance(d["pub"], str) or not isinstance(d["role"], str):
-                    raise RosterError(f"{what}: requesters[{i}] is malformed")
-                dev = DevicePublic.decode(d["pub"], f"{what}: requesters[{i}]")
-                if d["key_id"] != dev.key_id:
-                    raise RosterError(f"{what}: requesters[{i}] key_id does not match its public key")
-                requesters.append(RequesterEntry(dev, d["role"]))
+            requesters = [RequesterEntry(dev, role) for dev, role in _listed(reqs, f"{what}: requesters")]
             revoked = tuple(check_key_id(k, f"{what}: revoked key id") for k in body["revoked"])
             hub = body["hub"]
             if hub is not None:
@@ -194,6 +177,21 @@ class Roster:
         except nacl.exceptions.BadSignatureError:
             raise RosterError(f"{what}: signature does not verify") from None
         return roster
+
+
+def _listed(items: list[Any], what: str) -> list[tuple[DevicePublic, str]]:
+    """`[{key_id, pub, role}]` (devices and requesters alike): each key checked against its id."""
+    out = []
+    for i, d in enumerate(items):
+        if not isinstance(d, dict) or set(d) != {"key_id", "pub", "role"}:
+            raise RosterError(f"{what}[{i}] must have exactly key_id, pub, role")
+        if not isinstance(d["pub"], str) or not isinstance(d["role"], str):
+            raise RosterError(f"{what}[{i}] is malformed")
+        dev = DevicePublic.decode(d["pub"], f"{what}[{i}]")
+        if d["key_id"] != dev.key_id:
+            raise RosterError(f"{what}[{i}] key_id does not match its public key")
+        out.append((dev, d["role"]))
+    return out
 
 
 def _roster_body(
