@@ -74,3 +74,26 @@ def test_doctor_fails_when_telemetry_is_not_disabled(capsys: pytest.CaptureFixtu
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] onnxruntime telemetry" in out and "is '0'" in out and "send telemetry to Microsoft" in out
+
+
+def test_doctor_fails_when_the_access_counters_are_lost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With a roster installed and the counter state gone, the hub refuses to start: doctor says
+    so and how to recover."""
+    from agent.access.state import state_path
+    from agent.crypto.keys import DeviceIdentity, write_device_identity
+
+    data = tmp_path / "data"
+    assert main(["keys", "init", "--data", str(data)]) == 0
+    owner = DeviceIdentity.generate("o")
+    write_device_identity(owner, tmp_path / "o.key")
+    assert main(["owner", "enroll", "--identity", str(tmp_path / "o.key"), "--roster", str(tmp_path / "r.json"),
+                 "--install", str(data)]) == 0
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data_dir: {data}\ncameras:\n  - id: cam\n    source: {tmp_path / 'v.mp4'}\n")
+    capsys.readouterr()
+    main(["doctor", "--config", str(cfg)])
+    assert "access counters" in capsys.readouterr().out
+    state_path(data).unlink()
+    assert main(["doctor", "--config", str(cfg)]) != 0
+    out = capsys.readouterr().out
+    assert "reset-access-state" in out and "missing" in out

@@ -310,6 +310,10 @@ def on_request(
     bad = _scope_problem(req, known_cameras, clip_index)
     if bad is not None:
         return refuse(bad, None if enrolled else "unverified_bad_request")
+    if hub.box_secret is None:
+        # Without its box key the hub could not release keys: refuse rather than open a challenge
+        # that can only end in a key crossing the broker unprotected.
+        return refuse("this hub has no box key to release keys with (run `privacy-agent keys init`)", None)
     if len(challenge_id) != 32:
         raise AccessError("challenge id must be 32 random bytes")
     cid = challenge_id.hex()

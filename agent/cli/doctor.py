@@ -195,6 +195,36 @@ def check_keys(loaded: LoadedConfig | None) -> list[CheckResult]:
     return out
 
 
+def check_access(loaded: LoadedConfig | None) -> list[CheckResult]:
+    """With a roster installed, the access counters must be there (the hub refuses to start
+    without them) and requesters should be enrolled (unenrolled ones need two owners)."""
+    if loaded is None:
+        return []
+    from agent.access.state import load_state, state_path
+    from agent.crypto.keys import load_roster
+
+    try:
+        roster = load_roster(loaded.data_dir)
+    except AgentError as e:
+        return [CheckResult("roster", "fail", str(e), "install a roster again: privacy-agent keys roster")]
+    if roster is None:
+        return []
+    out = [CheckResult("roster", "ok", f"version {roster.version}: {len(roster.owners())} owner device(s), "
+                       f"{len(roster.requesters)} enrolled requester(s)")]
+    try:
+        c = load_state(state_path(loaded.data_dir), roster_installed=True)
+        out.append(CheckResult("access counters", "ok", f"{len(c.by_device)} device(s) on record"))
+    except AgentError as e:
+        out.append(CheckResult("access counters", "fail", str(e).split(". ")[0],
+                               f"if you know why they are gone: privacy-agent keys reset-access-state "
+                               f"--data {loaded.data_dir}"))
+    if loaded.config.mqtt is not None and not roster.requesters:
+        out.append(CheckResult("requesters", "warn", "no requester is enrolled: every request is UNVERIFIED "
+                               "and needs two owner approvals",
+                               "owner enroll --add-requester PUB --requester-role ROLE"))
+    return out
+
+
 def ort_telemetry_dirs() -> list[Path]:
     """Where ONNX Runtime's 1DS telemetry keeps its device id: `$XDG_CACHE_HOME`, else `~/.cache`."""
     bases = []
@@ -239,7 +269,8 @@ def check_telemetry(_: LoadedConfig | None) -> list[CheckResult]:
 
 
 # Other modules append checks here (MQTT).
-CHECKS: list[Check] = [check_python, check_telemetry, check_sources, check_storage, check_models, check_keys]
+CHECKS: list[Check] = [check_python, check_telemetry, check_sources, check_storage, check_models, check_keys,
+                       check_access]
 
 
 _MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}

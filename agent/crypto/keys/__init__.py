@@ -3,7 +3,11 @@
 Who holds what:
 - The **hub** holds one Ed25519 signing key (`DATA/keys/hub.key`, mode 0600). It signs clip
   headers and trailers. It holds **no** key that decrypts a finished clip: clip keys are
-  wrapped for devices with SealedBox and forgotten, so a stolen hub reads nothing old.
+  wrapped for devices with SealedBox and forgotten, so a stolen hub reads nothing old. Its
+  separate X25519 box key (`DATA/keys/hub-box.key`) opens only the outer seal of keys an owner
+  releases to a requester; what is inside is sealed to the requester.
+- **Requesters** the owners vouch for are listed in the roster under `requesters`, each with
+  the role the owners gave it; they receive no clips.
 - An **owner device** (phone, laptop) holds an Ed25519 signing seed (to sign rosters and
   approvals) and an X25519 box secret (to unwrap clip keys). `owner keygen` writes both to a
   0600 file and the public halves to `FILE.pub`.
