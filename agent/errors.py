@@ -42,6 +42,8 @@ class ExitCode(IntEnum):
     TRUNCATED_CLIP = 13
     #: None of the clip's wrapped keys opens with this identity.
     WRONG_RECIPIENT = 14
+    #: The clip is past retention: the key of its epoch was destroyed (`owner shred`).
+    PAST_RETENTION = 15
     #: The audit log cannot be written, or it fails verification.
     AUDIT_FAILED = 20
     #: Code tried to bypass redaction: a bug, reported loudly.
@@ -205,6 +207,16 @@ class WrongRecipient(EnvelopeError):
 
 
 # --- audit log (issue 5) ------------------------------------------------------
+
+
+class EpochError(CryptoError):
+    """An epoch key list or an epoch key store is malformed, forged, rolled back or unusable."""
+
+
+class PastRetention(EnvelopeError):
+    """The clip's epoch key was destroyed: no copy of this clip can be opened any more."""
+
+    exit_code = ExitCode.PAST_RETENTION
 
 
 class AuditError(AgentError):

@@ -54,6 +54,15 @@ from agent.crypto.keys.encoding import (
     validate_ed25519_public,
     validate_x25519_public,
 )
+from agent.crypto.keys.epochs import (
+    DEFAULT_EPOCH_S,
+    DEFAULT_HORIZON_S,
+    EPOCHS_SIG_DOMAIN,
+    EpochList,
+    check_epoch_update,
+    epoch_of,
+    epoch_start_s,
+)
 from agent.crypto.keys.files import (
     HUB_BOX_FILE,
     HUB_PUBLIC_FILE,
@@ -96,6 +105,13 @@ from agent.crypto.keys.roster import (
 )
 
 __all__ = [
+    "DEFAULT_EPOCH_S",
+    "DEFAULT_HORIZON_S",
+    "EPOCHS_SIG_DOMAIN",
+    "EpochList",
+    "check_epoch_update",
+    "epoch_of",
+    "epoch_start_s",
     "DEVICE_PUB_PREFIX",
     "DEVICE_SEC_PREFIX",
     "DeviceIdentity",
