@@ -38,7 +38,7 @@ from agent.crypto.keys.encoding import (
     check_key_id,
     validate_x25519_public,
 )
-from agent.crypto.keys.identity import DeviceIdentity
+from agent.crypto.keys.identity import DeviceIdentity, DevicePublic
 from agent.crypto.keys.roster import Roster
 from agent.errors import EpochError, InvalidKey
 from agent.jsonlimits import loads_bounded
@@ -50,6 +50,30 @@ DEFAULT_HORIZON_S = 35 * 86_400
 #: 35 days of hourly keys is 840; leave room for longer horizons or shorter epochs.
 MAX_EPOCHS = 24 * 400
 MAX_LIST_BYTES = 64 + MAX_EPOCHS * 48 + 4096
+
+
+@dataclass(frozen=True, slots=True)
+class EpochRecipient:
+    """A recipient device for one clip, with the epoch key the clip key is wrapped to.
+
+    `epoch` None means the device's long-term box key (no epoch key was available: see the
+    `retention.missing_epoch_key` setting). The envelope's stanza names the epoch."""
+
+    device: DevicePublic
+    epoch: int | None = None
+    key: PublicKey | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.epoch is None) != (self.key is None):
+            raise EpochError("an epoch recipient needs both the epoch and its key, or neither")
+
+    @property
+    def key_id(self) -> str:
+        return self.device.key_id
+
+    @property
+    def box_pk(self) -> PublicKey:
+        return self.key if self.key is not None else self.device.box_pk
 
 
 def epoch_of(wall_s: float, epoch_s: int) -> int:
