@@ -20,6 +20,10 @@ All hub topics live under one prefix (config `mqtt.topic_prefix`, default
 | P/access/decision/<challenge_id>         | → hub | no       | 1   | signed `decision` (owner device)|
 | P/access/grant/<request_id>              | hub → | no       | 1   | signed `grant` or `denial` (hub)|
 | P/access/status/<request_id>             | hub → | no       | 1   | signed `status` (hub): refusals |
+| P/delete/request/<request_id>            | → hub | yes      | 1   | signed `delete_request` (owner) |
+| P/delete/receipt/<request_id>            | hub → | yes      | 1   | signed `delete_receipt` (hub)   |
+| P/epochs/<device key id>                 | → hub | yes      | 1   | signed epoch key list (device)  |
+| P/epochs_left                            | hub → | yes      | 1   | `{device key id: days or null}` |
 | P/audit/checkpoint                       | hub → | yes      | 1   | C2SP signed-note checkpoint     |
 | P/audit/proof/request                    | → hub | no       | 1   | `{"from","to","nonce"}` (owner) |
 | P/audit/proof/<nonce>                    | hub → | no       | 1   | consistency proof (JSON)        |
@@ -145,6 +149,30 @@ class Topics:
     @property
     def access_status_filter(self) -> str:
         return f"{self.prefix}/access/status/+"
+
+    # --- deletion ----------------------------------------------------------
+    def delete_request(self, request_id: str) -> str:
+        return f"{self.prefix}/delete/request/{check_level(request_id, 'request id')}"
+
+    @property
+    def delete_request_filter(self) -> str:
+        return f"{self.prefix}/delete/request/+"
+
+    def delete_receipt(self, request_id: str) -> str:
+        return f"{self.prefix}/delete/receipt/{check_level(request_id, 'request id')}"
+
+    # --- epoch keys --------------------------------------------------------
+    def epoch_list(self, device_key_id: str) -> str:
+        return f"{self.prefix}/epochs/{check_level(device_key_id, 'device key id')}"
+
+    @property
+    def epoch_list_filter(self) -> str:
+        return f"{self.prefix}/epochs/+"
+
+    @property
+    def epochs_left(self) -> str:
+        # Outside `P/epochs/#`, which owner devices may write: only the hub writes this.
+        return f"{self.prefix}/epochs_left"
 
     # --- audit -------------------------------------------------------------
     @property

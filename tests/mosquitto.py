@@ -57,12 +57,14 @@ topic read homeassistant/status
 
 # Owner devices read everything of the hub and may publish only signed
 # decisions and signed mode changes (the hub checks the signatures too),
-# and ask for audit consistency proofs.
+# ask for audit consistency proofs, and publish their signed epoch key lists.
 user owner
 topic read {p}/#
 topic write {p}/access/decision/#
 topic write {p}/mode/set
 topic write {p}/audit/proof/request
+topic write {p}/delete/request/#
+topic write {p}/epochs/#
 
 # Requesters may publish requests and read grants and denials.
 user requester

@@ -88,4 +88,4 @@ def test_verify_with_the_audit_log_reports_deleted_first_clips(tmp_path: Path,
     assert main(common) == 0  # the rest still chains
     capsys.readouterr()
     assert main([*common, "--audit-log", str(log)]) != 0
-    assert "first clip" in capsys.readouterr().err
+    assert "clip 0 MISSING" in capsys.readouterr().err  # the head, against the recorded chain start

@@ -319,7 +319,8 @@ def test_malformed_lengths_and_encodings() -> None:
         "zero recipients": p.header[: env.HEADER_FIXED_BYTES - 1] + b"\x00",
         "33 recipients": p.header[: env.HEADER_FIXED_BYTES - 1] + bytes([33]) + p.header[env.HEADER_FIXED_BYTES :],
         "bad magic": b"EPA-CLIP" + p.header[8:],
-        "version 2": p.header[:8] + b"\x02" + p.header[9:],
+        "version 0": p.header[:8] + b"\x00" + p.header[9:],
+        "version 3": p.header[:8] + b"\x03" + p.header[9:],
     }
     for name, header in cases.items():
         with pytest.raises((MalformedEnvelope, TruncatedClip)):

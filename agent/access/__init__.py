@@ -27,6 +27,16 @@ from agent.access.client import (
     parse_mode_state,
     release_keys,
 )
+from agent.access.deletion import (
+    DeleteOrder,
+    DeleteReceipt,
+    delete_receipt_message,
+    make_delete_request,
+    on_delete_request,
+    parse_delete_receipt,
+    parse_delete_request,
+    storage_only_ranges,
+)
 from agent.access.machine import (
     AccessPolicy,
     Approval,
@@ -77,6 +87,14 @@ from agent.access.wire import (
 )
 
 __all__ = [
+    "DeleteOrder",
+    "DeleteReceipt",
+    "delete_receipt_message",
+    "make_delete_request",
+    "on_delete_request",
+    "parse_delete_receipt",
+    "parse_delete_request",
+    "storage_only_ranges",
     "AccessPolicy",
     "Approval",
     "CLOSED_MEMORY",

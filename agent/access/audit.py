@@ -86,6 +86,17 @@ KINDS: frozenset[str] = frozenset(
         "clip_stream_start",
         # The per-device counter state was lost and reset (with a floor): owners should know.
         "access_state_reset",
+        # A household device's signed epoch key list was installed, or refused (with the reason).
+        "epochs_installed",
+        "epochs_refused",
+        # An owner device's signed request to delete clips (recorded before anything is deleted).
+        "delete_request",
+        # Clips deleted on purpose (agent.storage.deletion), each recorded before any file goes:
+        # by retention (`clips_expired`), to make room (`clips_evicted`), or on request
+        # (`clips_deleted`, also the outcome of every deletion). Ids, seqs, streams, never content.
+        "clips_expired",
+        "clips_evicted",
+        "clips_deleted",
     }
 )
 

@@ -64,7 +64,7 @@ CLOSED_MEMORY = 4096  # closed challenges / seen messages remembered (oldest for
 
 
 TYPES: tuple[str, ...] = ("request", "challenge", "decision", "grant", "denial", "status", "mode_set",
-                          "mode_state", "mode_result", "camera_state")
+                          "mode_state", "mode_result", "camera_state", "delete_request", "delete_receipt")
 
 
 #: What the hub says about a requester in a challenge: enrolled by the owners in the roster (its

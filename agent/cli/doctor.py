@@ -2,7 +2,7 @@
 
 Python and libraries, the H.264 encoder, ONNX Runtime telemetry (off, no device id left behind),
 each camera's source, the storage (writable, free space, a marked sink directory, plaintext
-sinks), the models and the hub's keys. Exit code
+sinks), the models, the hub's keys, the access state and each household device's epoch keys. Exit code
 `FAILED` when any check fails, which `firmware_hooks boot-check` turns into a fault LED.
 """
 
@@ -13,6 +13,7 @@ import importlib
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,6 +226,55 @@ def check_access(loaded: LoadedConfig | None) -> list[CheckResult]:
     return out
 
 
+def check_epochs(loaded: LoadedConfig | None) -> list[CheckResult]:
+    """Each household device's installed epoch key list: how long it still covers. Missing or
+    run out: a warning (clips go to the long-term key), a failure under
+    `retention.missing_epoch_key: withhold` (the cameras withhold); running out soon: a warning."""
+    if loaded is None:
+        return []
+    import datetime as dt
+
+    from agent.config import DirectorySinkConfig
+    from agent.crypto.keys import load_epoch_lists, load_roster
+
+    if all(isinstance(s, DirectorySinkConfig) and s.plaintext for s in loaded.config.sinks):
+        return []
+    settings = loaded.config.retention
+    bad = "fail" if settings.missing_epoch_key == "withhold" else "warn"
+    effect = ("the cameras withhold their frames" if bad == "fail"
+              else "clips are sealed to its long-term key and cannot be shredded")
+    hint = ("on the device: privacy-agent owner epochs generate, then owner epochs publish "
+            f"(or privacy-agent keys epochs install --data {loaded.data_dir} LIST)")
+    try:
+        roster = load_roster(loaded.data_dir)
+    except AgentError:
+        return []  # check_access reports the roster
+    if roster is None:
+        return [CheckResult("epoch keys", bad, f"no roster is installed, so no epoch key list can be: {effect}",
+                            "install a roster (privacy-agent keys roster), then the devices' epoch key lists")]
+    lists = load_epoch_lists(loaded.data_dir, roster)
+    now = time.time()
+    out = []
+    for d in roster.devices:
+        name = f"epoch keys {d.name or d.key_id}"
+        lst = lists.get(d.key_id)
+        if lst is None:
+            out.append(CheckResult(name, bad, f"device {d.key_id} has no installed epoch key list: {effect}", hint))
+            continue
+        left_d = (lst.horizon_end_s - now) / 86_400
+        until = dt.datetime.fromtimestamp(lst.horizon_end_s, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        detail = f"version {lst.version}, keys until {until}"
+        if left_d <= 0:
+            out.append(CheckResult(name, bad, f"{detail}: ran out {-left_d:.1f} days ago; {effect}", hint))
+        elif lst.key_for(now) is None:
+            out.append(CheckResult(name, bad, f"{detail}: no key for now (the list starts later); {effect}", hint))
+        elif left_d <= settings.epoch_warn_days:
+            out.append(CheckResult(name, "warn", f"{detail}: runs out in {left_d:.1f} days", hint))
+        else:
+            out.append(CheckResult(name, "ok", f"{detail} ({left_d:.0f} days)"))
+    return out
+
+
 def ort_telemetry_dirs() -> list[Path]:
     """Where ONNX Runtime's 1DS telemetry keeps its device id: `$XDG_CACHE_HOME`, else `~/.cache`."""
     bases = []
@@ -270,7 +320,7 @@ def check_telemetry(_: LoadedConfig | None) -> list[CheckResult]:
 
 # Other modules append checks here (MQTT).
 CHECKS: list[Check] = [check_python, check_telemetry, check_sources, check_storage, check_models, check_keys,
-                       check_access]
+                       check_access, check_epochs]
 
 
 _MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}

@@ -35,6 +35,7 @@ from agent.errors import AgentError, ExitCode, SinkError, SourceError
 from agent.fsutil import make_private_dirs
 from agent.media.sources import SourceOpener
 from agent.storage.lock import DataDirLock
+from agent.storage.retention import ExpiryTicker
 from agent.storage.sinks.factory import build_sinks, plaintext_sinks
 from agent.vocab import Action, Mode
 from models.install import add_arguments
@@ -144,6 +145,9 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
                                 "reasons": dict(s.reasons)}
 
     threads = [threading.Thread(target=work, args=po, name=f"cam-{po[0].camera_id}", daemon=True) for po in pipes]
+    # Retention: expiry at start and every 10 minutes, finishing deletions a sink could not take yet.
+    expiry = ExpiryTicker.start_for(loaded, clock, audit.append if audit is not None else None,
+                                    events=lambda: hub.outbox if hub is not None else None)
     try:
         for t in threads:
             t.start()
@@ -153,6 +157,8 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
                 if stopping and time.monotonic() - stopping[0] > STOP_GRACE_S:
                     break
     finally:
+        if expiry is not None:
+            expiry.stop()
         busy = [t.name for t in threads if t.is_alive()]
         if hub is not None:
             for cam_id, r in results.items():

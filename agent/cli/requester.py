@@ -93,7 +93,14 @@ def cmd_requester_open(args: argparse.Namespace) -> int:
     if grant.requester != ident.key_id:
         raise AccessError(f"grant is for requester {grant.requester}, not {ident.key_id}")
     if grant.expires_ms < now_ms():
-        raise AccessError(f"grant expired at {format_ms(grant.expires_ms)}")
+        # Cooperative: the grant file is removed so this tool never uses it again. A requester
+        # who already decrypted a clip has seen it; the hub's audit log is the record of that.
+        try:
+            Path(args.grant).unlink()
+            gone = "; the stored grant was deleted"
+        except OSError as e:
+            gone = f"; the stored grant could not be deleted ({e.strerror or e})"
+        raise AccessError(f"grant expired at {format_ms(grant.expires_ms)}{gone}")
     clip_path = Path(args.clip)
     try:
         data = clip_path.read_bytes()

@@ -10,8 +10,8 @@ Invariants:
 - Defaults are the private choice: a camera without zones still withholds in
   `privacy` mode, and a plaintext sink must be named as plaintext.
 
-One module per section: `base`, `cameras`, `analysis`, `detection`, `sinks`, `mqtt`, `root` (the
-whole file), `loader` (YAML with line numbers) and `edit` (comment-keeping edits). Sections import
+One module per section: `base`, `cameras`, `analysis`, `detection`, `sinks`, `mqtt`, `epochkeys`
+(the epoch key settings of `retention:`), `retention` (the whole `retention:` section), `root` (the whole file), `loader` (YAML with line numbers) and `edit` (comment-keeping edits). Sections import
 only `base` and the ground floor, so there is no cycle. Code outside the package imports from
 `agent.config`.
 """
@@ -47,6 +47,10 @@ from agent.config.detection import (
     effective_detection,
     protections_off,
 )
+from agent.config.epochkeys import (
+    EpochKeySettings,
+    MissingEpochKey,
+)
 from agent.config.loader import (
     LoadedConfig,
     config_hash,
@@ -57,6 +61,10 @@ from agent.config.mqtt import (
     REQUESTER_ROLES,
     AccessPolicyConfig,
     MqttConfig,
+)
+from agent.config.retention import (
+    RETENTION_MAX_DAYS,
+    RetentionConfig,
 )
 from agent.config.root import (
     AgentConfig,
@@ -73,6 +81,8 @@ __all__ = [
     "AccessPolicyConfig",
     "AgentConfig",
     "AnalysisConfig",
+    "EpochKeySettings",
+    "MissingEpochKey",
     "CLIP_SEGMENT_MAX_S",
     "CLIP_SEGMENT_MIN_S",
     "CameraConfig",
@@ -94,6 +104,8 @@ __all__ = [
     "PersonRuleConfig",
     "PrivateObjectsConfig",
     "REQUESTER_ROLES",
+    "RETENTION_MAX_DAYS",
+    "RetentionConfig",
     "S3SinkConfig",
     "ScheduleEntry",
     "SinkConfig",

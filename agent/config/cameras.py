@@ -86,6 +86,11 @@ class CameraConfig(StrictModel):
         default=None,
         description="Per-camera overrides of the hub-wide `detection` settings (unset keys inherit).",
     )
+    retention_days: int | None = Field(
+        default=None, ge=1, le=36_500, strict=True,
+        description="Days this camera's clips are kept (for example a short period for a bedroom camera); "
+        "overrides `retention.days`. Absent or `null`: `retention.days` applies.",
+    )
 
     @field_validator("id")
     @classmethod

@@ -12,6 +12,7 @@ from agent.config.base import StrictModel
 from agent.config.cameras import CameraConfig, ModesConfig
 from agent.config.detection import DetectionConfig
 from agent.config.mqtt import MqttConfig
+from agent.config.retention import RetentionConfig
 from agent.config.sinks import SinkConfig
 from agent.errors import ConfigError
 
@@ -42,6 +43,11 @@ class AgentConfig(StrictModel):
         description="On-device detection of faces, persons and private objects (beds, toilets, sinks). "
         "On by default for every camera, even one without zones; turning a protection off is logged.",
     )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="Retention and the right to delete: how long clips are kept (`days`) and the epoch keys "
+        "clips are sealed to (see the Retention and epoch keys sections of README.md).",
+    )
 
     @field_validator("cameras")
     @classmethod
@@ -52,6 +58,14 @@ class AgentConfig(StrictModel):
                 raise ValueError(f"duplicate camera id {c.id!r}")
             seen.add(c.id)
         return v
+
+    def retention_days_for(self, camera_id: str) -> int | None:
+        """Days a camera's clips are kept: its own `retention_days`, else `retention.days`; None: for ever.
+        A camera no longer in the config (its clips are still in the index) gets `retention.days`."""
+        for c in self.cameras:
+            if c.id == camera_id and c.retention_days is not None:
+                return c.retention_days
+        return self.retention.days
 
     def camera(self, camera_id: str) -> CameraConfig:
         for c in self.cameras:

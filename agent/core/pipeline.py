@@ -21,6 +21,10 @@ Invariants (fail closed):
   returns, analysis resumes (recovery).
 - A sink that fails (unwritable directory, full disk) is reported and
   skipped; the pipeline never writes raw frames anywhere as a fallback.
+- A sink may ask for the camera's frames to be withheld before they are
+  released at all (optional `hold_reason()`, for example an encrypted sink
+  without an epoch key for a recipient): the frame is WITHHELD with that
+  reason, for every sink. A `hold_reason` that raises withholds too.
 - A source that cannot be opened or decoded gives an event, not a crash
   loop: live sources are reopened with exponential backoff on the injected
   clock; file sources end.
@@ -275,6 +279,10 @@ class CameraPipeline:
                 out_index: int | None = None
                 if out is not None and self._sink_stage_dead.is_set():
                     out, decision = None, self._withhold_for_sinks(decision, "sink_failed")
+                if out is not None:
+                    hold = self._sink_hold()
+                    if hold is not None:
+                        out, decision = None, self._withhold_for_sinks(decision, hold)
                 if out is not None and live and out_q.full():
                     # Never let a slow sink turn into unbounded memory; a
                     # dropped frame is a withheld frame, never a raw one.
@@ -395,6 +403,21 @@ class CameraPipeline:
     @staticmethod
     def _is_live_spec(open_source: Callable[[], FrameSource]) -> bool:
         return bool(getattr(open_source, "live", False))
+
+    def _sink_hold(self) -> str | None:
+        """The first sink's reason to withhold the frame before any sink sees it (fail closed)."""
+        for s in self._sinks:
+            hold = getattr(s, "hold_reason", None)
+            if not callable(hold):
+                continue
+            try:
+                reason = hold()
+            except Exception as e:  # noqa: BLE001 - stage boundary: a sink that cannot say withholds
+                log.error("camera %s: sink %s cannot say whether to withhold: %s", self.camera_id, s.name, e)
+                return "sink_hold_error"
+            if reason is not None:
+                return str(reason)
+        return None
 
     def _withhold_for_sinks(self, d: Decision, reason: str) -> Decision:
         """A released frame the sink stage cannot take becomes a withheld one (never queued raw)."""

@@ -67,7 +67,8 @@ def merge(parts: list[Analysis]) -> Analysis:
 class Sink(Protocol):
     """Where released frames go. `write` takes only a `RedactedFrame` and checks it with
     `agent.core.redact.require_redacted`; a failing sink raises `SinkError` and the pipeline
-    reports it, never falling back to raw output."""
+    reports it, never falling back to raw output. A sink may also have `hold_reason() -> str |
+    None`: a reason the pipeline withholds every frame for (before any sink sees it), or None."""
 
     name: str
     plaintext: bool

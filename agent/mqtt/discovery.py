@@ -6,7 +6,9 @@ One retained device-based discovery message lists every entity:
 - a `sensor` with the household mode (read-only: only an owner-signed message can change it,
   so Home Assistant, which cannot sign, gets no `select`);
 - an `event` entity for access challenges (`event_types`: challenge, approved, granted,
-  denied, expired, refused).
+  denied, expired, refused);
+- per household device of the roster: a diagnostic `sensor` "epoch keys left (days)", from the
+  hub's retained `P/epochs_left` (`agent.mqtt.epochs`); unknown while the device has no list.
 All entities share the hub's availability topic. An empty retained payload removes the device.
 The hub re-publishes discovery when Home Assistant announces `online` on `homeassistant/status`.
 
@@ -35,8 +37,10 @@ def node_id(hub_key_id: str) -> str:
     return check_level(f"epa_{hub_key_id}", "node id")
 
 
-def discovery_payload(topics: Topics, hub_key_id: str, cameras: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """The device discovery document. `cameras` are (id, display name) pairs."""
+def discovery_payload(topics: Topics, hub_key_id: str, cameras: Sequence[tuple[str, str]],
+                      devices: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The device discovery document. `cameras` are (id, display name) pairs, `devices` the
+    household devices as (key id, name) pairs."""
     node = node_id(hub_key_id)
     cmps: dict[str, dict[str, Any]] = {}
     for cam_id, cam_name in cameras:
@@ -81,6 +85,21 @@ def discovery_payload(topics: Topics, hub_key_id: str, cameras: Sequence[tuple[s
         "event_types": list(HA_EVENT_TYPES),
         "icon": "mdi:key-chain",
     }
+    for key_id, name in devices:
+        check_level(key_id, "device key id")
+        cmps[f"epochs_{key_id}"] = {
+            "platform": "sensor",
+            "name": f"{name} epoch keys left (days)",
+            "unique_id": f"{node}_epochs_{key_id}",
+            "state_topic": topics.epochs_left,
+            # null (no list installed) renders None: Home Assistant shows unknown.
+            "value_template": f"{{{{ value_json['{key_id}'] | default(None) }}}}",
+            "unit_of_measurement": "d",
+            "device_class": "duration",
+            "state_class": "measurement",
+            "entity_category": "diagnostic",
+            "icon": "mdi:key-chain-variant",
+        }
     return {
         "device": {
             "identifiers": [node],
@@ -101,11 +120,13 @@ def discovery_payload(topics: Topics, hub_key_id: str, cameras: Sequence[tuple[s
 class Discovery:
     """Publishes (and re-publishes) discovery for one hub."""
 
-    def __init__(self, client: MqttClient, hub_key_id: str, cameras: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, client: MqttClient, hub_key_id: str, cameras: Sequence[tuple[str, str]],
+                 devices: Sequence[tuple[str, str]] = ()) -> None:
         self.client = client
         self.topics = client.topics
         self.hub_key_id = hub_key_id
         self.cameras = list(cameras)
+        self.devices = list(devices)
 
     @property
     def topic(self) -> str:
@@ -116,7 +137,7 @@ class Discovery:
         self.client.add_connect_hook(self.publish)
 
     def publish(self) -> None:
-        payload = json.dumps(discovery_payload(self.topics, self.hub_key_id, self.cameras), sort_keys=True)
+        payload = json.dumps(discovery_payload(self.topics, self.hub_key_id, self.cameras, self.devices), sort_keys=True)
         self.client.publish(self.topic, payload, qos=1, retain=True)
 
     def remove(self) -> None:

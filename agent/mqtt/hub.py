@@ -67,6 +67,8 @@ HA_EVENT_TYPES: tuple[str, ...] = ("challenge", "approved", "granted", "denied",
 PROOFS_PER_S = 5.0
 
 ClipLookup = Callable[[Sequence[str]], Mapping[str, A.ClipMeta]]
+#: Carries out a recorded deletion: returns (deleted, pending) receipt entries.
+Deleter = Callable[[A.DeleteOrder], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
 
 class HubAccessService:
@@ -85,6 +87,7 @@ class HubAccessService:
         random_bytes: Callable[[int], bytes] = os.urandom,
         clip_lookup: ClipLookup | None = None,
         switch_on: Callable[[], bool] | None = None,
+        deleter: Deleter | None = None,
     ) -> None:
         self.client = client
         self.topics: Topics = client.topics
@@ -98,6 +101,7 @@ class HubAccessService:
         self._rand = random_bytes
         self._clip_lookup = clip_lookup
         self._switch_on = switch_on or (lambda: False)
+        self._deleter = deleter
         self._lock = threading.RLock()
         self._state_path = Path(state_dir) / STATE_FILE
         roster = roster_loader()
@@ -127,6 +131,7 @@ class HubAccessService:
         self.client.subscribe(t.mode_set, self._on_mode_set)
         self.client.subscribe(t.access_challenge_filter, self._on_retained_challenge)
         self.client.subscribe(t.audit_proof_request, self._on_proof_request)
+        self.client.subscribe(t.delete_request_filter, self._on_delete_request)
         self.client.add_connect_hook(self.republish)
 
     def _on_retained_challenge(self, m: Message) -> None:
@@ -288,6 +293,43 @@ class HubAccessService:
             if r.mode is not None:
                 self.publish_mode(r.mode)
 
+    def _on_delete_request(self, m: Message) -> None:
+        """An owner's signed deletion: recorded first, then carried out, then a signed receipt."""
+        if not m.payload:
+            return
+        with self._lock:
+            self._refresh_roster()
+            state, r, order = A.on_delete_request(self.state, m.payload, hub=self.hub,
+                                                  now_mono_s=self.clock.monotonic(), now_wall_ms=self._now_ms(),
+                                                  known_cameras=self.known_cameras)
+            if r.status == "duplicate" or not self._record(state, r):
+                if r.status == "duplicate":
+                    self._note(r)
+                return
+            if order is not None:
+                r = self._carry_out(order, r)
+            self._publish(r)
+
+    def _carry_out(self, order: A.DeleteOrder, r: A.Result) -> A.Result:
+        import dataclasses
+
+        deleted: list[dict[str, Any]] = []
+        pending: list[dict[str, Any]] = []
+        status, reason = "deleted", ""
+        if self._deleter is None:
+            status, reason = "refused", "this hub has no storage to delete from"
+        else:
+            try:
+                deleted, pending = self._deleter(order)
+            except AgentError as e:
+                # Recorded already: the deletion stays pending and is retried by the storage side.
+                log.error("deletion %s failed: %s", order.request_id, e)
+                reason = f"not finished: {e}"[:500]
+        receipt = A.delete_receipt_message(self.hub, order.request_id, order.device, status, reason, order.scope,
+                                           deleted, pending, self._now_ms())
+        return dataclasses.replace(r, outbound=(A.Outbound("delete_receipt", order.request_id, receipt,
+                                                           retain=True),))
+
     def _mode_not_applied(self, r: A.Result, signer: str, reason: str) -> A.Result:
         import dataclasses
 
@@ -408,6 +450,8 @@ class HubAccessService:
             return t.access_status(o.key)
         if o.channel == "mode_result":
             return t.mode_result(o.key)
+        if o.channel == "delete_receipt":
+            return t.delete_receipt(o.key)
         raise MqttError(f"unknown outbound channel {o.channel!r}")
 
     def _ha_event(self, event_type: str, r: A.Result) -> None:

@@ -18,6 +18,8 @@ Delivery:
   and the next delivered event says how many (`dropped_total`), so a loss is
   never silent.
 
+Deleting a clip (`purge_clip_events`) removes the events still queued that name it.
+
 Invariant: event fields are JSON scalars, lists and objects: counts, names,
 reasons. Never images, frames, keys or tokens.
 """
@@ -29,7 +31,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,26 @@ class Outbox:
 
     def pending(self) -> int:
         return int(self._q.scalar("SELECT COUNT(*) FROM outbox"))
+
+    def purge_clip_events(self, clip_ids: Iterable[str]) -> int:
+        """Delete the events not yet delivered that name any of `clip_ids` (clips being deleted:
+        retention, the owner's right to delete). Returns how many. Events already with the broker
+        are not recalled. Raises MqttError when the database fails."""
+        ids = [c for c in clip_ids if isinstance(c, str) and c]
+        if not ids:
+            return 0
+
+        def purge(db: sqlite3.Connection) -> int:
+            # Clip ids are 32 hex digits: a substring of the JSON body names exactly that clip.
+            return sum(db.execute("DELETE FROM outbox WHERE instr(body, ?) > 0", (cid,)).rowcount for cid in ids)
+
+        with self._q.lock:
+            try:
+                n = int(self._q.write(purge))
+            except sqlite3.Error as e:
+                raise MqttError(f"cannot remove deleted clips' events from MQTT outbox {self.path}: {e}") from None
+            self._rows = max(0, self._rows - n)
+        return n
 
     def _payload(self, seq: int, body_text: str) -> bytes:
         body = json.loads(body_text)

@@ -6,7 +6,8 @@ the hub works without the broker and catches up later); `stop()` flushes and dis
 and feed it events (`on_event`) and camera state (`reporter`).
 
 Audit records: `boot` and `config_change` (`agent.access.recorder.record_boot`); the access flow
-records its own steps. Pipeline and outbox events reach the audit log through an
+records its own steps, and the epoch key service (`agent.mqtt.epochs`) its `epochs_installed`
+and `epochs_refused`. Pipeline and outbox events reach the audit log through an
 `EventRecorder` that the command wires to its event log, with or without MQTT; `run` hands its
 audit log in, so one process has one writer of the log.
 The mode chosen by an owner-signed MQTT message is written with `agent.core.modes.write_override`,
@@ -33,11 +34,13 @@ from agent.crypto.keys import load_hub_identity, load_roster
 from agent.errors import AgentError, ConfigError
 from agent.mqtt.client import MqttClient
 from agent.mqtt.discovery import Discovery
+from agent.mqtt.epochs import HubEpochService
 from agent.mqtt.hub import HubAccessService, StateReporter
 from agent.mqtt.outbox import Outbox
 from agent.storage.index import lookup_spans
 from agent.storage.lock import DataDirLock
 from agent.storage.outbox import OUTBOX_DIRNAME
+from agent.storage.retention import ExpiryTicker
 from agent.vocab import Mode
 
 log = logging.getLogger(__name__)
@@ -76,10 +79,14 @@ class HubMqtt:
             policy=A.AccessPolicy.from_config(cfg.access), clock=self.clock,
             known_cameras=frozenset(c.id for c in cams), on_mode=self._set_mode,
             clip_lookup=self._lookup_clips, switch_on=lambda: switch_engaged(data),
+            deleter=self._delete,
         )
         self._service.append(self.access)
+        # Household devices' epoch key lists (`P/epochs/<device>`), installed into DATA/keys/epochs/.
+        self.epochs = HubEpochService(self.client, data, self.audit, lambda: load_roster(data), self.clock)
         self.discovery = (
-            Discovery(self.client, self.hub.key_id, [(c.id, c.name or c.id) for c in cams]) if cfg.discovery else None
+            Discovery(self.client, self.hub.key_id, [(c.id, c.name or c.id) for c in cams],
+                      devices=_household_devices(data)) if cfg.discovery else None
         )
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -95,6 +102,34 @@ class HubMqtt:
     def _set_mode(self, mode: str, by: str) -> None:
         # Raises PrivacySwitchOn while the physical switch is on and `mode` is not privacy.
         write_override(self.loaded.data_dir, Mode(mode), by, self.clock.wall())
+
+    def _delete(self, order: A.DeleteOrder) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Carry out an owner's recorded deletion: the outbox and every encrypted destination, with
+        the derived data (`agent.storage.deletion`). Places that cannot be reached stay pending and
+        the retention pass finishes them."""
+        from agent.storage.deletion import delete_clips, find_clips
+        from agent.storage.outbox import Outbox
+        from agent.storage.retention import encrypted_uploaders
+
+        sc = order.scope
+        ob = Outbox(self.loaded.data_dir, self.clock)
+        try:
+            if sc.clips:
+                found = find_clips(ob, clip_ids=sc.clips)
+                if sc.cameras:
+                    found = [c for c in found if c.camera_id in sc.cameras]
+            else:
+                found = [c for cam in sc.cameras
+                         for c in find_clips(ob, camera=cam, from_s=sc.from_ms / 1000, to_s=sc.to_ms / 1000)]
+            ids = sorted({c.clip_id for c in found})
+            if not ids:
+                return [], []
+            report = delete_clips(ob, encrypted_uploaders(self.loaded), ids, reason="owner", by=order.device,
+                                  now_s=self.clock.wall(), audit=self.audit.append, events=self.outbox,
+                                  plan_fields={"request_id": order.request_id})
+        finally:
+            ob.close()
+        return report.receipt_entries()
 
     def _lookup_clips(self, clip_ids: Sequence[str]) -> dict[str, A.ClipMeta]:
         """The hub's own index entries (camera, start, end) for requested clips."""
@@ -139,6 +174,7 @@ class HubMqtt:
         self.access.publish_mode(str(ModeController(self.loaded.config.modes, self.loaded.data_dir,
                                                     self.clock).current()))
         self.access.start()
+        self.epochs.start()
         if self.discovery is not None:
             self.discovery.start()
         self.outbox.attach(self.client)
@@ -151,6 +187,7 @@ class HubMqtt:
         while not self._stop.wait(1.0):
             try:
                 self.access.tick()
+                self.epochs.tick()
                 if self.clock.monotonic() - last_cp >= CHECKPOINT_REFRESH_S:
                     # A fresh signature on the same tree: owners can tell a live hub from a
                     # broker that keeps showing an old checkpoint.
@@ -173,6 +210,16 @@ class HubMqtt:
             self.audit.close()
 
 
+def _household_devices(data_dir: Path) -> list[tuple[str, str]]:
+    """(key id, name) of the roster's household devices, for their Home Assistant sensors."""
+    try:
+        roster = load_roster(data_dir)
+    except AgentError as e:
+        log.error("cannot read the roster for discovery: %s", e)
+        return []
+    return [] if roster is None else [(d.key_id, d.name or d.key_id) for d in roster.devices]
+
+
 def serve(config_path: str | Path, run_for_s: float | None = None) -> int:
     loaded = load_config(config_path)
     # The same data directory as `run`: one of them at a time writes its audit log and state.
@@ -184,6 +231,8 @@ def _serve(loaded: LoadedConfig, run_for_s: float | None) -> int:
     hub = HubMqtt.from_config(loaded)
     hub.record_boot()
     hub.start()
+    # Retention and unfinished deletions, as in `run` (this process holds the data-dir lock).
+    expiry = ExpiryTicker.start_for(loaded, hub.clock, hub.audit.append, events=lambda: hub.outbox)
     print(f"hub {hub.hub.key_id} serving MQTT at {hub.client.host}:{hub.client.port} "
           f"(prefix {hub.client.topics.prefix})", flush=True)
     try:
@@ -191,5 +240,7 @@ def _serve(loaded: LoadedConfig, run_for_s: float | None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if expiry is not None:
+            expiry.stop()
         hub.stop()
     return 0

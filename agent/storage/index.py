@@ -1,9 +1,11 @@
 """The hub's own index of the clips it sealed, and where each one was delivered.
 
 `clip_index` keeps one row per clip (camera, stream, sequence, size, sealed/start/end times) and
-`placements` one per destination the clip reached, both kept after the queue rows are gone. The
-outbox writes them in the same transactions as the queue; this module holds their schema, the
-upgrade of an older database and the read-only listing behind `privacy-agent clips list`.
+`placements` one per destination the clip reached, both kept after the queue rows are gone (until
+the clip is deleted: `agent.storage.deletion` removes both, and keeps `pending_deletions` until
+every place has let it go). The outbox writes them in the same transactions as the queue; this
+module holds their schema, the upgrade of an older database and the read-only listing behind
+`privacy-agent clips list`.
 Camera names and times come from here, never from a destination.
 """
 
@@ -64,6 +66,30 @@ CREATE TABLE IF NOT EXISTS placements (
     vanished_wall_s REAL,
     PRIMARY KEY (clip_id, dest)
 );
+"""
+
+# Deletions not yet finished everywhere (`agent.storage.deletion`): one row per clip and place, the
+# hub's own files being the place ''. Written, with the clip's index and queue rows removed, in
+# one transaction before any file is touched; a row goes only once its place no longer has the
+# clip, so a destination that cannot be reached gets the deletion on a later pass. It keeps what
+# a report needs (camera, stream, seq, times) because the clip's index row is already gone.
+DELETIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending_deletions (
+    clip_id TEXT NOT NULL,
+    dest TEXT NOT NULL,
+    object_name TEXT NOT NULL,
+    camera_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    start_wall_s REAL,
+    end_wall_s REAL,
+    reason TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    requested_wall_s REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (clip_id, dest)
+)
 """
 
 # Columns added to `clip_index` after its first release: (name, SQL type). Nullable, so rows of
@@ -128,7 +154,8 @@ def index_columns(q: SqliteQueue) -> set[str]:
     return {str(r[1]) for r in q.rows("PRAGMA table_info(clip_index)")}
 
 def add_missing_columns(q: SqliteQueue) -> None:
-    """Add the columns a database from an older version lacks (a writer does this at open)."""
+    """Add the columns and tables a database from an older version lacks (a writer does this at open)."""
+    q.execute(DELETIONS_SCHEMA)
     have = index_columns(q)
     for name, sql_type in CLIP_INDEX_ADDED:
         if name not in have:

@@ -28,6 +28,10 @@ and `list_clips` answers `clips list`. `start_wall_s`/`end_wall_s` (the clip's f
 sealing, from the clip sink) came later: they are nullable, an older database gets them with
 `ALTER TABLE ... ADD COLUMN` when opened for writing, and its older rows simply have no times.
 
+Deletion (`agent.storage.deletion`: retention, the owner's right to delete) removes a clip's rows
+and files here and at every destination; `delivery_lock` keeps a delivery in flight from
+uploading a clip again after its deletion passed that destination.
+
 One process at a time: an outbox opened for writing holds the data directory's lock
 (`agent.storage.lock`) until it is closed, because recovery deletes `.part` files that have no
 row, which is only safe when nobody else can be writing one. `exclusive=False` opens it read-only
@@ -48,6 +52,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -105,7 +110,8 @@ class Uploader(Protocol):
 
     A destination may also offer `present(object_names) -> set[str] | None` (which delivered clips
     are still there; None when it cannot tell right now), which lets the outbox notice vanished
-    clips.
+    clips, and `delete(object_name) -> bool` (True: removed, False: already gone; SinkError when it
+    cannot tell), which `agent.storage.deletion` needs to delete a clip there.
     """
 
     name: str
@@ -126,6 +132,18 @@ def object_name_for(info: ClipInfo) -> str:
     """Destination name: opaque stream id + sequence + clip id. No camera name, no time."""
     h = info.header
     return index.object_name(h.stream_id.hex(), h.seq, h.clip_id.hex())
+
+
+# One lock per data directory in this process, shared by every Outbox on it: a delivery (upload
+# and bookkeeping) and the local part of a deletion never interleave, so a clip being deleted is
+# never uploaded again after its deletion passed that destination.
+_delivery_locks: dict[Path, threading.RLock] = {}
+_delivery_locks_guard = threading.Lock()
+
+
+def _delivery_lock(data_dir: Path) -> threading.RLock:
+    with _delivery_locks_guard:
+        return _delivery_locks.setdefault(Path(data_dir).resolve(), threading.RLock())
 
 
 class Outbox:
@@ -170,6 +188,8 @@ class Outbox:
                 lock.release(self.data_dir)
                 raise SinkError(f"cannot upgrade the outbox database in {self.root}: {e}") from e
         self._recovered: set[str] = set()
+        #: Held around each delivery and by `agent.storage.deletion` while it removes a clip here.
+        self.delivery_lock = _delivery_lock(self.data_dir)
         self._closed = False
         self._placements_checked_mono: float | None = None
 
@@ -187,6 +207,15 @@ class Outbox:
         # Recovery deletes files and every writer moves the chain: both need the data-dir lock.
         if not self.exclusive:
             raise SinkError(f"the outbox in {self.root} is open read-only: cannot {what}")
+
+    def require_exclusive(self, what: str) -> None:
+        """Raise SinkError unless this outbox holds the data-dir lock (deletion needs it too)."""
+        self._require_exclusive(what)
+
+    @property
+    def queue(self) -> SqliteQueue:
+        """The outbox database, for `agent.storage.deletion`, which writes in its transactions."""
+        return self._q
 
     # --- sealing side -------------------------------------------------------------
 
@@ -399,20 +428,24 @@ class Outbox:
                     rejected += 1
                     self._quarantine(clip_id, strm, path, camera_id, "rejected before a restart")
                     continue
-                try:
-                    up.put(obj, path)
-                except EnvelopeError as e:
-                    # A verdict on the clip's own bytes: never uploaded anywhere.
-                    rejected += 1
-                    self._quarantine(clip_id, strm, path, camera_id, str(e))
-                    continue
-                except (SinkError, OSError) as e:
-                    # The destination (or the way to it) failed, not the clip: retry later.
-                    failed += 1
-                    self._retry_later(clip_id, dest, attempts, str(e), camera_id)
-                    continue
-                uploaded += 1
-                self._delivered(clip_id, dest, path, camera_id, obj)
+                with self.delivery_lock:
+                    # A deletion may have taken the clip since the rows were read: never upload it again.
+                    if self._q.scalar("SELECT 1 FROM deliveries WHERE clip_id=? AND dest=?", (clip_id, dest)) is None:
+                        continue
+                    try:
+                        up.put(obj, path)
+                    except EnvelopeError as e:
+                        # A verdict on the clip's own bytes: never uploaded anywhere.
+                        rejected += 1
+                        self._quarantine(clip_id, strm, path, camera_id, str(e))
+                        continue
+                    except (SinkError, OSError) as e:
+                        # The destination (or the way to it) failed, not the clip: retry later.
+                        failed += 1
+                        self._retry_later(clip_id, dest, attempts, str(e), camera_id)
+                        continue
+                    uploaded += 1
+                    self._delivered(clip_id, dest, path, camera_id, obj)
             remaining = self.pending_count(stream)
         except sqlite3.Error as e:
             raise SinkError(f"the outbox database in {self.root} failed: {e}; queued clips stay queued") from e

@@ -150,7 +150,7 @@ def _clip_files(clip_dirs: list[str]) -> dict[str, Path]:
 
 
 def _rewrap(identity: DeviceIdentity, clip_dirs: list[str], ch: A.Challenge, scope: A.Scope,
-            hub: HubPublic) -> tuple[A.WrappedKey, ...]:
+            hub: HubPublic, identity_path: Path | None = None) -> tuple[A.WrappedKey, ...]:
     """Re-wrap each approved clip's key to the requester, then seal it to the hub for release.
 
     Each clip is decrypted here anyway (to unwrap and re-wrap its key), so its own metadata is
@@ -159,6 +159,15 @@ def _rewrap(identity: DeviceIdentity, clip_dirs: list[str], ch: A.Challenge, sco
     from agent.crypto.envelope import decrypt_verified, unwrap_key, wrap_key
 
     found = _clip_files(clip_dirs)
+    epochs = None
+    if identity_path is not None:
+        import time
+
+        from agent.cli.owner.epochs import device_store
+
+        # Clips wrapped to an epoch key open only with this device's epoch store (retention applied:
+        # a clip past retention cannot be released to anyone).
+        epochs = device_store(identity_path, identity, time.time())
     inner = []
     for cid in scope.clips:
         path = found.get(cid)
@@ -169,7 +178,7 @@ def _rewrap(identity: DeviceIdentity, clip_dirs: list[str], ch: A.Challenge, sco
         info = verify_clip(data, hub)
         if info.clip_id_hex != cid:
             raise AccessError(f"{path} holds clip {info.clip_id_hex}, not {cid}")
-        k = unwrap_key(identity, info.header)  # this device must be a recipient of the clip
+        k = unwrap_key(identity, info.header, epochs)  # this device must be a recipient of the clip
         meta, _ = decrypt_verified(data, info, k, lambda _b: None)
         _check_clip_meta(cid, meta, ch.clip(cid), scope, path)
         inner.append(A.WrappedKey(cid, wrap_key(ch.request.requester, info.header.clip_id, k).sealed))
@@ -235,7 +244,7 @@ def _decide(args: argparse.Namespace, verdict: str) -> int:
             if not ch.verified:
                 print(f"warning: {_who(ch)}", file=sys.stderr)
             scope = _approved_scope(args, ch)
-            keys = _rewrap(ident, args.clips_dir, ch, scope, hub)
+            keys = _rewrap(ident, args.clips_dir, ch, scope, hub, identity_path)
             for c in scope.clips:
                 print(f"approving {_clip_line(ch.clip(c))}")
         data = A.make_decision(ident, ch, verdict, next_counter(identity_path), ch.roster_version, now_ms(),

@@ -1,13 +1,20 @@
-"""The owner's clip commands: `open`, `verify`, `outbox status|flush` and `clips list`.
+"""The owner's clip commands: `open`, `verify`, `outbox status|flush` and `clips list|expire`.
 
 `open` verifies the hub's signatures and the whole ciphertext before it decrypts, writes to
-`OUT.part` and renames only on success: a tampered or truncated clip leaves no output file.
+`OUT.part` and renames only on success: a tampered or truncated clip leaves no output file. With
+an epoch key store beside the identity (`IDENTITY.epochs`) it applies the store's retention first,
+then opens epoch-wrapped clips with it; a clip whose epoch key was destroyed is past retention.
 Wrong recipient, tampered, truncated, bad signature and malformed clips each get their own error
 class, message and exit code (`agent.errors.ExitCode`).
 
 `clips list` reads only the hub's own index (`Outbox.list_clips`): camera names and times come
 from what this hub recorded when it sealed each clip, never from a destination, which holds
 only opaque object names. It opens the outbox read-only, so it works next to a running `run`.
+
+`clips expire` deletes the clips past their camera's retention now (`agent.storage.deletion`,
+recorded in the audit log first); it takes the data-dir lock, so beside a running `run` (which
+expires every 10 minutes itself) it exits BUSY; `--dry-run` only lists, read-only. `verify
+--audit-log` tells chain gaps the hub recorded as deleted (DELETED) from the rest (MISSING).
 """
 
 from __future__ import annotations
@@ -18,30 +25,43 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from agent.cli.owner.epochs import device_store
 from agent.cli.parsing import command_group
-from agent.crypto.envelope import check_chain, check_heads, open_clip, verify_clip
+from agent.crypto.envelope import check_chain, open_clip, verify_clip
 from agent.crypto.keys import (
+    EpochStore,
+    epoch_span,
     load_device_identity,
     load_hub_public,
+    store_path,
 )
+from agent.crypto.keys.epochstore import utc
 from agent.errors import (
     AgentError,
     BadSignature,
     EnvelopeError,
+    EpochError,
     ExitCode,
     KeyFileError,
     MalformedEnvelope,
     OutputExists,
+    PastRetention,
     TamperedClip,
     TruncatedClip,
     WrongRecipient,
 )
 from agent.fsutil import create_private, install_file, write_private
 
+if TYPE_CHECKING:
+    from agent.clock import Clock
+    from agent.config import LoadedConfig
+
 # A short word in front of each envelope error so the three cases the owner must tell apart
 # (wrong recipient, tampered, truncated) read differently even before the details.
 _KIND = (
+    (PastRetention, "past retention"),
     (WrongRecipient, "wrong recipient"),
     (TruncatedClip, "truncated"),
     (BadSignature, "bad signature"),
@@ -62,6 +82,22 @@ def _open_clip_file(path: str) -> Path:
     return p
 
 
+def _past_retention(clip: Path, ident_key_id: str, store: EpochStore | None, hub: object) -> PastRetention:
+    """The owner's words for a shredded clip: when its key was destroyed (read back from the
+    clip's signed header and the store's shred record)."""
+    try:
+        with open(clip, "rb") as f:
+            info = verify_clip(f, hub)  # type: ignore[arg-type]
+        epoch = next(s.epoch for s in info.header.stanzas if s.key_id == ident_key_id)
+    except (EnvelopeError, OSError, StopIteration):
+        return PastRetention(f"{clip}: past retention: its key was destroyed; no copy of this clip can be opened")
+    at = store.destroyed_at(epoch) if store is not None and epoch is not None else None
+    when = utc(at) if at is not None else "an earlier shred"
+    span = f" (recorded {epoch_span(epoch, store.epoch_s)})" if store is not None and epoch is not None else ""
+    return PastRetention(f"{clip}: past retention: its key was destroyed on {when}{span}; "
+                         "no copy of this clip can be opened, by anyone")
+
+
 def cmd_open(args: argparse.Namespace) -> int:
     # The video and the metadata (its thumbnail is a frame) are decrypted footage of a home: both
     # are written 0600, and neither replaces an existing file unless --force says so.
@@ -73,17 +109,26 @@ def cmd_open(args: argparse.Namespace) -> int:
             raise OutputExists(f"{target} already exists; pass --force to replace it, or choose another path")
     ident = load_device_identity(args.identity)
     hub = load_hub_public(args.hub) if args.hub else None
+    # Retention first: a clip past it must not open just because nobody ran `shred` lately.
+    store = device_store(args.identity, ident, time.time())
     part = out.with_name(out.name + ".part")
     try:
         part.unlink(missing_ok=True)  # a crashed open's leftover: its mode is not ours to trust
         with open(clip, "rb") as src, create_private(part) as dst:
-            opened = open_clip(src, ident, dst.write, hub)
+            opened = open_clip(src, ident, dst.write, hub, store)
             dst.flush()
             os.fsync(dst.fileno())
         install_file(part, out, replace=args.force)
+    except PastRetention:
+        part.unlink(missing_ok=True)
+        raise _past_retention(clip, ident.key_id, store, hub) from None
     except EnvelopeError as e:
         part.unlink(missing_ok=True)
         raise _labelled(e, clip) from None
+    except EpochError as e:
+        part.unlink(missing_ok=True)
+        where = "" if store is not None else f" (no epoch key store at {store_path(args.identity)})"
+        raise EpochError(f"{clip}: {e}{where}") from None
     except FileExistsError:
         part.unlink(missing_ok=True)
         raise OutputExists(f"{out} already exists; pass --force to replace it, or choose another path") from None
@@ -152,14 +197,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{p}: OK, hub {h.hub_key_id}, stream {h.stream_id.hex()[:16]} seq {h.seq}, "
               f"{info.chunk_count} chunks, recipients {', '.join(h.recipient_ids)}")
     problems = check_chain(infos)
+    deleted = 0
     if args.audit_log:
-        # The first clips of a chain can only be missed against the head the hub recorded.
-        from agent.access.audit import read_entries, stream_heads
+        # The first clips of a chain can only be missed against the head the hub recorded, and a
+        # gap is explained only by a deletion the hub recorded before it deleted anything.
+        from agent.access.audit import read_entries
+        from agent.storage.gaps import explain_gaps
 
         entries, log_problems = read_entries(Path(args.audit_log))
         if log_problems:
             print(f"audit log {args.audit_log}: {log_problems[0]} (run `privacy-agent audit verify`)", file=sys.stderr)
-        problems += check_heads(infos, stream_heads(entries))
+        gaps = explain_gaps(infos, entries)
+        # check_chain's gap lines ("... missing") are replaced by the explained ranges below.
+        problems = [p for p in problems if not p.endswith(" missing")]
+        problems += [f"stream {s[:8]}: the audit log records no start for this chain" for s in gaps.unstarted]
+        problems += [f"stream {s[:8]}: its first clip is not the one the audit log records" for s in gaps.foreign_heads]
+        for g in gaps.deleted:
+            print(f"chain: {g.describe()}")
+        deleted = sum(g.count for g in gaps.deleted)
+        problems += [g.describe() for g in gaps.missing]
     for msg in problems:
         print(f"chain: {msg}", file=sys.stderr)
     if failed:
@@ -167,9 +223,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         codes = {e.exit_code for e in failed}
         return codes.pop() if len(codes) == 1 else ExitCode.FAILED
     if problems:
-        raise TamperedClip(f"{len(problems)} chain problem(s): a clip was deleted, reordered or inserted")
-    if len(infos) > 1:
-        print(f"{len(infos)} clips OK; chain intact over {len(infos)} clips")
+        raise TamperedClip(f"{len(problems)} chain problem(s): a clip is MISSING, reordered or inserted")
+    if len(infos) > 1 or deleted:
+        note = f"; {deleted} DELETED clip(s) explained by the audit log" if deleted else ""
+        print(f"{len(infos)} clips OK; chain intact over {len(infos)} clips{note}")
     return ExitCode.OK
 
 
@@ -281,6 +338,89 @@ def cmd_clips_list(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_clips_expire(args: argparse.Namespace) -> int:
+    """Delete the clips past their camera's retention now (or, `--dry-run`, only list them)."""
+    from agent.clock import SystemClock
+    from agent.config import load_config
+    from agent.storage.deletion import due_for_expiry, pending_deletions
+    from agent.storage.outbox import OUTBOX_DIRNAME, Outbox
+
+    loaded = load_config(args.config)
+    cfg = loaded.config
+    clock = SystemClock()
+    periods = ", ".join(f"{c.id}: {_days(cfg.retention_days_for(c.id))}" for c in cfg.cameras)
+    print(f"retention: {periods} (other cameras: {_days(cfg.retention.days)})")
+    if not (loaded.data_dir / OUTBOX_DIRNAME / "outbox.db").exists():
+        print(f"nothing to expire: the hub in {loaded.data_dir} has not sealed any encrypted clip yet")
+        return ExitCode.OK
+    if args.dry_run:
+        ob = Outbox(loaded.data_dir, clock, exclusive=False)  # read-only, beside a running hub
+        try:
+            due = due_for_expiry(ob.list_clips(), cfg.retention_days_for, clock.wall())
+            pending = pending_deletions(ob)
+        finally:
+            ob.close()
+        for c in due:
+            print(f"would delete {c.clip_id}  {c.camera_id}  ended {_local_time(c.end_wall_s or c.sealed_wall_s)}  "
+                  f"{c.state}")
+        print(f"{len(due)} clip(s) past retention would be deleted; {len(pending)} earlier deletion place(s) "
+              "still pending (dry run: nothing deleted)")
+        return ExitCode.OK
+    return _expire_now(loaded, clock)
+
+
+def _days(d: int | None) -> str:
+    return "for ever" if d is None else f"{d} day(s)"
+
+
+def _expire_now(loaded: LoadedConfig, clock: Clock) -> int:
+    from agent.access.recorder import open_hub_audit
+    from agent.storage.lock import DataDirLock
+    from agent.storage.outbox import Outbox
+    from agent.storage.retention import expire_once
+
+    data_dir = loaded.data_dir
+    with DataDirLock(data_dir, "clips expire"):  # DataDirBusy (naming `run`) while the hub runs
+        audit = open_hub_audit(data_dir, clock)
+        if audit is None:
+            print(f"nothing to expire: the hub in {data_dir} has no identity, so it sealed no clips")
+            return ExitCode.OK
+        events = None
+        mqtt_db = data_dir / "mqtt" / "outbox.sqlite"
+        ob = None
+        try:
+            if mqtt_db.exists():
+                from agent.mqtt.outbox import Outbox as EventOutbox
+
+                events = EventOutbox(mqtt_db, clock)
+            ob = Outbox(data_dir, clock)
+            res = expire_once(loaded, ob, audit.append, clock.wall(), events=events)
+        finally:
+            if ob is not None:
+                ob.close()
+            if events is not None:
+                events.close()
+            audit.close()
+    rep, retried = res.report, res.retried
+    if retried is not None and retried.clips:
+        print(f"finished earlier deletions: {len(retried.clips) - len(retried.pending)} of {len(retried.clips)} clip(s)")
+    if rep is None:
+        print("no clip is past its camera's retention")
+    else:
+        for c in rep.clips:
+            where = ", ".join(f"{p.label}: {p.outcome}" + (f" ({p.error})" if p.error else "") for p in c.places)
+            print(f"deleted {c.clip_id}  {c.camera_id}  seq {c.seq}  ended {_local_time(c.end_wall_s)}  [{where}]")
+        print(f"{len(rep.clips)} clip(s) expired: {rep.count('deleted')} copies deleted, {rep.count('absent')} "
+              f"already gone, {rep.count('failed')} failed; {rep.events_removed} queued event(s) removed"
+              + ("; more are past retention: run again" if res.more else ""))
+    pending = [c for r in (retried, rep) if r is not None for c in r.pending]
+    if pending:
+        print(f"{len(pending)} clip(s) could not be deleted everywhere yet: the deletion is recorded and "
+              "finishes on the next pass (`run` retries every 10 minutes, or run this again)", file=sys.stderr)
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """`open`, `verify`, `outbox` and `clips`."""
     p = sub.add_parser("open", help="verify, then decrypt a clip with an owner device identity")
@@ -300,7 +440,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "recursively); several clips: the chain is checked too")
     p.add_argument("--hub", required=True, help="hub public key (hub.pub, epa1hub: value or data dir)")
     p.add_argument("--audit-log", help="the hub's audit log (DATA/audit/log.jsonl): also detect that the FIRST "
-                   "clips of a chain were deleted, against the chain start it records")
+                   "clips of a chain were deleted, against the chain start it records, and tell clips DELETED "
+                   "by retention or a signed deletion (recorded there) from clips MISSING")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("outbox", help="show or flush queued clip uploads")
@@ -314,3 +455,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="config file (for data_dir); default: config.yaml in the current directory")
     p.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     p.set_defaults(func=cmd_clips_list)
+    p = csub.add_parser("expire", help="delete clips past their camera's retention now, everywhere (outbox, "
+                        "every sink, the hub's index); `run` does this every 10 minutes")
+    p.add_argument("--config", default="config.yaml",
+                   help="config file (data_dir, sinks, retention); default: config.yaml in the current directory")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    p.set_defaults(func=cmd_clips_expire)

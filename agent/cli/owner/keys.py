@@ -1,4 +1,4 @@
-"""The owner's key commands: `keys init|show|roster` on the hub, `owner keygen|enroll|revoke` on a device.
+"""The owner's key commands: `keys init|show|roster|epochs` on the hub, `owner keygen|enroll|revoke` on a device.
 
 Secret key files are written 0600 and refused when looser; nothing prints key material except
 public values. A roster file is replaced atomically, and `--install` refuses a rollback.
@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from agent.access.state import init_state, reset_state, state_path
+from agent.cli.owner import epochpublish
 from agent.cli.parsing import command_group
 from agent.crypto.keys import (
     REQUESTER_ROLES,
@@ -47,6 +48,8 @@ def register_keys(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="the hub's data directory")
     p.add_argument("--install", required=True, metavar="ROSTER", help="roster file written by `owner enroll`")
     p.set_defaults(func=cmd_keys_roster)
+    esub = command_group(ksub, "epochs", "household devices' epoch key lists, installed on the hub")
+    epochpublish.add_install_parser(esub)
     p = ksub.add_parser(
         "reset-access-state",
         help="replace lost or damaged access counters (DATA/mqtt/access-state.json) by a floor of now: every "

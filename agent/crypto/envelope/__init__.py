@@ -1,4 +1,5 @@
-"""The clip envelope (format `epa-clip` v1): seal, verify and open end-to-end encrypted clips.
+"""The clip envelope (format `epa-clip` v2; v1 clips still verify and open): seal, verify and open
+end-to-end encrypted clips.
 
 The byte format is specified in docs/envelope-spec.md, with vectors in tests/vectors/. In short:
 
@@ -11,7 +12,9 @@ The byte format is specified in docs/envelope-spec.md, with vectors in tests/vec
   last chunk and nothing after the trailer, because secretstream itself does not notice a cut at
   a chunk boundary.
 - K is wrapped per recipient with SealedBox over `"epa/v1/wrap\0" || clip_id || K`; the hub
-  keeps no key that unwraps it, so a stolen hub reads no finished clip.
+  keeps no key that unwraps it, so a stolen hub reads no finished clip. In v2 each stanza names
+  the recipient's epoch key it is sealed to (or none: the long-term box key), so a device that
+  destroys an epoch secret makes every copy of that epoch's clips unopenable.
 - The hub signs the header digest and a trailer digest (chunk count + hash of every chunk
   record), each with its own domain prefix. Without the trailer a holder of K could substitute
   other content under a valid header.
@@ -40,6 +43,8 @@ from agent.crypto.envelope.format import (
     ABYTES,
     CHUNK_BYTES,
     CLIP_ID_BYTES,
+    EPOCH_BYTES,
+    EPOCH_NONE,
     FULL_RECORD_CT,
     HASH_BYTES,
     HEADER_FIXED_BYTES,
@@ -52,12 +57,15 @@ from agent.crypto.envelope.format import (
     SIG_BYTES,
     SS_HEADER_BYTES,
     STANZA_BYTES,
+    STANZA_V1_BYTES,
     STREAM_ID_BYTES,
+    SUPPORTED_VERSIONS,
     TAG_FINAL,
     TAG_MESSAGE,
     TRAILER_BYTES,
     TRAILER_SIG_DOMAIN,
     VERSION,
+    VERSION_1,
     WRAP_LABEL,
     WRAP_PLAIN_BYTES,
     WRAP_SEALED_BYTES,
@@ -68,9 +76,11 @@ from agent.crypto.envelope.format import (
     Stanza,
     clip_hash_of,
     header_digest_of,
+    stanza_bytes,
     trailer_digest_of,
 )
 from agent.crypto.envelope.opening import (
+    EpochSecrets,
     decrypt_verified,
     open_clip,
     open_clip_bytes,
@@ -78,6 +88,7 @@ from agent.crypto.envelope.opening import (
 )
 from agent.crypto.envelope.seal import (
     ClipWriter,
+    Recipient,
     seal,
     wrap_key,
 )
@@ -91,6 +102,9 @@ __all__ = [
     "CLIP_ID_BYTES",
     "ClipInfo",
     "ClipWriter",
+    "EPOCH_BYTES",
+    "EPOCH_NONE",
+    "EpochSecrets",
     "FULL_RECORD_CT",
     "HASH_BYTES",
     "HEADER_FIXED_BYTES",
@@ -102,16 +116,20 @@ __all__ = [
     "MAX_CHUNKS",
     "MAX_RECIPIENTS",
     "OpenedClip",
+    "Recipient",
     "SIG_BYTES",
     "SS_HEADER_BYTES",
     "STANZA_BYTES",
+    "STANZA_V1_BYTES",
     "STREAM_ID_BYTES",
+    "SUPPORTED_VERSIONS",
     "Stanza",
     "TAG_FINAL",
     "TAG_MESSAGE",
     "TRAILER_BYTES",
     "TRAILER_SIG_DOMAIN",
     "VERSION",
+    "VERSION_1",
     "WRAP_LABEL",
     "WRAP_PLAIN_BYTES",
     "WRAP_SEALED_BYTES",
@@ -124,6 +142,7 @@ __all__ = [
     "open_clip",
     "open_clip_bytes",
     "seal",
+    "stanza_bytes",
     "stream_id_for",
     "trailer_digest_of",
     "unwrap_key",

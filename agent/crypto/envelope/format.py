@@ -1,8 +1,13 @@
-"""The `epa-clip` v1 byte format: sizes, domains, digests, and the parsed header and trailer.
+"""The `epa-clip` byte format (v2 written, v1 still read): sizes, domains, digests, and the parsed
+header and trailer.
 
 The one definition of the layout in docs/envelope-spec.md (vectors in tests/vectors/):
 
     header || header_sig || chunk_record* || u32(0) || trailer
+
+Version 2 adds the epoch to each recipient stanza (`key_id || epoch u64 || sealed`), so a device
+knows which epoch secret unwraps K; `EPOCH_NONE` there means the device's long-term box key.
+Version 1 stanzas (`key_id || sealed`) always mean the long-term key.
 
 Pure: nothing here reads a file, draws randomness or touches a key; `verify`, `seal` and
 `opening` build on these definitions.
@@ -29,7 +34,19 @@ from agent.errors import (
 MAGIC = b"epa-clip"
 
 
-VERSION = 1
+#: The version every new clip is written with.
+VERSION = 2
+
+
+#: The first version (no epoch in the stanza); still parsed and opened.
+VERSION_1 = 1
+
+
+SUPPORTED_VERSIONS = (VERSION_1, VERSION)
+
+
+#: The stanza's epoch field when K is sealed to the device's long-term box key.
+EPOCH_NONE = 0xFFFF_FFFF_FFFF_FFFF
 
 
 CHUNK_BYTES = 65536
@@ -83,7 +100,20 @@ WRAP_PLAIN_BYTES = len(WRAP_LABEL) + CLIP_ID_BYTES + KEY_BYTES  # 60
 WRAP_SEALED_BYTES = WRAP_PLAIN_BYTES + sodium.crypto_box_SEALBYTES  # 108
 
 
-STANZA_BYTES = KEY_ID_BYTES + WRAP_SEALED_BYTES  # 116
+EPOCH_BYTES = 8
+
+
+#: A version 1 stanza: key_id || sealed.
+STANZA_V1_BYTES = KEY_ID_BYTES + WRAP_SEALED_BYTES  # 116
+
+
+#: A version 2 stanza (what is written): key_id || epoch u64 || sealed.
+STANZA_BYTES = KEY_ID_BYTES + EPOCH_BYTES + WRAP_SEALED_BYTES  # 124
+
+
+def stanza_bytes(version: int) -> int:
+    """The size of one recipient stanza in a header of `version`."""
+    return STANZA_V1_BYTES if version == VERSION_1 else STANZA_BYTES
 
 
 # Signature domains: a hub signature over one message type can never pass as another.
@@ -101,6 +131,9 @@ HEADER_FIXED_BYTES = HEADER_FIXED.size  # 138
 
 
 U32 = struct.Struct(">I")
+
+
+U64 = struct.Struct(">Q")
 
 
 TRAILER_BYTES = 4 + HASH_BYTES + SIG_BYTES
@@ -127,10 +160,21 @@ def clip_hash_of(header_digest: bytes, trailer_digest: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Stanza:
-    """One recipient: the device key id and K sealed to that device (bound to the clip id)."""
+    """One recipient: the device key id and K sealed to that device (bound to the clip id).
+
+    `epoch` names the device's epoch key K is sealed to (version 2), or None for the device's
+    long-term box key (always None in a version 1 header). The header signature covers it, so
+    nobody but the hub can point a stanza at another epoch."""
 
     key_id: str
     sealed: bytes = field(repr=False)
+    epoch: int | None = None
+
+    def encode(self, version: int) -> bytes:
+        kid = bytes.fromhex(self.key_id)
+        if version == VERSION_1:
+            return kid + self.sealed
+        return kid + U64.pack(EPOCH_NONE if self.epoch is None else self.epoch) + self.sealed
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +186,7 @@ class Header:
     prev_hash: bytes
     ss_header: bytes
     stanzas: tuple[Stanza, ...]
+    version: int = VERSION
 
     def __post_init__(self) -> None:
         checks = (
@@ -154,6 +199,8 @@ class Header:
         for value, n, what in checks:
             if not isinstance(value, bytes) or len(value) != n:
                 raise MalformedEnvelope(f"header: {what} must be {n} bytes")
+        if self.version not in SUPPORTED_VERSIONS:
+            raise MalformedEnvelope(f"header: unsupported envelope version {self.version}")
         if not (0 <= self.seq < 2**64):
             raise MalformedEnvelope("header: sequence number out of range")
         if not (1 <= len(self.stanzas) <= MAX_RECIPIENTS):
@@ -165,6 +212,11 @@ class Header:
         for s in self.stanzas:
             if len(s.key_id) != 2 * KEY_ID_BYTES or len(s.sealed) != WRAP_SEALED_BYTES:
                 raise MalformedEnvelope("header: malformed recipient stanza")
+            if s.epoch is not None:
+                if self.version == VERSION_1:
+                    raise MalformedEnvelope("header: a version 1 stanza cannot name an epoch")
+                if isinstance(s.epoch, bool) or not 0 <= s.epoch < EPOCH_NONE:
+                    raise MalformedEnvelope("header: stanza epoch out of range")
 
     @property
     def hub_key_id(self) -> str:
@@ -176,10 +228,10 @@ class Header:
 
     def encode(self) -> bytes:
         fixed = HEADER_FIXED.pack(
-            MAGIC, VERSION, self.hub_pk, self.clip_id, self.stream_id, self.seq, self.prev_hash,
+            MAGIC, self.version, self.hub_pk, self.clip_id, self.stream_id, self.seq, self.prev_hash,
             self.ss_header, len(self.stanzas),
         )
-        return fixed + b"".join(bytes.fromhex(s.key_id) + s.sealed for s in self.stanzas)
+        return fixed + b"".join(s.encode(self.version) for s in self.stanzas)
 
     @property
     def digest(self) -> bytes:

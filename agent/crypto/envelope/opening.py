@@ -9,14 +9,14 @@ secretstream itself does not notice a cut at a chunk boundary.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import nacl.bindings as sodium
 import nacl.encoding
 import nacl.exceptions
 import nacl.hash
 import nacl.utils
-from nacl.public import SealedBox
+from nacl.public import PrivateKey, SealedBox
 
 from agent.crypto.envelope.format import (
     CHUNK_BYTES,
@@ -46,6 +46,7 @@ from agent.crypto.envelope.verify import (
 )
 from agent.crypto.keys import DeviceIdentity, HubPublic
 from agent.errors import (
+    EpochError,
     MalformedEnvelope,
     TamperedClip,
     TruncatedClip,
@@ -54,8 +55,23 @@ from agent.errors import (
 from agent.jsonlimits import loads_bounded
 
 
-def unwrap_key(identity: DeviceIdentity, header: Header) -> bytes:
-    """Find this device's stanza and recover K; the sealed plaintext must name this clip."""
+class EpochSecrets(Protocol):
+    """Where a device's epoch secrets come from (`agent.crypto.keys.EpochStore`)."""
+
+    @property
+    def device(self) -> str: ...
+
+    def secret_for(self, epoch: int) -> PrivateKey:
+        """The secret of `epoch`; PastRetention if it was destroyed, EpochError if never known."""
+        ...
+
+
+def unwrap_key(identity: DeviceIdentity, header: Header, epochs: EpochSecrets | None = None) -> bytes:
+    """Find this device's stanza and recover K; the sealed plaintext must name this clip.
+
+    A stanza without an epoch (every version 1 stanza) opens with the device's long-term box key;
+    one that names an epoch opens only with that epoch's secret from `epochs`. The long-term key
+    is never tried on an epoch stanza: it cannot open it, and after a shred nothing may."""
     for s in header.stanzas:
         if s.key_id == identity.key_id:
             break
@@ -66,10 +82,23 @@ def unwrap_key(identity: DeviceIdentity, header: Header) -> bytes:
         )
     if len(s.sealed) != WRAP_SEALED_BYTES:
         raise MalformedEnvelope("wrapped key has the wrong length")
+    if s.epoch is None:
+        secret = identity.box_secret
+        what = f"device {identity.key_id}"
+    else:
+        if epochs is None:
+            raise EpochError(
+                f"clip {header.clip_id.hex()} is sealed to epoch {s.epoch} of device {identity.key_id}: "
+                "it opens only with that device's epoch key store (IDENTITY.epochs)"
+            )
+        if epochs.device != identity.key_id:
+            raise EpochError(f"the epoch key store is for device {epochs.device}, not {identity.key_id}")
+        secret = epochs.secret_for(s.epoch)  # PastRetention once shredded
+        what = f"epoch {s.epoch} of device {identity.key_id}"
     try:
-        plain = SealedBox(identity.box_secret).decrypt(s.sealed)
+        plain = SealedBox(secret).decrypt(s.sealed)
     except nacl.exceptions.CryptoError:
-        raise TamperedClip(f"the wrapped key for device {identity.key_id} does not open") from None
+        raise TamperedClip(f"the wrapped key for {what} does not open") from None
     if len(plain) != WRAP_PLAIN_BYTES or not plain.startswith(WRAP_LABEL):
         raise TamperedClip("the wrapped key is malformed")
     bound = plain[len(WRAP_LABEL) : len(WRAP_LABEL) + CLIP_ID_BYTES]
@@ -157,8 +186,10 @@ def open_clip(
     identity: DeviceIdentity,
     write: Callable[[bytes], object],
     hub: HubPublic | None = None,
+    epochs: EpochSecrets | None = None,
 ) -> OpenedClip:
-    """Verify, unwrap K for `identity`, then decrypt, streaming video bytes to `write`.
+    """Verify, unwrap K for `identity` (with its epoch secrets `epochs` for an epoch stanza), then
+    decrypt, streaming video bytes to `write`.
 
     `src` must be re-readable: bytes, or a seekable file (it is read twice: verify, then decrypt).
     """
@@ -168,13 +199,15 @@ def open_clip(
     if start is None:
         raise MalformedEnvelope("open_clip needs bytes or a seekable file")
     info = verify_clip(stream, hub)
-    key = unwrap_key(identity, info.header)
+    key = unwrap_key(identity, info.header, epochs)
     stream.seek(start)
     meta, n = decrypt_verified(stream, info, key, write, recheck_hash=not immutable)
     return OpenedClip(info, meta, n)
 
 
-def open_clip_bytes(data: bytes, identity: DeviceIdentity, hub: HubPublic | None = None) -> tuple[bytes, OpenedClip]:
+def open_clip_bytes(
+    data: bytes, identity: DeviceIdentity, hub: HubPublic | None = None, epochs: EpochSecrets | None = None
+) -> tuple[bytes, OpenedClip]:
     out = bytearray()
-    opened = open_clip(data, identity, out.extend, hub)
+    opened = open_clip(data, identity, out.extend, hub, epochs)
     return bytes(out), opened

@@ -2,7 +2,9 @@
 
 A random clip key K per clip, wrapped per recipient with SealedBox over
 `"epa/v1/wrap\\0" || clip_id || K`; the hub then forgets K, so a stolen hub reads no finished
-clip. Chunks are hashed on a background thread while the next ones are encrypted. Randomness
+clip. A recipient given as an `EpochRecipient` gets K sealed to the epoch key of the clip's start
+(version 2 stanza names the epoch), so once the device destroys that epoch's secret no copy of
+the clip opens; a plain `DevicePublic` gets it sealed to the long-term box key. Chunks are hashed on a background thread while the next ones are encrypted. Randomness
 comes from libsodium unless a test injects `clip_key`/`clip_id` for vectors.
 """
 
@@ -30,6 +32,8 @@ from agent.crypto.envelope.format import (
     TAG_MESSAGE,
     TRAILER_SIG_DOMAIN,
     U32,
+    VERSION,
+    VERSION_1,
     WRAP_LABEL,
     ZERO_HASH,
     ClipInfo,
@@ -39,18 +43,37 @@ from agent.crypto.envelope.format import (
     trailer_digest_of,
 )
 from agent.crypto.envelope.hashing import BackgroundHasher
-from agent.crypto.keys import DevicePublic, HubIdentity, canonical_json
+from agent.crypto.keys import DevicePublic, EpochRecipient, HubIdentity, canonical_json
 from agent.errors import (
     MalformedEnvelope,
 )
 
+Recipient = DevicePublic | EpochRecipient
+"""A plain device (its long-term box key) or a device with the epoch key of the clip's start."""
 
-def wrap_key(recipient: DevicePublic, clip_id: bytes, key: bytes) -> Stanza:
-    """Seal K to one device, bound to `clip_id`. Anonymous sender: the hub cannot unwrap it later."""
+
+def wrap_key(recipient: Recipient, clip_id: bytes, key: bytes) -> Stanza:
+    """Seal K to one device, bound to `clip_id`. Anonymous sender: the hub cannot unwrap it later.
+
+    An `EpochRecipient` with an epoch gets K sealed to that epoch's public key, and the stanza
+    names the epoch; a plain `DevicePublic` (or an `EpochRecipient` without an epoch) gets it
+    sealed to the device's long-term box key."""
     if len(key) != KEY_BYTES or len(clip_id) != CLIP_ID_BYTES:
         raise MalformedEnvelope("wrap: bad key or clip id length")
+    epoch = recipient.epoch if isinstance(recipient, EpochRecipient) else None
     sealed = SealedBox(recipient.box_pk).encrypt(WRAP_LABEL + clip_id + key)
-    return Stanza(recipient.key_id, bytes(sealed))
+    return Stanza(recipient.key_id, bytes(sealed), epoch)
+
+
+def _unique(recipients: Sequence[Recipient]) -> dict[str, Recipient]:
+    uniq: dict[str, Recipient] = {}
+    for r in recipients:
+        have = uniq.get(r.key_id)
+        if have is not None and bytes(have.box_pk) != bytes(r.box_pk):
+            # Two different keys for one device: which one would the device hold? Refuse.
+            raise MalformedEnvelope(f"recipient {r.key_id} is given twice with different keys")
+        uniq[r.key_id] = r
+    return uniq
 
 
 class ClipWriter:
@@ -65,15 +88,20 @@ class ClipWriter:
         self,
         out: BinaryIO,
         hub: HubIdentity,
-        recipients: Sequence[DevicePublic],
+        recipients: Sequence[Recipient],
         stream_id: bytes,
         seq: int,
         prev_hash: bytes = ZERO_HASH,
         *,
         clip_key: bytes | None = None,
         clip_id: bytes | None = None,
+        format_version: int = VERSION,
     ) -> None:
-        uniq = {d.key_id: d for d in recipients}
+        # `format_version` exists for the vectors only (VERSION_1 re-creates the old layout, which
+        # has no epoch field); the hub always writes VERSION.
+        if format_version not in (VERSION_1, VERSION):
+            raise MalformedEnvelope(f"cannot write envelope version {format_version}")
+        uniq = _unique(recipients)
         if not uniq:
             raise MalformedEnvelope("a clip needs at least one recipient")
         if len(uniq) > MAX_RECIPIENTS:
@@ -86,7 +114,10 @@ class ClipWriter:
         ss_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(self._state, key)
         stanzas = tuple(wrap_key(uniq[k], cid, key) for k in sorted(uniq))
         del key  # K lives on only inside the secretstream state and the sealed stanzas
-        self.header = Header(bytes(hub.signing_key.verify_key), cid, stream_id, seq, prev_hash, ss_header, stanzas)
+        if format_version == VERSION_1 and any(st.epoch is not None for st in stanzas):
+            raise MalformedEnvelope("a version 1 envelope cannot wrap to epoch keys")
+        self.header = Header(bytes(hub.signing_key.verify_key), cid, stream_id, seq, prev_hash, ss_header, stanzas,
+                             format_version)
         raw = self.header.encode()
         self._hdig = header_digest_of(raw)
         # Pending plaintext as pieces (copied once, by join, into the chunk pushed).
@@ -196,7 +227,7 @@ def seal(
     payload: bytes,
     metadata: Mapping[str, Any],
     hub: HubIdentity,
-    recipients: Sequence[DevicePublic],
+    recipients: Sequence[Recipient],
     stream_id: bytes,
     seq: int = 0,
     prev_hash: bytes = ZERO_HASH,

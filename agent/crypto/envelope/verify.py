@@ -20,6 +20,7 @@ from nacl.signing import VerifyKey
 
 from agent.crypto.envelope.format import (
     ABYTES,
+    EPOCH_NONE,
     FULL_RECORD_CT,
     HASH_BYTES,
     HEADER_FIXED,
@@ -30,15 +31,18 @@ from agent.crypto.envelope.format import (
     MAX_CHUNKS,
     MAX_RECIPIENTS,
     SIG_BYTES,
-    STANZA_BYTES,
+    SUPPORTED_VERSIONS,
     TRAILER_BYTES,
     TRAILER_SIG_DOMAIN,
     U32,
+    U64,
     VERSION,
+    VERSION_1,
     ClipInfo,
     Header,
     Stanza,
     header_digest_of,
+    stanza_bytes,
     trailer_digest_of,
 )
 from agent.crypto.envelope.hashing import Blake2bStream
@@ -92,24 +96,27 @@ def as_stream(src: BinaryIO | bytes | bytearray | memoryview) -> BinaryIO:
     return src
 
 
+def _stanza(raw: bytes, version: int) -> Stanza:
+    kid = raw[:KEY_ID_BYTES].hex()
+    if version == VERSION_1:
+        return Stanza(kid, raw[KEY_ID_BYTES:])
+    (epoch,) = U64.unpack(raw[KEY_ID_BYTES : KEY_ID_BYTES + 8])
+    return Stanza(kid, raw[KEY_ID_BYTES + 8 :], None if epoch == EPOCH_NONE else epoch)
+
+
 def read_header(r: Reader) -> tuple[Header, bytes]:
     fixed = r.exact(HEADER_FIXED_BYTES, "header")
     magic, version, hub_pk, clip_id, stream_id, seq, prev, ssh, n = HEADER_FIXED.unpack(fixed)
     if magic != MAGIC:
         raise MalformedEnvelope("not an epa-clip envelope (bad magic)")
-    if version != VERSION:
-        raise MalformedEnvelope(f"unsupported envelope version {version} (this reader knows {VERSION})")
+    if version not in SUPPORTED_VERSIONS:
+        raise MalformedEnvelope(f"unsupported envelope version {version} (this reader knows 1..{VERSION})")
     if not (1 <= n <= MAX_RECIPIENTS):
         raise MalformedEnvelope(f"header: recipient count {n} is not 1..{MAX_RECIPIENTS}")
-    raw_stanzas = r.exact(n * STANZA_BYTES, "recipient stanzas")
-    stanzas = tuple(
-        Stanza(
-            raw_stanzas[i * STANZA_BYTES : i * STANZA_BYTES + KEY_ID_BYTES].hex(),
-            raw_stanzas[i * STANZA_BYTES + KEY_ID_BYTES : (i + 1) * STANZA_BYTES],
-        )
-        for i in range(n)
-    )
-    header = Header(hub_pk, clip_id, stream_id, seq, prev, ssh, stanzas)
+    size = stanza_bytes(version)
+    raw_stanzas = r.exact(n * size, "recipient stanzas")
+    stanzas = tuple(_stanza(raw_stanzas[i * size : (i + 1) * size], version) for i in range(n))
+    header = Header(hub_pk, clip_id, stream_id, seq, prev, ssh, stanzas, version)
     raw = fixed + raw_stanzas
     return header, raw
 

@@ -34,8 +34,9 @@ Invariants:
 - Nothing here logs key material.
 
 Modules: `encoding` (canonical values, key ids, point checks), `identity` (keys in memory),
-`files` (key files on disk), `roster` (the owner-signed roster). Code outside the package imports
-from `agent.crypto.keys`.
+`files` (key files on disk), `roster` (the owner-signed roster), `epochs` (signed lists of public
+epoch keys), `epochinstall` (the lists installed on the hub, `DATA/keys/epochs/`). Code outside
+the package imports from `agent.crypto.keys`.
 """
 
 from agent.crypto.keys.encoding import (
@@ -54,6 +55,15 @@ from agent.crypto.keys.encoding import (
     validate_ed25519_public,
     validate_x25519_public,
 )
+from agent.crypto.keys.epochinstall import (
+    EPOCHS_DIRNAME,
+    days_left,
+    epoch_horizons,
+    epoch_list_path,
+    epochs_dir,
+    install_epoch_list,
+    load_epoch_lists,
+)
 from agent.crypto.keys.epochs import (
     DEFAULT_EPOCH_S,
     DEFAULT_HORIZON_S,
@@ -63,6 +73,14 @@ from agent.crypto.keys.epochs import (
     check_epoch_update,
     epoch_of,
     epoch_start_s,
+)
+from agent.crypto.keys.epochstore import (
+    STORE_SUFFIX,
+    EpochStore,
+    ShredRecord,
+    ShredResult,
+    epoch_span,
+    store_path,
 )
 from agent.crypto.keys.files import (
     HUB_BOX_FILE,
@@ -108,12 +126,25 @@ from agent.crypto.keys.roster import (
 __all__ = [
     "DEFAULT_EPOCH_S",
     "DEFAULT_HORIZON_S",
+    "EPOCHS_DIRNAME",
     "EPOCHS_SIG_DOMAIN",
     "EpochList",
     "EpochRecipient",
+    "EpochStore",
+    "STORE_SUFFIX",
+    "ShredRecord",
+    "ShredResult",
     "check_epoch_update",
     "epoch_of",
+    "epoch_span",
     "epoch_start_s",
+    "store_path",
+    "days_left",
+    "epoch_horizons",
+    "epoch_list_path",
+    "epochs_dir",
+    "install_epoch_list",
+    "load_epoch_lists",
     "DEVICE_PUB_PREFIX",
     "DEVICE_SEC_PREFIX",
     "DeviceIdentity",

@@ -12,6 +12,10 @@ Invariants:
   outbox database and advanced in the same transaction that queues the clip).
 - A failed upload never loses a clip: it stays in the outbox and is retried; `close()` flushes
   and raises `SinkError` if clips remain queued.
+- Each clip key is wrapped to every recipient's EPOCH key for the segment's start wall time
+  (`agent.storage.sinks.epochs.EpochKeyring`); a device without one follows
+  `retention.missing_epoch_key` (long-term key with an event, or nothing sealed and the
+  camera's frames withheld: `hold_reason()`, which the pipeline asks for every frame).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from agent.core.redact import RedactedFrame, require_redacted
 from agent.crypto.envelope import CLIP_ID_BYTES, ClipWriter, stream_id_for
 from agent.crypto.keys import (
     DevicePublic,
+    EpochRecipient,
     HubIdentity,
     HubPublic,
     load_hub_identity,
@@ -41,6 +46,7 @@ from agent.crypto.keys import (
 from agent.errors import ConfigError, EnvelopeError, SinkError
 from agent.media.video import VideoEncoder
 from agent.storage.outbox import Outbox, Uploader
+from agent.storage.sinks.epochs import EpochKeyring
 from agent.storage.sinks.upload import DirectoryUploader, S3Uploader, read_credentials_file
 
 log = logging.getLogger(__name__)
@@ -104,6 +110,7 @@ class ClipSink:
         camera_name: str | None = None,
         stream_label: str | None = None,
         encoder_factory: EncoderFactory = _default_encoder,
+        epoch_keys: EpochKeyring | None = None,
     ) -> None:
         if not recipients:
             raise SinkError(f"camera {camera_id}: encrypted clips need at least one recipient")
@@ -121,6 +128,8 @@ class ClipSink:
         self._clock = clock
         self._on_event = on_event
         self._encoder_factory = encoder_factory
+        # None: every clip key is wrapped to the devices' long-term keys (as before epoch keys).
+        self._epochs = epoch_keys
         self.stream_id = stream_id_for(hub, stream_label or camera_id)
         self.stream = self.stream_id.hex()
         self._seg: _Segment | None = None
@@ -132,16 +141,22 @@ class ClipSink:
     # --- segments ------------------------------------------------------------------
 
     def _start(self, frame: RedactedFrame) -> _Segment:
+        # One wall time for the epoch keys and the start sealed into the clip's metadata.
+        wall_s = self._clock.wall()
+        # Before anything is opened: with `missing_epoch_key: withhold` this raises and no clip
+        # is started at all (fail closed).
+        recipients: Sequence[DevicePublic | EpochRecipient] = (
+            self._recipients if self._epochs is None else self._epochs.recipients(self._recipients, wall_s))
         cid = nacl.utils.random(CLIP_ID_BYTES)
         fh, part = self._outbox.open_part(self.stream, cid.hex())
         try:
             seq, prev = self._outbox.chain_head(self.stream)
-            writer = ClipWriter(fh, self._hub, self._recipients, self.stream_id, seq, prev, clip_id=cid)
+            writer = ClipWriter(fh, self._hub, recipients, self.stream_id, seq, prev, clip_id=cid)
             enc = self._encoder_factory(writer, frame.width_px, frame.height_px, self._fps)  # type: ignore[arg-type]
         except (SinkError, EnvelopeError, OSError) as e:
             self._outbox.discard_part(fh, part)
             raise SinkError(f"camera {self._camera_id}: cannot start a clip: {e}") from e
-        return _Segment(fh, part, writer, enc, frame, self._clock.wall())
+        return _Segment(fh, part, writer, enc, frame, wall_s)
 
     def _abort(self, seg: _Segment) -> None:
         seg.writer.abort()
@@ -213,6 +228,11 @@ class ClipSink:
             seg.regions.add(r.name)
             if r.kind == "detection":
                 seg.labels.add(r.name.split(":")[0])
+
+    def hold_reason(self) -> str | None:
+        """A reason to withhold the camera's frames before they reach any sink, or None: with
+        `retention.missing_epoch_key: withhold`, a recipient without an epoch key for now."""
+        return None if self._epochs is None else self._epochs.hold_reason(self._recipients)
 
     def withheld(self, camera_id: str, index: int, t_s: float) -> None:
         if self._seg is not None and t_s - self._seg.start_t_s >= self._segment_s:
@@ -299,6 +319,8 @@ def build_clip_sinks(
         return []
     hub = load_hub_identity(loaded.data_dir)
     recips = camera_recipients(loaded, camera_id)
+    # One keyring for the camera's sinks: its events come once per camera, not once per sink.
+    keyring = EpochKeyring(loaded.data_dir, camera_id, loaded.config.retention, clock, on_event)
     groups: dict[float, list[SinkConfig]] = {}
     for s in encrypted:
         groups.setdefault(s.segment_s, []).append(s)
@@ -311,7 +333,7 @@ def build_clip_sinks(
                 hub=hub, recipients=recips, camera_id=camera_id, fps=fps, segment_s=seg_s,
                 outbox=Outbox(loaded.data_dir, clock, on_event),
                 uploaders=build_uploaders(loaded, cfgs, hub.public), clock=clock, on_event=on_event,
-                camera_name=cam.name, stream_label=label,
+                camera_name=cam.name, stream_label=label, epoch_keys=keyring,
             )
         )
     log.info("camera %s: encrypted clips for %d recipient(s)", camera_id, len(recips))

@@ -12,6 +12,9 @@ Invariants:
   uploader never creates it), carry the marker file that `privacy-agent sink init` wrote, and,
   with `require_mount: true`, be a mount point. An unmounted NAS is an empty directory on the
   hub's own disk; writing there would record clips as delivered that never reached the NAS.
+- Deletion (`delete`, for retention and the owner's right to delete) is idempotent: a clip
+  already gone is fine (False), a destination that cannot say (unmounted NAS, network) is a
+  `SinkError`, and the deletion is retried later.
 - Failures at the destination (missing directory, full disk, network) are `SinkError`: the
   outbox keeps the clip and retries. Only the clip's own bytes failing verification is an
   `EnvelopeError`, so a destination that fails mid-copy never gets a good clip quarantined.
@@ -201,6 +204,28 @@ class DirectoryUploader:
             raise
         fsync_dir(target.parent)
 
+    def delete(self, object_name: str) -> bool:
+        """Remove a clip for good: True if it was here, False if it was already gone.
+
+        Idempotent. An unmounted or unmarked directory raises SinkError: an empty mount point
+        says nothing about the clips on the NAS, so "already gone" would be a lie there. The
+        unlink is made durable (the stream's directory is fsynced) before this returns.
+        """
+        target = self.root / _check_object_name(object_name)
+        check_sink_dir(self.root, self.require_mount)
+        _remove_quietly(target.with_name(f".{target.name}.tmp"))  # a copy cut short by a crash
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise SinkError(f"cannot delete {target}: {e.strerror or e}") from e
+        try:
+            fsync_dir(target.parent)
+        except OSError as e:
+            raise SinkError(f"cannot make the deletion of {target} durable: {e.strerror or e}") from e
+        return True
+
 
 def read_credentials_file(path: Path) -> tuple[str, str]:
     """AWS shared-credentials format, `[default]` section. The file must be 0600."""
@@ -270,3 +295,26 @@ class S3Uploader:
             )
         except (BotoCoreError, ClientError) as e:
             raise SinkError(f"upload of {key} to bucket {self.bucket!r} failed: {e}") from e
+
+    def delete(self, object_name: str) -> bool:
+        """DeleteObject: True if the object was there, False if it was already gone. Idempotent.
+
+        S3 answers a DeleteObject of a missing key with success too, so a HEAD first tells the two
+        apart (for the report only: the delete is sent either way). A bucket with versioning
+        keeps older versions; this deletes the current one (see README, Retention).
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self.prefix + _check_object_name(object_name)
+        try:
+            try:
+                self._client.head_object(Bucket=self.bucket, Key=key)
+                existed = True
+            except ClientError as e:
+                if str(e.response.get("Error", {}).get("Code")) not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+                existed = False
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError) as e:
+            raise SinkError(f"deletion of {key} from bucket {self.bucket!r} failed: {e}") from e
+        return existed

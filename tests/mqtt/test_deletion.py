@@ -1,0 +1,75 @@
+"""Owner-signed deletion requests in the pure access state machine: who may delete, replay, receipts."""
+
+from __future__ import annotations
+
+import pytest
+from access_world import ALICE, BOB, HUB, MALLORY, ROSTER_V1, T0_WALL_MS, TEEN
+from test_access_machine import Hub
+
+from agent import access as A
+from agent.crypto.keys import DeviceIdentity
+from agent.errors import AccessError
+
+WINDOW = A.Scope.make(["porch"], [], T0_WALL_MS - 7_200_000 + 1_800_000, T0_WALL_MS)
+
+
+def _req(who: DeviceIdentity, counter: int, scope: A.Scope = WINDOW, rv: int = 1, n: int = 1) -> bytes:
+    return A.make_delete_request(who, HUB.key_id, bytes([n]) * 16, scope, counter, rv, T0_WALL_MS)
+
+
+def _run(hub: Hub, data: bytes) -> tuple[A.Result, A.DeleteOrder | None]:
+    hub.state, r, order = A.on_delete_request(hub.state, data, hub=HUB, now_mono_s=0, now_wall_ms=T0_WALL_MS,
+                                              known_cameras=frozenset({"porch"}))
+    return r, order
+
+
+def test_an_owner_deletion_is_recorded_before_it_is_carried_out() -> None:
+    hub = Hub()
+    r, order = _run(hub, _req(ALICE, 5))
+    assert order is not None and order.device == ALICE.key_id and order.scope == WINDOW
+    assert r.status == "delete" and [k for k, _ in r.audit] == ["delete_request"] and not r.outbound
+    assert hub.state.counters[ALICE.key_id] == 5
+
+
+@pytest.mark.parametrize("case", ["forged", "replayed", "stale", "member", "unknown", "empty", "camera"])
+def test_bad_delete_requests_are_refused(case: str) -> None:
+    hub = Hub()
+    assert _run(hub, _req(ALICE, 5))[1] is not None
+    data = {
+        "forged": _req(ALICE, 9)[:-20] + b'AAAAAAAAAAAAAAAAAAA"}',
+        "replayed": _req(ALICE, 5, n=2),
+        "stale": _req(BOB, 9, rv=7),
+        "member": _req(TEEN, 9),
+        "unknown": _req(MALLORY, 9),
+        "empty": None,
+        "camera": _req(BOB, 9, A.Scope.make(["bedroom"], [], 0, T0_WALL_MS)),
+    }[case]
+    if data is None:
+        with pytest.raises(AccessError):
+            _req(BOB, 9, A.Scope.make([], [], 0, 1))
+        return
+    r, order = _run(hub, data)
+    assert order is None and r.status == "refused"
+    if case in ("forged", "unknown"):
+        assert not r.authenticated and not r.outbound and not r.audit  # no amplification
+    else:
+        assert r.audit and r.audit[0][0] == "access_refused"
+        receipt = A.parse_delete_receipt(r.outbound[0].payload, HUB.public)
+        assert receipt.status == "refused" and receipt.reason
+    # The exact same accepted message again: a duplicate, nothing deleted twice.
+    r, order = _run(hub, _req(ALICE, 5))
+    assert order is None and r.status == "duplicate"
+
+
+def test_the_receipt_says_which_parts_are_storage_only() -> None:
+    scope = A.Scope.make(["porch"], [], 1_800_000, 5 * 3_600_000 + 60_000)
+    assert A.storage_only_ranges(scope) == [[1_800_000, 3_600_000], [5 * 3_600_000, 5 * 3_600_000 + 60_000]]
+    msg = A.delete_receipt_message(HUB, "ab" * 16, ALICE.key_id, "deleted", "", scope,
+                                   [{"clip": "cd" * 16, "camera": "porch", "start_ms": 1, "end_ms": 2,
+                                     "places": ["outbox", "nas"]}], [], T0_WALL_MS)
+    rc = A.parse_delete_receipt(msg, HUB.public)
+    assert rc.deleted[0]["places"] == ["outbox", "nas"] and len(rc.storage_only) == 2
+    rid, device, got = A.parse_delete_request(_req(ALICE, 3), HUB.key_id, ROSTER_V1)
+    assert device == ALICE.key_id and got == WINDOW
+    with pytest.raises(AccessError):
+        A.parse_delete_request(_req(TEEN, 3), HUB.key_id, ROSTER_V1)
