@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nacl.exceptions
 import pytest
+import test_upload_s3
 from nacl.public import PrivateKey, SealedBox
 
 from agent.cli.main import main
@@ -44,6 +45,8 @@ from agent.errors import (
     TamperedClip,
     WrongRecipient,
 )
+
+s3_endpoint = test_upload_s3.s3_endpoint  # the moto S3 server (real HTTP), shared fixture
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, an epoch boundary
 H = 3600
@@ -101,16 +104,19 @@ def _every_file_bytes(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
 
 
-def test_shredded_epochs_never_open_with_every_file(tmp_path: Path) -> None:
+def test_shredded_epochs_never_open_with_every_file(tmp_path: Path, s3_endpoint: str) -> None:
     h, lst = _household(tmp_path)
     starts = [T0 + k * H + 600 for k in range(6)]  # one clip in each of six epochs
     clips = _seal_series(h, lst, starts)
     cloud, nas = tmp_path / "cloud", tmp_path / "nas"
     cloud.mkdir()
     nas.mkdir()
+    s3 = test_upload_s3._client(s3_endpoint)
+    s3.create_bucket(Bucket="kept-forever")
     for i, (_, _, data) in enumerate(clips):
         (cloud / f"{i}.epaclip").write_bytes(data)
         (nas / f"{i}.epaclip").write_bytes(data)
+        s3.put_object(Bucket="kept-forever", Key=f"clips/{i}.epaclip", Body=data)  # an S3 copy (moto, real HTTP)
     e0 = epoch_of(T0, lst.epoch_s)
     doomed = {e: bytes(h.store.secret_for(e)) for e in range(e0, e0 + 3)}
 
@@ -133,7 +139,12 @@ def test_shredded_epochs_never_open_with_every_file(tmp_path: Path) -> None:
         assert secret not in everything and _b64(secret).encode() not in everything
     assert not list(tmp_path.rglob("*.tmp"))
 
-    for copy in (cloud, nas):
+    s3_copy = tmp_path / "from-s3"
+    s3_copy.mkdir()
+    for i in range(len(clips)):
+        got = s3.get_object(Bucket="kept-forever", Key=f"clips/{i}.epaclip")["Body"].read()
+        (s3_copy / f"{i}.epaclip").write_bytes(got)
+    for copy in (cloud, nas, s3_copy):
         for i, (start, payload, _) in enumerate(clips):
             data = (copy / f"{i}.epaclip").read_bytes()
             e = epoch_of(start, lst.epoch_s)

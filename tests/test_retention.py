@@ -460,3 +460,22 @@ def test_expiry_ticker_runs_at_start(hub_env: Env, tmp_path: Path) -> None:
     ticker.stop()
     assert done == ["clips_expired", "clips_deleted"] and list(e.nas.rglob("*.epaclip")) == []
     assert ExpiryTicker.start_for(loaded, e.clock, None) is None  # no hub identity: nothing to expire
+
+
+def test_hub_only_eviction_keeps_what_already_reached_a_destination(tmp_path: Path) -> None:
+    """A full hub disk evicts the hub's own copy only: a clip delivered to the NAS but still
+    queued for a second, unreachable destination stays on the NAS and in the index."""
+    e = Env(tmp_path)
+    gone = DirectoryUploader(tmp_path / "not-mounted", e.hub.public, name="directory:second")
+    try:
+        info = e.seal("porch", [e.dir_up.name, gone.name], 1000.0)
+        e.ob.drain({e.dir_up.name: e.dir_up, gone.name: gone})
+        assert list(e.nas.rglob("*.epaclip"))
+        delete_clips(e.ob, {e.dir_up.name: e.dir_up, gone.name: gone}, [info.clip_id_hex], reason="evicted",
+                     by="full-disk", now_s=2000.0, audit=e.audit.append, hub_only=True)
+        assert list(e.nas.rglob("*.epaclip"))  # the delivered copy is kept
+        assert info.clip_id_hex in {c.clip_id for c in e.ob.list_clips()}
+        assert not list((e.data / "outbox").rglob(f"{info.clip_id_hex}.epaclip"))  # the hub's copy went
+        assert e.entries("clips_evicted")
+    finally:
+        e.close()

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agent.access.machine import HubState, Outbound, Result, _bounded, _frozen, _hub_msg
+from agent.access.machine import HubState, Outbound, Result, _bounded, _frozen, _hub_msg, _tallied
 from agent.access.wire import (
     PROTOCOL_VERSION,
     Scope,
@@ -88,7 +88,7 @@ def on_delete_request(state: HubState, data: bytes, *, hub: HubIdentity, now_mon
                       known_cameras: frozenset[str] | None = None) -> tuple[HubState, Result, DeleteOrder | None]:
     """Authenticate a delete request. The Result's audit entry and the consumed counter must be
     durable before the returned order is carried out (record, then act)."""
-    state, _ = state.tick(now_mono_s)
+    state, now = state.tick(now_mono_s)
     try:
         m = parse_message(data, "delete_request")
         if state.roster.is_revoked(m.signer):
@@ -106,7 +106,9 @@ def on_delete_request(state: HubState, data: bytes, *, hub: HubIdentity, now_mon
         rv = int_field(b["roster_version"], "delete_request: roster_version", 1)
         int_field(b["signed_ms"], "delete_request: signed_ms")
     except AccessError as e:
-        return state, Result("refused", str(e), authenticated=False), None
+        # Forged or malformed: no answer (no amplification), but counted into the audited refusal
+        # summary, so an attempt to delete the household's clips is on record.
+        return _tallied(state, "unauthenticated_delete", now), Result("refused", str(e), authenticated=False), None
     digest = message_digest(m.raw)
     if digest in state.seen:
         return state, Result("duplicate", "delete request already processed"), None

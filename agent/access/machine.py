@@ -65,7 +65,7 @@ STRICTEST_APPROVALS = 2
 
 #: Refusals counted instead of audited one by one (flooding): what they are called in the summary.
 TALLIED = ("unverified_refused", "unverified_limit", "requester_limit", "role_limit", "hub_limit",
-           "unverified_bad_request")
+           "unverified_bad_request", "unauthenticated_delete")
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,7 +112,8 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             CameraPipeline(
                 policy,
                 build_analyzers(loaded, cam, policy, clock, events),
-                build_sinks(loaded, cam.id, fps, events, clock),
+                build_sinks(loaded, cam.id, fps, events, clock, audit=audit.append if audit is not None else None,
+                            purger=lambda: hub.outbox if hub is not None else None),
                 modes.current,
                 events,
                 clock=clock,

@@ -25,3 +25,12 @@ class RetentionConfig(EpochKeySettings):
         "`null` (default): keep clips for ever. Expiry runs at the start of `run` and every 10 minutes, "
         "and on demand with `privacy-agent clips expire`; each run is recorded in the audit log.",
     )
+    min_free_mb: int = Field(
+        default=64, ge=0, le=1_000_000, strict=True,
+        description="Keep at least this many MiB free on the disk of the hub's data directory. Before each "
+        "clip segment (and when a write fails for lack of space) the hub evicts the OLDEST encrypted clips "
+        "still queued in its outbox (audited as `clips_evicted`, deleted everywhere like any deletion) to keep "
+        "this much plus one segment free; plaintext is never written to make room. When evicting cannot make "
+        "room, the camera's frames are withheld (a `storage_full` event) until space returns. 0: evict only "
+        "when the disk is actually full.",
+    )

@@ -152,7 +152,8 @@ class CameraPipeline:
         """Start analysing a frame, or withhold it at once when a live source lags (no work queued)."""
         return self._lagging(frame, live) or self._runner.submit(frame)
 
-    def _finish(self, pending: PendingAnalysis | Decision, live: bool) -> tuple[Decision, RedactedFrame | None]:
+    def _finish(self, pending: PendingAnalysis | Decision, live: bool, *,
+                note: bool = True) -> tuple[Decision, RedactedFrame | None]:
         if isinstance(pending, Decision):
             decision = pending
             frame = None
@@ -183,7 +184,8 @@ class CameraPipeline:
                 out = None
             if out is None and decision.action is not Action.WITHHOLD:
                 decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, ("redact_refused",))
-        self._note_withhold(decision)
+        if note:
+            self._note_withhold(decision)
         return decision, out
 
     def _note_withhold(self, d: Decision) -> None:
@@ -275,7 +277,9 @@ class CameraPipeline:
                 if item is None:
                     break
                 live = self._live
-                decision, out = self._finish(item, live)
+                # Noted once, after the sinks' checks: a frame released by the policy and then
+                # held for a sink is one withheld frame, not a "released" and a "withheld" event.
+                decision, out = self._finish(item, live, note=False)
                 out_index: int | None = None
                 if out is not None and self._sink_stage_dead.is_set():
                     out, decision = None, self._withhold_for_sinks(decision, "sink_failed")
@@ -287,6 +291,7 @@ class CameraPipeline:
                     # Never let a slow sink turn into unbounded memory; a
                     # dropped frame is a withheld frame, never a raw one.
                     out, decision = None, self._withhold_for_sinks(decision, "sink_backlog")
+                self._note_withhold(decision)
                 self.stats.count(decision)
                 if out is not None:
                     out_index = self.stats.frames_out
@@ -421,9 +426,7 @@ class CameraPipeline:
 
     def _withhold_for_sinks(self, d: Decision, reason: str) -> Decision:
         """A released frame the sink stage cannot take becomes a withheld one (never queued raw)."""
-        withheld = Decision(self.camera_id, d.frame_index, d.t_s, Action.WITHHOLD, (reason,))
-        self._note_withhold(withheld)
-        return withheld
+        return Decision(self.camera_id, d.frame_index, d.t_s, Action.WITHHOLD, (reason,))
 
     def _put(self, out_q: queue.Queue[RedactedFrame | Decision | None], item: RedactedFrame | Decision | None) -> None:
         """Hand an item to the sink stage; never blocks for good on a stage that has died."""

@@ -225,7 +225,7 @@ class _Planned:
                 "places": [d or "hub" for d, _ in self.places]}
 
 
-def _plan(outbox: Outbox, clip_ids: Sequence[str]) -> list[_Planned]:
+def _plan(outbox: Outbox, clip_ids: Sequence[str], hub_only: bool = False) -> list[_Planned]:
     q = outbox.queue
     marks = ",".join("?" * len(clip_ids))
     rows = q.rows(
@@ -242,14 +242,19 @@ def _plan(outbox: Outbox, clip_ids: Sequence[str]) -> list[_Planned]:
     for cid, cam, stream, seq, start, end in rows:
         cid = str(cid)
         own = index.object_name(str(stream), int(seq), cid)
-        dests = sorted(places.get(cid, {}).items())
+        dests = [] if hub_only else sorted(places.get(cid, {}).items())
         out.append(_Planned(cid, str(cam), str(stream), int(seq), None if start is None else float(start),
                             None if end is None else float(end), ((HUB_PLACE, own), *dests)))
     out.sort(key=lambda p: (p.stream, p.seq))
     return out
 
 
-def _record(outbox: Outbox, planned: Sequence[_Planned], reason: str, by: str, now_s: float) -> None:
+def _record(outbox: Outbox, planned: Sequence[_Planned], reason: str, by: str, now_s: float,
+            hub_only: bool = False) -> None:
+    # Hub-only (eviction on a full disk): the copies already delivered stay where they are, and
+    # the index keeps knowing them; only the hub's own copy and its queue rows go.
+    tables = ("deliveries", "clips") if hub_only else ("deliveries", "clips", "clip_index", "placements")
+
     def write(db: sqlite3.Connection) -> None:
         for p in planned:
             db.executemany(
@@ -257,8 +262,13 @@ def _record(outbox: Outbox, planned: Sequence[_Planned], reason: str, by: str, n
                 "start_wall_s, end_wall_s, reason, requested_by, requested_wall_s) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(p.clip_id, d, obj, p.camera_id, p.stream, p.seq, p.start_wall_s, p.end_wall_s, reason, by, now_s)
                  for d, obj in p.places])
-            for table in ("deliveries", "clips", "clip_index", "placements"):
+            for table in tables:
                 db.execute(f"DELETE FROM {table} WHERE clip_id=?", (p.clip_id,))
+            if hub_only:
+                # A clip that never reached any destination exists nowhere any more: the index
+                # forgets it too (the audit entry keeps the fact).
+                db.execute("DELETE FROM clip_index WHERE clip_id=? AND NOT EXISTS "
+                           "(SELECT 1 FROM placements WHERE clip_id=?)", (p.clip_id, p.clip_id))
 
     outbox.queue.write(write)
 
@@ -334,11 +344,12 @@ def _plan_kind(reason: str) -> str:
 
 def delete_clips(outbox: Outbox, uploaders: Mapping[str, Uploader], clip_ids: Iterable[str], *, reason: str,
                  by: str, now_s: float, audit: AuditFn, events: EventPurger | None = None,
-                 plan_fields: Mapping[str, Any] | None = None) -> DeletionReport:
+                 plan_fields: Mapping[str, Any] | None = None, hub_only: bool = False) -> DeletionReport:
     """Delete `clip_ids` everywhere (see the module docstring). `reason`: "expired", "owner",
     "evicted", ...; `by`: who asked (a device key id, "retention"); `now_s`: wall time;
-    `plan_fields`: extra fields for the planned entry (counts, periods). Raises SinkError when
-    the outbox database fails and whatever `audit` raises (then nothing was deleted)."""
+    `plan_fields`: extra fields for the planned entry (counts, periods); `hub_only`: only the
+    hub's own copy (a full disk: copies already delivered are kept). Raises SinkError when the
+    outbox database fails and whatever `audit` raises (then nothing was deleted)."""
     outbox.require_exclusive("delete clips")
     ids = list(dict.fromkeys(clip_ids))
     valid = [c for c in ids if isinstance(c, str) and _CLIP_ID_RE.match(c)]
@@ -349,7 +360,7 @@ def delete_clips(outbox: Outbox, uploaders: Mapping[str, Uploader], clip_ids: It
     for i in range(0, len(valid), MAX_CLIPS_PER_ENTRY):
         chunk = valid[i:i + MAX_CLIPS_PER_ENTRY]
         try:
-            planned = _plan(outbox, chunk)
+            planned = _plan(outbox, chunk, hub_only)
             already = {str(r[0]) for r in outbox.queue.rows(
                 f"SELECT DISTINCT clip_id FROM pending_deletions WHERE clip_id IN ({','.join('?' * len(chunk))})",
                 chunk)}
@@ -365,7 +376,7 @@ def delete_clips(outbox: Outbox, uploaders: Mapping[str, Uploader], clip_ids: It
         try:
             if planned:
                 with outbox.delivery_lock:
-                    _record(outbox, planned, reason, by, now_s)
+                    _record(outbox, planned, reason, by, now_s, hub_only)
             targets = [c for c in chunk if c in known or c in already]
             if events is not None and targets:
                 try:

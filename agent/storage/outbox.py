@@ -120,6 +120,10 @@ class Uploader(Protocol):
         """Store the file under `object_name`. Raises SinkError (retry) or EnvelopeError (refuse)."""
 
 
+class ClipNotRecorded(SinkError):
+    """The transaction that queues a sealed clip failed: the clip is not in the outbox."""
+
+
 @dataclass(frozen=True, slots=True)
 class DrainResult:
     uploaded: int
@@ -255,12 +259,16 @@ class Outbox:
 
         `start_wall_s`/`end_wall_s` (wall time of the clip's first frame and of its end) go into
         the index for `clips list`. The `clip_sealed` report (with `details`) commits in the same
-        transaction as the clip.
+        transaction as the clip. `seal_part` then `record_part`; a clip that could not be
+        recorded leaves no `.part` behind.
         """
+        self.seal_part(fh, part, info.clip_id_hex)
+        return self.record_part(part, info, camera_id, dests, start_wall_s=start_wall_s, end_wall_s=end_wall_s,
+                                **details)
+
+    def seal_part(self, fh: BinaryIO, part: Path, clip_id: str) -> None:
+        """Flush, fsync and close a finished `.part`; on failure it is removed (SinkError)."""
         self._require_exclusive("commit a clip")
-        stream = info.header.stream_id.hex()
-        clip_id = info.clip_id_hex
-        final = part.with_name(index.local_name(clip_id))
         try:
             fh.flush()
             os.fsync(fh.fileno())
@@ -268,6 +276,18 @@ class Outbox:
         except OSError as e:
             self.discard_part(fh, part)
             raise SinkError(f"cannot write clip {clip_id} to the outbox ({part}): {e.strerror or e}") from e
+
+    def record_part(self, part: Path, info: ClipInfo, camera_id: str, dests: list[str], *,
+                    start_wall_s: float | None = None, end_wall_s: float | None = None,
+                    keep_unrecorded: bool = False, **details: Any) -> Path:
+        """Queue a sealed `.part` (one transaction), then rename it. `ClipNotRecorded` when the
+        transaction failed: the `.part` is removed, or kept with `keep_unrecorded` (the clip sink
+        makes room on a full disk and tries again). Any later failure is a plain SinkError and the
+        `.part` must stay: its row is committed and recovery renames it."""
+        self._require_exclusive("commit a clip")
+        stream = info.header.stream_id.hex()
+        clip_id = info.clip_id_hex
+        final = part.with_name(index.local_name(clip_id))
 
         def record(db: sqlite3.Connection) -> None:
             db.execute(
@@ -298,8 +318,9 @@ class Outbox:
         try:
             self._q.write(record)
         except sqlite3.Error as e:
-            part.unlink(missing_ok=True)
-            raise SinkError(f"cannot record clip {clip_id} in the outbox database: {e}") from e
+            if not keep_unrecorded:
+                part.unlink(missing_ok=True)
+            raise ClipNotRecorded(f"cannot record clip {clip_id} in the outbox database: {e}") from e
         try:
             os.replace(part, final)
         except OSError as e:

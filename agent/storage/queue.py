@@ -6,7 +6,8 @@ it. What that takes lives here, once:
 
 - **Opening:** WAL journal (readers never block the writer), a `synchronous` level chosen by the
   caller, the caller's schema plus a small `meta` table, and the file readable by its owner only
-  (0600, and so are its `-wal` and `-shm`).
+  (0600, and so are its `-wal` and `-shm`); the `-wal` is checkpointed every
+  `WAL_CHECKPOINT_PAGES` pages and truncated to `WAL_LIMIT_BYTES`, so it stays small on a full disk.
   `FULL` is for rows that stand for a file that must survive power loss (a sealed clip);
   `NORMAL` loses nothing on a process crash (kill -9) and at most the last rows on power loss,
   which the event outbox accepts.
@@ -44,6 +45,10 @@ T = TypeVar("T")
 #: Tries of one write before its error reaches the caller, and the pause between them.
 WRITE_ATTEMPTS = 3
 WRITE_PAUSE_S = 0.05
+#: Pages between automatic checkpoints of the `-wal` (SQLite's default: 1000, some 4 MB).
+WAL_CHECKPOINT_PAGES = 128
+#: Bytes the `-wal` file is truncated to after a checkpoint (SQLite's default: never).
+WAL_LIMIT_BYTES = 512 * 1024
 
 _META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);"
 
@@ -73,6 +78,10 @@ class SqliteQueue:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
+        # A bounded `-wal`: by default it grows to ~4 MB and never shrinks, space that no eviction
+        # on a full disk could ever win back (`agent.storage.space`).
+        self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         self._db.executescript(schema + "\n" + _META_SCHEMA)
         # A database (and its -wal/-shm) that an older version created 0644.
         for p in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):

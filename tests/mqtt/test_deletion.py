@@ -51,7 +51,8 @@ def test_bad_delete_requests_are_refused(case: str) -> None:
     r, order = _run(hub, data)
     assert order is None and r.status == "refused"
     if case in ("forged", "unknown"):
-        assert not r.authenticated and not r.outbound and not r.audit  # no amplification
+        assert not r.authenticated and not r.outbound and not r.audit  # no amplification...
+        assert hub.state.tally["unauthenticated_delete"] == 1  # ...but on record in the refusal summary
     else:
         assert r.audit and r.audit[0][0] == "access_refused"
         receipt = A.parse_delete_receipt(r.outbound[0].payload, HUB.public)

@@ -16,12 +16,18 @@ Invariants:
   (`agent.storage.sinks.epochs.EpochKeyring`); a device without one follows
   `retention.missing_epoch_key` (long-term key with an event, or nothing sealed and the
   camera's frames withheld: `hold_reason()`, which the pipeline asks for every frame).
+- The hub's own disk (`agent.storage.space.SpaceGuard`): before a segment starts, and when a write
+  or a commit fails for lack of space, the oldest queued ciphertext in the outbox is evicted
+  (audited, through `delete_clips`); when nothing can make room the segment is dropped (its
+  `.part` removed) and `hold_reason()` withholds the camera's frames (`storage_full`, or
+  `storage_read_only` for an outbox that cannot be written) until the disk recovers.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,9 +51,11 @@ from agent.crypto.keys import (
 )
 from agent.errors import ConfigError, EnvelopeError, SinkError
 from agent.media.video import VideoEncoder
-from agent.storage.outbox import Outbox, Uploader
+from agent.storage.deletion import AuditFn, EventPurger
+from agent.storage.outbox import ClipNotRecorded, Outbox, Uploader
 from agent.storage.sinks.epochs import EpochKeyring
 from agent.storage.sinks.upload import DirectoryUploader, S3Uploader, read_credentials_file
+from agent.storage.space import MIB, SpaceGuard
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +119,9 @@ class ClipSink:
         stream_label: str | None = None,
         encoder_factory: EncoderFactory = _default_encoder,
         epoch_keys: EpochKeyring | None = None,
+        min_free_bytes: int = 0,
+        audit: AuditFn | None = None,
+        purger: Callable[[], EventPurger | None] = lambda: None,
     ) -> None:
         if not recipients:
             raise SinkError(f"camera {camera_id}: encrypted clips need at least one recipient")
@@ -136,17 +147,24 @@ class ClipSink:
         self.committed: list[Path] = []
         #: Frames inside clips committed to the outbox: what was actually stored.
         self.frames_stored = 0
+        #: Frames that reached the sink and were not stored because the hub's disk failed them.
+        self.frames_dropped = 0
         self._interrupted = False
+        # `audit` None: nothing is ever evicted (record, then act); a full disk withholds.
+        self._space = SpaceGuard(outbox, self._uploaders, camera_id=camera_id, stream=self.stream, clock=clock,
+                                 min_free_bytes=min_free_bytes, audit=audit, purger=purger, on_event=on_event)
 
     # --- segments ------------------------------------------------------------------
 
-    def _start(self, frame: RedactedFrame) -> _Segment:
+    def _start(self, frame: RedactedFrame) -> _Segment | None:
         # One wall time for the epoch keys and the start sealed into the clip's metadata.
         wall_s = self._clock.wall()
         # Before anything is opened: with `missing_epoch_key: withhold` this raises and no clip
         # is started at all (fail closed).
         recipients: Sequence[DevicePublic | EpochRecipient] = (
             self._recipients if self._epochs is None else self._epochs.recipients(self._recipients, wall_s))
+        if not self._space.ready():
+            return None  # the disk is full and nothing can be evicted: held, nothing opened
         cid = nacl.utils.random(CLIP_ID_BYTES)
         fh, part = self._outbox.open_part(self.stream, cid.hex())
         try:
@@ -159,8 +177,19 @@ class ClipSink:
         return _Segment(fh, part, writer, enc, frame, wall_s)
 
     def _abort(self, seg: _Segment) -> None:
+        try:
+            size = os.fstat(seg.fh.fileno()).st_size
+        except (OSError, ValueError):
+            size = 0
+        self._space.note_partial(size)
         seg.writer.abort()
         self._outbox.discard_part(seg.fh, seg.part)
+
+    def _dropped(self, seg: _Segment | None, err: SinkError) -> None:
+        """A segment lost to the disk (room was made for the next one, or the camera is held)."""
+        lost = seg.frames if seg is not None else 0
+        self.frames_dropped += lost
+        log.warning("camera %s: %d frame(s) not stored: %s", self._camera_id, lost, err)
 
     def _metadata(self, seg: _Segment) -> dict[str, Any]:
         return {
@@ -191,36 +220,92 @@ class ClipSink:
             info = seg.writer.finish(meta)
         except (SinkError, EnvelopeError, OSError) as e:
             self._abort(seg)
-            raise SinkError(f"camera {self._camera_id}: finishing a clip failed: {e}") from e
+            err = SinkError(f"camera {self._camera_id}: finishing a clip failed: {e}")
+            if self._space.failed(e) is None:
+                raise err from e
+            self._dropped(seg, err)
+            return
+        try:
+            self._outbox.seal_part(seg.fh, seg.part, info.clip_id_hex)
+        except SinkError as e:
+            if self._space.failed(e) is None:
+                raise
+            self._dropped(seg, e)
+            return
         # The outbox reports `clip_sealed` itself, from the same transaction that queues the clip.
         # The times in the hub's index are the very ones sealed into the clip's metadata, so
         # `clips list` and an opened clip agree.
-        final = self._outbox.commit(seg.fh, seg.part, info, self._camera_id, list(self._uploaders),
-                                    start_wall_s=meta["start_wall_s"], end_wall_s=meta["end_wall_s"],
-                                    frames=seg.frames, recipients=list(info.header.recipient_ids))
+        for attempt in (1, 2):
+            try:
+                final = self._outbox.record_part(
+                    seg.part, info, self._camera_id, list(self._uploaders), keep_unrecorded=True,
+                    start_wall_s=meta["start_wall_s"], end_wall_s=meta["end_wall_s"], frames=seg.frames,
+                    recipients=list(info.header.recipient_ids))
+                break
+            except ClipNotRecorded as e:
+                # The database could not take the row: on a full disk, evict and try once more.
+                retry = self._space.failed(e)
+                if retry and attempt == 1:
+                    continue
+                seg.part.unlink(missing_ok=True)
+                if retry is None:
+                    raise
+                self._dropped(seg, e)
+                return
         self.committed.append(final)
         self.frames_stored += seg.frames
+        self._space.note_clip(info.size_bytes)
         if not self._interrupted:
-            self._outbox.drain(self._uploaders, self.stream)
+            try:
+                self._outbox.drain(self._uploaders, self.stream)
+            except SinkError as e:
+                if self._space.failed(e) is None:
+                    raise
+                # The clip is safe in the outbox; its delivery is retried on a later drain.
+                log.warning("camera %s: delivering clips failed on a full disk: %s", self._camera_id, e)
 
     # --- Sink protocol ---------------------------------------------------------------
 
     def write(self, frame: RedactedFrame) -> None:
         rf = require_redacted(frame)
+        if self._space.hold_reason() is not None:
+            # A frame that passed the pipeline's check before the hold began: never stored.
+            self.frames_dropped += 1
+            return
         seg = self._seg
         if seg is not None and (
             (rf.width_px, rf.height_px) != (seg.width_px, seg.height_px)
             or rf.t_s - seg.start_t_s >= self._segment_s
         ):
             self._finish()
-            seg = None
+        for attempt in (1, 2):
+            try:
+                self._write_frame(rf)
+                return
+            except SinkError as e:
+                # The segment is already dropped. A full disk made room (try once more with this
+                # frame) or holds the camera; anything else is the pipeline's sink failure.
+                retry = self._space.failed(e)
+                if retry is None:
+                    raise
+                if not retry or attempt == 2:
+                    self.frames_dropped += 1
+                    log.warning("camera %s: a frame was not stored: %s", self._camera_id, e)
+                    return
+
+    def _write_frame(self, rf: RedactedFrame) -> None:
+        seg = self._seg
         if seg is None:
             seg = self._seg = self._start(rf)
+            if seg is None:
+                self.frames_dropped += 1
+                return
         try:
             seg.enc.write(rf)
         except (SinkError, OSError, EnvelopeError) as e:
             self._seg = None
             self._abort(seg)
+            self._dropped(seg, SinkError(str(e)))
             raise SinkError(f"camera {self._camera_id}: writing a clip failed: {e}") from e
         seg.frames += 1
         seg.end_t_s = rf.t_s
@@ -231,8 +316,10 @@ class ClipSink:
 
     def hold_reason(self) -> str | None:
         """A reason to withhold the camera's frames before they reach any sink, or None: with
-        `retention.missing_epoch_key: withhold`, a recipient without an epoch key for now."""
-        return None if self._epochs is None else self._epochs.hold_reason(self._recipients)
+        `retention.missing_epoch_key: withhold`, a recipient without an epoch key for now; a full
+        (`storage_full`) or read-only (`storage_read_only`) hub disk."""
+        hold = None if self._epochs is None else self._epochs.hold_reason(self._recipients)
+        return hold or self._space.hold_reason()
 
     def withheld(self, camera_id: str, index: int, t_s: float) -> None:
         if self._seg is not None and t_s - self._seg.start_t_s >= self._segment_s:
@@ -309,9 +396,12 @@ def camera_recipients(loaded: LoadedConfig, camera_id: str) -> tuple[DevicePubli
 
 
 def build_clip_sinks(
-    loaded: LoadedConfig, camera_id: str, fps: float, on_event: EventCallback, clock: Clock
+    loaded: LoadedConfig, camera_id: str, fps: float, on_event: EventCallback, clock: Clock, *,
+    audit: AuditFn | None = None, purger: Callable[[], EventPurger | None] = lambda: None,
 ) -> list[ClipSink]:
-    """One ClipSink per distinct `segment_s` among the encrypted sinks of the config."""
+    """One ClipSink per distinct `segment_s` among the encrypted sinks of the config. `audit`
+    (the hub's audit log) lets a full disk evict the oldest queued clips; without it a full disk
+    withholds. `purger`: the MQTT event outbox, whose events of evicted clips go with them."""
     encrypted = [
         s for s in loaded.config.sinks if not (isinstance(s, DirectorySinkConfig) and s.plaintext)
     ]
@@ -334,6 +424,7 @@ def build_clip_sinks(
                 outbox=Outbox(loaded.data_dir, clock, on_event),
                 uploaders=build_uploaders(loaded, cfgs, hub.public), clock=clock, on_event=on_event,
                 camera_name=cam.name, stream_label=label, epoch_keys=keyring,
+                min_free_bytes=loaded.config.retention.min_free_mb * MIB, audit=audit, purger=purger,
             )
         )
     log.info("camera %s: encrypted clips for %d recipient(s)", camera_id, len(recips))

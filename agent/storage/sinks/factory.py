@@ -7,11 +7,13 @@ Invariant: a plaintext sink exists only where the config says
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from agent.clock import Clock
 from agent.config import DirectorySinkConfig, LoadedConfig
 from agent.core.events import EventCallback
 from agent.core.ports import Sink
+from agent.storage.deletion import AuditFn, EventPurger
 from agent.storage.sinks.directory import PlaintextDirectorySink
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,9 @@ def plaintext_sinks(loaded: LoadedConfig) -> list[str]:
     ]
 
 
-def build_sinks(loaded: LoadedConfig, camera_id: str, fps: float, on_event: EventCallback, clock: Clock) -> list[Sink]:
+def build_sinks(loaded: LoadedConfig, camera_id: str, fps: float, on_event: EventCallback, clock: Clock, *,
+                audit: AuditFn | None = None, purger: Callable[[], EventPurger | None] = lambda: None) -> list[Sink]:
+    """The camera's sinks. `audit`/`purger`: see `build_clip_sinks` (a full disk's eviction)."""
     sinks: list[Sink] = []
     encrypted = []
     for s in loaded.config.sinks:
@@ -38,5 +42,5 @@ def build_sinks(loaded: LoadedConfig, camera_id: str, fps: float, on_event: Even
         # Encrypted clips (issue 4): one ClipSink per distinct segment_s, sharing the outbox.
         from agent.storage.sinks.clips import build_clip_sinks
 
-        sinks.extend(build_clip_sinks(loaded, camera_id, fps, on_event, clock))
+        sinks.extend(build_clip_sinks(loaded, camera_id, fps, on_event, clock, audit=audit, purger=purger))
     return sinks
