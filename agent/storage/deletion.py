@@ -130,8 +130,9 @@ class DeletionReport:
         def ms(v: float | None) -> int | None:
             return None if v is None else int(v * 1000)
 
-        deleted = [{"clip": c.clip_id, "camera": c.camera_id, "start_ms": ms(c.start_wall_s),
-                    "end_ms": ms(c.end_wall_s), "places": [p.label for p in c.places]}
+        deleted = [{"clip": c.clip_id, "camera": c.camera_id, "stream": c.stream, "seq": c.seq,
+                    "start_ms": ms(c.start_wall_s), "end_ms": ms(c.end_wall_s),
+                    "places": [p.label for p in c.places]}
                    for c in self.clips if c.complete]
         pending = [{"clip": c.clip_id, "places": [p.label for p in c.places if p.outcome == "failed"]}
                    for c in self.pending]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from access_world import ALICE, BOB, HUB, MALLORY, ROSTER_V1, T0_WALL_MS, TEEN
 from test_access_machine import Hub
@@ -74,3 +76,33 @@ def test_the_receipt_says_which_parts_are_storage_only() -> None:
     assert device == ALICE.key_id and got == WINDOW
     with pytest.raises(AccessError):
         A.parse_delete_request(_req(TEEN, 3), HUB.key_id, ROSTER_V1)
+
+
+def test_verify_explains_a_gap_by_a_signed_receipt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`verify --receipt`: a gap the hub signed for as an owner's deletion is DELETED, not MISSING;
+    a forged receipt counts for nothing."""
+    from access_world import make_clip
+
+    from agent.cli.main import main
+    from agent.crypto.envelope import verify_clip
+
+    clips = [make_clip(n) for n in (1, 2, 3)]  # sequence numbers 1, 2, 3 of one stream
+    infos = [verify_clip(c.data, HUB.public) for c in clips]
+    d = tmp_path / "nas"
+    d.mkdir()
+    for c in (clips[0], clips[2]):
+        (d / f"{c.clip_id}.epaclip").write_bytes(c.data)
+    hubpub = tmp_path / "hub.pub"
+    hubpub.write_text(HUB.public.encode() + "\n")
+    entry = {"clip": clips[1].clip_id, "camera": "porch", "stream": infos[1].header.stream_id.hex(),
+             "seq": infos[1].header.seq, "start_ms": 0, "end_ms": 1, "places": ["nas"]}
+    receipt = tmp_path / "receipt.json"
+    receipt.write_bytes(A.delete_receipt_message(HUB, "ab" * 16, ALICE.key_id, "deleted", "", WINDOW, [entry], [],
+                                                 T0_WALL_MS))
+    assert main(["verify", str(d), "--hub", str(hubpub)]) != 0  # the gap, unexplained
+    capsys.readouterr()
+    assert main(["verify", str(d), "--hub", str(hubpub), "--receipt", str(receipt)]) == 0
+    assert "DELETED" in capsys.readouterr().out
+    forged = tmp_path / "forged.json"
+    forged.write_bytes(receipt.read_bytes().replace(b'"status":"deleted"', b'"status":"refused"'))
+    assert main(["verify", str(d), "--hub", str(hubpub), "--receipt", str(forged)]) != 0

@@ -17,6 +17,7 @@ from conftest import PREFIX
 from mosquitto import Broker
 from test_access_cli import _pwfile
 
+from agent.access.recorder import EventRecorder, open_hub_audit
 from agent.cli.main import main
 from agent.clock import SystemClock
 from agent.config import load_config
@@ -75,7 +76,9 @@ mqtt:
     lst = store.generate(alice, now - 3 * HOUR, horizon_s=2 * 86_400, hub=load_hub_identity(data).key_id)
     install_epoch_list(data, lst.encode(), load_roster(data))
     hub = load_hub_identity(data)
-    ob = Outbox(data, SystemClock())
+    audit = open_hub_audit(data, SystemClock())
+    assert audit is not None
+    ob = Outbox(data, SystemClock(), EventRecorder(audit))  # as `run` does: clip reports reach the audit log
     ups = encrypted_uploaders(loaded)
     clips: dict[str, str] = {}
     e0 = int((now - 3 * HOUR) // HOUR)
@@ -93,6 +96,7 @@ mqtt:
         clips[name] = info.clip_id_hex
     assert ob.drain(ups).remaining == 0
     ob.close()
+    audit.close()
     cloud = tmp_path / "cloud"  # what somebody kept: a copy of every ciphertext
     shutil.copytree(nas, cloud, ignore=shutil.ignore_patterns(".epa-sink"))
     svc = HubMqtt.from_config(loaded)
@@ -125,8 +129,10 @@ def test_an_owner_deletion_removes_every_copy_from_use(house: dict[str, object],
     assert len(list(nas.rglob("*.epaclip"))) == 2
     # Alice deletes the first hour (one whole epoch): the hub deletes, signs a receipt, and her
     # device destroys that epoch's key.
+    receipt = Path(str(house["tmp"])) / "receipt.json"
     rc = main(["owner", "delete", "--identity", str(keys / "alice.key"), "--hub", str(data), "--camera", "porch",
-               "--from", str(e0 * HOUR * 1000), "--to", str((e0 + 1) * HOUR * 1000), "--wait", "15", *conn])
+               "--from", str(e0 * HOUR * 1000), "--to", str((e0 + 1) * HOUR * 1000), "--wait", "15",
+               "--receipt-out", str(receipt), *conn])
     out = capsys.readouterr().out
     assert rc == ExitCode.OK, out
     assert "hub deleted 1 clip(s)" in out and "destroyed 1 epoch key(s)" in out
@@ -149,3 +155,9 @@ def test_an_owner_deletion_removes_every_copy_from_use(house: dict[str, object],
     assert "past retention" in err and "Traceback" not in err
     assert _open(house, new_copy, "new.mp4") == ExitCode.OK
     assert len(list(nas.rglob("*.epaclip"))) == 1
+    # The gap it leaves is explained as DELETED, by the audit log or by the signed receipt.
+    capsys.readouterr()
+    assert main(["verify", str(nas), "--hub", str(data), "--audit-log", str(data / "audit" / "log.jsonl")]) == 0
+    assert "DELETED" in capsys.readouterr().out
+    assert (receipt.stat().st_mode & 0o777) == 0o600
+    assert main(["verify", str(cloud), "--hub", str(data), "--receipt", str(receipt)]) == 0

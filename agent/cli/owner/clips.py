@@ -24,8 +24,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.cli.owner.epochs import device_store
 from agent.cli.parsing import command_group
@@ -169,6 +171,30 @@ def _verify_targets(given: list[str]) -> list[Path]:
     return out
 
 
+@dataclass(frozen=True)
+class _ReceiptEntry:
+    """A hub-signed delete receipt, read as the deletion record `explain_gaps` understands."""
+
+    seq: int
+    kind: str
+    wall_ms: int
+    fields: Mapping[str, Any]
+
+
+def _receipt_entry(path: Path, hub: Any) -> _ReceiptEntry:
+    from agent import access as A
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise AgentError(f"cannot read delete receipt {path}: {e.strerror or e}") from None
+    rc = A.parse_delete_receipt(data, hub)
+    clips = [{"clip_id": d.get("clip"), "stream": d.get("stream"), "seq": d.get("seq")} for d in rc.deleted
+             if isinstance(d.get("stream"), str) and isinstance(d.get("seq"), int)]
+    return _ReceiptEntry(0, "clips_deleted", rc.issued_ms,
+                         {"phase": "planned", "reason": "owner (signed receipt)", "by": rc.device, "clips": clips})
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify each clip (a directory: every .epaclip in it), one line each, then the chain.
 
@@ -198,20 +224,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
               f"{info.chunk_count} chunks, recipients {', '.join(h.recipient_ids)}")
     problems = check_chain(infos)
     deleted = 0
-    if args.audit_log:
+    receipts = [_receipt_entry(Path(r), hub) for r in args.receipt]
+    if args.audit_log or receipts:
         # The first clips of a chain can only be missed against the head the hub recorded, and a
-        # gap is explained only by a deletion the hub recorded before it deleted anything.
+        # gap is explained only by a deletion the hub recorded before it deleted anything (its
+        # audit log) or signed afterwards (an owner's delete receipt).
         from agent.access.audit import read_entries
         from agent.storage.gaps import explain_gaps
 
-        entries, log_problems = read_entries(Path(args.audit_log))
-        if log_problems:
-            print(f"audit log {args.audit_log}: {log_problems[0]} (run `privacy-agent audit verify`)", file=sys.stderr)
-        gaps = explain_gaps(infos, entries)
+        entries: list[Any] = []
+        if args.audit_log:
+            entries, log_problems = read_entries(Path(args.audit_log))
+            if log_problems:
+                print(f"audit log {args.audit_log}: {log_problems[0]} (run `privacy-agent audit verify`)",
+                      file=sys.stderr)
+        gaps = explain_gaps(infos, [*entries, *receipts])
         # check_chain's gap lines ("... missing") are replaced by the explained ranges below.
         problems = [p for p in problems if not p.endswith(" missing")]
-        problems += [f"stream {s[:8]}: the audit log records no start for this chain" for s in gaps.unstarted]
-        problems += [f"stream {s[:8]}: its first clip is not the one the audit log records" for s in gaps.foreign_heads]
+        if args.audit_log:
+            problems += [f"stream {s[:8]}: the audit log records no start for this chain" for s in gaps.unstarted]
+            problems += [f"stream {s[:8]}: its first clip is not the one the audit log records"
+                         for s in gaps.foreign_heads]
         for g in gaps.deleted:
             print(f"chain: {g.describe()}")
         deleted = sum(g.count for g in gaps.deleted)
@@ -439,6 +472,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one or more .epaclip files or directories (every .epaclip under a directory, "
                    "recursively); several clips: the chain is checked too")
     p.add_argument("--hub", required=True, help="hub public key (hub.pub, epa1hub: value or data dir)")
+    p.add_argument("--receipt", action="append", default=[], metavar="FILE",
+                   help="a hub-signed delete receipt (saved by `owner delete`): its clips count as DELETED; "
+                   "repeatable")
     p.add_argument("--audit-log", help="the hub's audit log (DATA/audit/log.jsonl): also detect that the FIRST "
                    "clips of a chain were deleted, against the chain start it records, and tell clips DELETED "
                    "by retention or a signed deletion (recorded there) from clips MISSING")

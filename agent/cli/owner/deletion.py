@@ -33,6 +33,7 @@ from agent.cli.mqttargs import (
 )
 from agent.crypto.keys import HubPublic, Roster, load_device_identity
 from agent.errors import AccessError, AgentError, ExitCode
+from agent.fsutil import write_private
 
 
 def _shred_locally(identity_path: Path, scope: A.Scope) -> str:
@@ -90,23 +91,29 @@ def cmd_owner_delete(args: argparse.Namespace) -> int:
         print(f"delete request {rid.hex()} sent: cameras {', '.join(scope.cameras) or '-'}, clips "
               f"{len(scope.clips)}, {format_ms(scope.from_ms)} .. {format_ms(scope.to_ms)}")
 
-        def receipt() -> A.DeleteReceipt | None:
+        def receipt() -> tuple[A.DeleteReceipt, bytes] | None:
             for m in inbox.messages:
                 try:
-                    return A.parse_delete_receipt(m.payload, hub)
+                    return A.parse_delete_receipt(m.payload, hub), m.payload
                 except AccessError:
                     continue
             return None
 
         with inbox.cond:
             inbox.cond.wait_for(lambda: receipt() is not None, args.wait)
-            rc = receipt()
+            got = receipt()
     finally:
         client.stop()
-    if rc is None:
+    if got is None:
         print(f"no receipt from the hub within {args.wait:g} s; the request stays on the broker and the hub "
               "carries it out when it sees it", file=sys.stderr)
         return ExitCode.NO_ANSWER
+    rc, raw = got
+    out = Path(args.receipt_out or f"delete-receipt-{rc.request_id[:12]}.json")
+    try:
+        write_private(out, raw, replace=True)  # `verify --receipt` explains the gaps it leaves
+    except OSError as e:
+        print(f"warning: cannot save the receipt to {out}: {e.strerror or e}", file=sys.stderr)
     if rc.status == "refused":
         print(f"deletion refused by the hub: {rc.reason}", file=sys.stderr)
         return ExitCode.REFUSED
@@ -164,6 +171,7 @@ def register(osub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="end", help="end of the window (default now)")
     p.add_argument("--roster-version", type=int, help="the hub's roster version (default: from its signed state)")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the hub's receipt")
+    p.add_argument("--receipt-out", help="where to save the hub's signed receipt (default delete-receipt-<id>.json)")
     add_broker_args(p)
     p.set_defaults(func=cmd_owner_delete)
     g = osub.add_parser("deletions", help="apply the household's signed deletions on this device")
