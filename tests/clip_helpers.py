@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -133,3 +134,15 @@ def plaintext_hits(*roots: Path) -> list[str]:
                     if m in data:
                         hits.append(f"{p}: {m!r}")
     return hits
+
+
+#: The `mount` fixture of tests/conftest.py: `mount(path, size_kib=...)` or `mount(path, bind=src)`.
+Mount = Callable[..., Path]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

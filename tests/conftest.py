@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,3 +56,43 @@ def _installed_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = model_cache(tmp_path_factory)
     os.environ["EPA_MODEL_CACHE"] = str(cache)
     return cache
+
+
+# --- real storage back ends: a moto S3 server and small filesystems -------------------
+# `s3_endpoint`: test_upload_s3.py, test_retention.py, test_epochs.py (one server per module, so
+# bucket names never meet). `mount`: test_storage_faults.py, test_full_disk.py (root is available
+# in CI; tmpfs and bind mounts are real filesystems with real ENOSPC and EROFS).
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from clip_helpers import free_port
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """`mount(path, size_kib=...)` a tmpfs, or `mount(path, bind=src)`; all unmounted afterwards."""
+    import subprocess
+
+    done: list[Path] = []
+
+    def do(path: Path, *, size_kib: int | None = None, bind: Path | None = None) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        cmd = (["mount", "--bind", str(bind), str(path)] if bind is not None
+               else ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(path)])
+        subprocess.run(cmd, check=True, capture_output=True)
+        done.append(path)
+        return path
+
+    yield do
+    for p in reversed(done):
+        subprocess.run(["umount", "-l", str(p)], check=False, capture_output=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nacl.exceptions
 import pytest
-import test_upload_s3
+import test_upload_s3  # its S3 client helper; `s3_endpoint` comes from conftest
 from nacl.public import PrivateKey, SealedBox
 
 from agent.cli.main import main
@@ -45,8 +45,6 @@ from agent.errors import (
     TamperedClip,
     WrongRecipient,
 )
-
-s3_endpoint = test_upload_s3.s3_endpoint  # the moto S3 server (real HTTP), shared fixture
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, an epoch boundary
 H = 3600

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from clip_helpers import device_from, redacted
+from clip_helpers import Mount, device_from, redacted
 
 from agent.access.audit import AuditLog, audit_dir, read_entries
 from agent.access.recorder import EventRecorder
@@ -33,25 +32,9 @@ OWNER = device_from(2, "owner")
 # Signatures of plaintext media long enough that megabytes of ciphertext never match by chance.
 PLAINTEXT = (b"ftypiso", b"ftypmp4", b"\xff\xd8\xff\xe0\x00\x10JFIF")
 
-Mount = Callable[..., Path]
 
 
-@pytest.fixture
-def mount(tmp_path: Path) -> Iterator[Mount]:
-    """`mount(path, size_kib=...)` a tmpfs, or `mount(path, bind=src)`; all unmounted afterwards."""
-    done: list[Path] = []
-
-    def do(path: Path, *, size_kib: int | None = None, bind: Path | None = None) -> Path:
-        path.mkdir(parents=True, exist_ok=True)
-        cmd = (["mount", "--bind", str(bind), str(path)] if bind is not None
-               else ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(path)])
-        subprocess.run(cmd, check=True, capture_output=True)
-        done.append(path)
-        return path
-
-    yield do
-    for p in reversed(done):
-        subprocess.run(["umount", "-l", str(p)], check=False, capture_output=True)
+# `mount` is the shared fixture in tests/conftest.py.
 
 
 def remount(path: Path, mode: str) -> None:

@@ -7,7 +7,6 @@ DELETED clips from MISSING ones.
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
-from clip_helpers import device_from, sink_dir
-from moto.server import ThreadedMotoServer
+from clip_helpers import device_from, free_port, sink_dir
 
 from agent.access.audit import AuditLog, audit_dir, read_entries
 from agent.cli.main import main
@@ -37,21 +35,7 @@ DAY = 86_400.0
 S3_NAME = "s3:household"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+# `s3_endpoint` (a moto server over real HTTP) is the shared fixture in tests/conftest.py.
 
 
 def _s3(endpoint: str, bucket: str, hub: HubIdentity) -> S3Uploader:
@@ -184,7 +168,7 @@ def test_unreachable_s3_leaves_a_pending_deletion_that_completes_later(hub_env: 
     now = e.clock.wall()
     infos = [e.seal("porch", [e.dir_up.name, S3_NAME], now - 30 * DAY) for _ in range(2)]
     assert e.ob.drain({e.dir_up.name: e.dir_up, S3_NAME: s3}).uploaded == 4
-    dead = S3Uploader(bucket, e.hub.public, endpoint=f"http://127.0.0.1:{_free_port()}", prefix="hub1/",
+    dead = S3Uploader(bucket, e.hub.public, endpoint=f"http://127.0.0.1:{free_port()}", prefix="hub1/",
                       access_key_id=AK, secret_access_key=SK, name=S3_NAME, timeout_s=1.0)
 
     res = expire(e.ob, {e.dir_up.name: e.dir_up, S3_NAME: dead}, lambda cam: 7, now, e.audit.append)

@@ -19,11 +19,11 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from clip_helpers import device_from, moving_image, plaintext_hits, redacted, sink_dir
+from clip_helpers import Mount, device_from, moving_image, plaintext_hits, redacted, sink_dir
 
 from agent.cli.main import main
 from agent.clock import FakeClock
@@ -42,25 +42,9 @@ from agent.storage.sinks.upload import MARKER_FILE, DirectoryUploader, check_sin
 OWNER = device_from(2, "owner")
 REPO = Path(__file__).resolve().parents[1]
 
-Mount = Callable[..., Path]
 
 
-@pytest.fixture
-def mount(tmp_path: Path) -> Iterator[Mount]:
-    """`mount(path, size_kib=...)` a tmpfs, or `mount(path, bind=src)`; all unmounted afterwards."""
-    done: list[Path] = []
-
-    def do(path: Path, *, size_kib: int | None = None, bind: Path | None = None) -> Path:
-        path.mkdir(parents=True, exist_ok=True)
-        cmd = (["mount", "--bind", str(bind), str(path)] if bind is not None
-               else ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(path)])
-        subprocess.run(cmd, check=True, capture_output=True)
-        done.append(path)
-        return path
-
-    yield do
-    for p in reversed(done):
-        subprocess.run(["umount", "-l", str(p)], check=False, capture_output=True)
+# `mount` is the shared fixture in tests/conftest.py.
 
 
 def umount(path: Path) -> None:

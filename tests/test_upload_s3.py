@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 from clip_helpers import device_from, hub_from, moving_image, redacted
-from moto.server import ThreadedMotoServer
 
 from agent.clock import FakeClock
 from agent.config import load_config
@@ -26,21 +23,7 @@ OWNER = device_from(2, "owner")
 AK, SK = "AKIDTESTEPA", "secret-test-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+# `s3_endpoint` (a moto server over real HTTP) is the shared fixture in tests/conftest.py.
 
 
 def _client(endpoint: str):  # type: ignore[no-untyped-def]

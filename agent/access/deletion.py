@@ -24,7 +24,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agent.access.machine import HubState, Outbound, Result, _bounded, _frozen, _hub_msg, _tallied
+from agent.access.machine import (
+    HubState,
+    Outbound,
+    Result,
+    _bounded,
+    _frozen,
+    _hub_msg,
+    _tallied,
+    authenticate_device_message,
+)
 from agent.access.wire import (
     PROTOCOL_VERSION,
     Scope,
@@ -90,16 +99,7 @@ def on_delete_request(state: HubState, data: bytes, *, hub: HubIdentity, now_mon
     durable before the returned order is carried out (record, then act)."""
     state, now = state.tick(now_mono_s)
     try:
-        m = parse_message(data, "delete_request")
-        if state.roster.is_revoked(m.signer):
-            raise AccessError(f"delete_request: device {m.signer} is revoked")
-        entry = state.roster.find(m.signer)
-        if entry is None:
-            raise AccessError(f"delete_request: device {m.signer!r} is not in the roster")
-        verify_signed(m, "delete_request", entry.device.sign_pk, "delete_request")
-        b = exact_keys(dict(m.body), _REQUEST_KEYS, "delete_request")
-        if b["hub"] != hub.key_id:
-            raise AccessError(f"delete_request is for hub {b['hub']!r}, not this hub")
+        m, entry, b = authenticate_device_message(state.roster, data, "delete_request", _REQUEST_KEYS, hub.key_id)
         rid = hex_field(b["request_id"], 32, "delete_request: request_id")
         scope = Scope.from_json(b["scope"], "delete_request: scope")
         counter = int_field(b["counter"], "delete_request: counter", 1)

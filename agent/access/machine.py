@@ -45,6 +45,7 @@ from agent.access.wire import (
     Decision,
     Request,
     Scope,
+    Signed,
     WrappedKey,
     choice_field,
     exact_keys,
@@ -57,7 +58,7 @@ from agent.access.wire import (
     sign_message,
     verify_signed,
 )
-from agent.crypto.keys import HubIdentity, Roster, b64url_encode
+from agent.crypto.keys import HubIdentity, Roster, RosterEntry, b64url_encode
 from agent.errors import AccessError
 
 #: Approvals an unverified requester needs whatever role it claims: the strictest rule there is.
@@ -551,6 +552,24 @@ def on_decision(
 _MODE_KEYS = ("type", "v", "hub", "mode", "counter", "roster_version", "signed_ms")
 
 
+def authenticate_device_message(roster: Roster, data: bytes, msg_type: str, keys: tuple[str, ...], hub_id: str
+                                ) -> tuple[Signed, RosterEntry, Mapping[str, Any]]:
+    """A message signed by a device of the roster (not revoked), for this hub, with exactly `keys`.
+    Whether that device's ROLE may do what the message asks is the caller's check (members get a
+    signed answer saying so; unknown keys get none)."""
+    m = parse_message(data, msg_type)
+    if roster.is_revoked(m.signer):
+        raise AccessError(f"{msg_type}: device {m.signer} is revoked")
+    entry = roster.find(m.signer)
+    if entry is None:
+        raise AccessError(f"{msg_type}: device {m.signer!r} is not in the roster")
+    verify_signed(m, msg_type, entry.device.sign_pk, msg_type)
+    b = exact_keys(dict(m.body), keys, msg_type)
+    if b["hub"] != hub_id:
+        raise AccessError(f"{msg_type} is for hub {b['hub']!r}, not this hub")
+    return m, entry, b
+
+
 def on_mode_set(
     state: HubState, data: bytes, *, hub: HubIdentity, now_mono_s: float, now_wall_ms: int,
     switch_on: bool = False,
@@ -563,16 +582,7 @@ def on_mode_set(
     `mode_result` saying what happened; an unknown key gets nothing (no amplification)."""
     state, _ = state.tick(now_mono_s)
     try:
-        m = parse_message(data, "mode_set")
-        if state.roster.is_revoked(m.signer):
-            raise AccessError(f"mode_set: device {m.signer} is revoked")
-        entry = state.roster.find(m.signer)
-        if entry is None:
-            raise AccessError(f"mode_set: device {m.signer!r} is not in the roster")
-        verify_signed(m, "mode_set", entry.device.sign_pk, "mode_set")
-        b = exact_keys(dict(m.body), _MODE_KEYS, "mode_set")
-        if b["hub"] != hub.key_id:
-            raise AccessError(f"mode_set is for hub {b['hub']!r}, not this hub")
+        m, entry, b = authenticate_device_message(state.roster, data, "mode_set", _MODE_KEYS, hub.key_id)
         mode = choice_field(b["mode"], MODES, "mode_set: mode")
         counter = int_field(b["counter"], "mode_set: counter", 1)
         rv = int_field(b["roster_version"], "mode_set: roster_version", 1)
