@@ -94,9 +94,14 @@ def storage_only_ranges(scope: Scope, epoch_s: int = RECEIPT_EPOCH_S) -> list[li
 
 
 def on_delete_request(state: HubState, data: bytes, *, hub: HubIdentity, now_mono_s: float, now_wall_ms: int,
-                      known_cameras: frozenset[str] | None = None) -> tuple[HubState, Result, DeleteOrder | None]:
+                      known_cameras: frozenset[str] | None = None,
+                      retained: bool = False) -> tuple[HubState, Result, DeleteOrder | None]:
     """Authenticate a delete request. The Result's audit entry and the consumed counter must be
-    durable before the returned order is carried out (record, then act)."""
+    durable before the returned order is carried out (record, then act).
+
+    `retained`: the broker's retained copy (requests stay retained so offline devices see them).
+    After a hub restart it arrives again; its counter is already consumed, so it is a duplicate,
+    not a refusal: no new audit entry, and no receipt that would replace the real one."""
     state, now = state.tick(now_mono_s)
     try:
         m, entry, b = authenticate_device_message(state.roster, data, "delete_request", _REQUEST_KEYS, hub.key_id)
@@ -115,7 +120,9 @@ def on_delete_request(state: HubState, data: bytes, *, hub: HubIdentity, now_mon
 
     def refuse(reason: str) -> tuple[HubState, Result, None]:
         receipt = delete_receipt_message(hub, rid, m.signer, "refused", reason, scope, (), (), now_wall_ms)
-        return state, Result("refused", reason, (Outbound("delete_receipt", rid, receipt, retain=True),),
+        # Not retained: a replay of a carried-out request (same id) must never replace its real,
+        # retained receipt on the broker.
+        return state, Result("refused", reason, (Outbound("delete_receipt", rid, receipt, retain=False),),
                              (("access_refused", {"device": m.signer, "request_id": rid,
                                                   "reason": f"delete: {reason}"[:200]}),)), None
 
@@ -124,6 +131,8 @@ def on_delete_request(state: HubState, data: bytes, *, hub: HubIdentity, now_mon
     if rv != state.roster.version:
         return refuse(f"stale roster: made against roster version {rv}, the hub has version {state.roster.version}")
     last = max(state.counters.get(m.signer, 0), state.counter_floor)
+    if counter <= last and retained:
+        return state, Result("duplicate", "retained delete request already carried out"), None
     if counter <= last:
         return refuse(f"counter {counter} is not greater than {last} (replayed or stale delete request)")
     if scope.empty:

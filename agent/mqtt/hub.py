@@ -301,7 +301,7 @@ class HubAccessService:
             self._refresh_roster()
             state, r, order = A.on_delete_request(self.state, m.payload, hub=self.hub,
                                                   now_mono_s=self.clock.monotonic(), now_wall_ms=self._now_ms(),
-                                                  known_cameras=self.known_cameras)
+                                                  known_cameras=self.known_cameras, retained=m.retain)
             if r.status == "duplicate" or not self._record(state, r):
                 if r.status == "duplicate":
                     self._note(r)

@@ -59,6 +59,7 @@ def test_bad_delete_requests_are_refused(case: str) -> None:
         assert r.audit and r.audit[0][0] == "access_refused"
         receipt = A.parse_delete_receipt(r.outbound[0].payload, HUB.public)
         assert receipt.status == "refused" and receipt.reason
+        assert not r.outbound[0].retain  # never replaces a real receipt retained under the same id
     # The exact same accepted message again: a duplicate, nothing deleted twice.
     r, order = _run(hub, _req(ALICE, 5))
     assert order is None and r.status == "duplicate"
@@ -106,3 +107,20 @@ def test_verify_explains_a_gap_by_a_signed_receipt(tmp_path: Path, capsys: pytes
     forged = tmp_path / "forged.json"
     forged.write_bytes(receipt.read_bytes().replace(b'"status":"deleted"', b'"status":"refused"'))
     assert main(["verify", str(d), "--hub", str(hubpub), "--receipt", str(forged)]) != 0
+
+
+def test_the_retained_copy_after_a_restart_is_a_duplicate_not_a_refusal() -> None:
+    """Delete requests stay retained (offline devices shred from them). After a hub restart the
+    broker hands the old request over again: it must not be refused, audited again, or answered
+    with a receipt that would replace the real one."""
+    hub = Hub()
+    assert _run(hub, _req(ALICE, 5))[1] is not None
+    restarted = Hub()
+    restarted.state = A.new_state(HUB.key_id, ROSTER_V1, {ALICE.key_id: 5})  # counters from disk, no memory
+    restarted.state, r, order = A.on_delete_request(restarted.state, _req(ALICE, 5), hub=HUB, now_mono_s=0,
+                                                    now_wall_ms=T0_WALL_MS, retained=True)
+    assert order is None and r.status == "duplicate" and not r.audit and not r.outbound
+    # A live (not retained) replay is still a refusal on record.
+    restarted.state, r, order = A.on_delete_request(restarted.state, _req(ALICE, 5), hub=HUB, now_mono_s=0,
+                                                    now_wall_ms=T0_WALL_MS)
+    assert order is None and r.status == "refused" and r.audit
