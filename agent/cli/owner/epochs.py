@@ -151,6 +151,13 @@ def cmd_shred(args: argparse.Namespace) -> int:
         res = store.shred_before(before_s, now_s)
         lines = _shred_lines(res, f"shred before {utc(before_s)}")
         print("\n".join(lines) if lines else f"nothing to destroy: no key held ends before {utc(before_s)}")
+        e = int(before_s // store.epoch_s)
+        if e in store.live_epochs and before_s > e * store.epoch_s:
+            # Whole epochs only: the epoch holding DATE also protects clips after DATE.
+            end = (e + 1) * store.epoch_s
+            print(f"note: the epoch {utc(e * store.epoch_s)} .. {utc(end)} holds DATE and is kept (it also covers "
+                  f"clips after DATE); its clips stay openable until it is shredded: run again with --before "
+                  f"{utc(end)} once that time has passed, or set --retention-days")
     if args.range_from is not None:
         from_s, to_s = parse_ms(args.range_from, 0) / 1000, parse_ms(args.range_to, 0) / 1000
         res = store.shred_range(from_s, to_s, now_s)
