@@ -25,7 +25,7 @@ from agent.errors import (
 )
 from agent.fsutil import atomic_write
 from agent.mqtt.client import Message, MqttClient
-from agent.topics import DEFAULT_PREFIX
+from agent.topics import DEFAULT_PREFIX, Topics
 
 
 def add_broker_args(p: argparse.ArgumentParser) -> None:
@@ -92,6 +92,26 @@ class Inbox:
         with self.cond:
             self.messages.append(m)
             self.cond.notify_all()
+
+
+def broker_topics(args: argparse.Namespace) -> Topics:
+    """The hub's topics under the prefix the broker options name (no connection needed)."""
+    cfg, _ = broker_config(args)
+    return Topics(cfg.topic_prefix)
+
+
+def retained(args: argparse.Namespace, topic_filter: str, role: str = "owner") -> list[Message]:
+    """The retained (non-empty) messages on `topic_filter`, read once: connect, subscribe, wait for
+    the broker to have sent them, disconnect. The caller verifies every one: the broker is untrusted."""
+    client = connect(args, role)
+    try:
+        inbox = Inbox()
+        client.subscribe(topic_filter, inbox, wait_s=args.timeout)
+        client.sync(args.timeout)
+        with inbox.cond:
+            return [m for m in inbox.messages if m.payload]
+    finally:
+        client.stop()
 
 
 def hub_key(args: argparse.Namespace) -> HubPublic:

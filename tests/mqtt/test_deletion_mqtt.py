@@ -161,3 +161,8 @@ def test_an_owner_deletion_removes_every_copy_from_use(house: dict[str, object],
     assert "DELETED" in capsys.readouterr().out
     assert (receipt.stat().st_mode & 0o777) == 0o600
     assert main(["verify", str(cloud), "--hub", str(data), "--receipt", str(receipt)]) == 0
+    # Another household device applies the signed deletion it finds on the broker (retained).
+    capsys.readouterr()
+    assert main(["owner", "deletions", "sync", "--identity", str(keys / "teen.key"), "--hub", str(data),
+                 "--roster", str(keys / "roster.json"), *conn]) == 0
+    assert "1 signed deletion(s) applied" in capsys.readouterr().out

@@ -30,12 +30,14 @@ from agent.access.audit import (
 from agent.cli.mqttargs import (
     Inbox,
     add_broker_args,
+    broker_topics,
     connect,
     format_ms,
     hub_key,
     next_counter,
     now_ms,
     parse_ms,
+    retained,
 )
 from agent.cli.parsing import command_group
 from agent.crypto.envelope import verify_clip
@@ -443,15 +445,7 @@ def cmd_audit_pin(args: argparse.Namespace) -> int:
     if args.checkpoint:
         raw = Path(args.checkpoint).read_bytes()
     else:
-        client = connect(args, "owner")
-        try:
-            inbox = Inbox()
-            client.subscribe(client.topics.audit_checkpoint, inbox, wait_s=args.timeout)
-            client.sync(args.timeout)
-            with inbox.cond:
-                msgs = [m for m in inbox.messages if m.payload]
-        finally:
-            client.stop()
+        msgs = retained(args, broker_topics(args).audit_checkpoint)
         if not msgs:
             raise AuditError("the broker holds no audit checkpoint for this hub")
         raw = msgs[-1].payload

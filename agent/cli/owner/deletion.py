@@ -24,12 +24,14 @@ from agent import access as A
 from agent.cli.mqttargs import (
     Inbox,
     add_broker_args,
+    broker_topics,
     connect,
     format_ms,
     hub_key,
     next_counter,
     now_ms,
     parse_ms,
+    retained,
 )
 from agent.crypto.keys import HubPublic, Roster, load_device_identity
 from agent.errors import AccessError, AgentError, ExitCode
@@ -134,15 +136,7 @@ def cmd_deletions_sync(args: argparse.Namespace) -> int:
     load_device_identity(identity_path)  # a clear error for a wrong file, before the broker
     hub = hub_key(args)
     roster = Roster.decode(Path(args.roster).read_bytes(), args.roster)
-    client = connect(args, "owner")
-    try:
-        inbox = Inbox()
-        client.subscribe(client.topics.delete_request_filter, inbox, wait_s=args.timeout)
-        client.sync(args.timeout)
-        with inbox.cond:
-            msgs = [m for m in inbox.messages if m.payload]
-    finally:
-        client.stop()
+    msgs = retained(args, broker_topics(args).delete_request_filter)
     done = 0
     for m in msgs:
         try:
