@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -322,3 +323,24 @@ def test_zones_preview_in_privacy_mode_shows_no_pixel_of_the_frame(
     layout = render_zones(Withheld(640, 480, ("mode:privacy",)), zones)[1]
     free = _untouched(zones, 640, 480) & _outside(layout.notice_box_px, 640, 480)
     assert (png[free] == 64).all() and abs(_corr(png, _noise(640, 480))) < 0.05
+
+
+def test_the_preview_masks_what_the_detectors_find_on_the_frame(
+        scenario_dir: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The preview is the frame as it leaves the hub: a face on it is masked as at run time (before,
+    only the zones were drawn and the face showed)."""
+    import json
+
+    fx = scenario_dir("demo")
+    truth = json.loads((fx / "truth.json").read_text())
+    faces = truth["per_frame"][0]["faces"]
+    assert faces, "the demo's first frame shows a face"
+    out = tmp_path / "preview.png"
+    assert _run("zones", "preview", "--config", str(fx / "config.yaml"), "--camera", truth["camera"],
+                "--out", str(out)) == 0
+    assert "what the camera's detectors find on this frame" in capsys.readouterr().out
+    png = cv2.imread(str(out))
+    h, w = png.shape[:2]
+    for x0, y0, x1, y1 in faces:
+        box = png[int(y0 * h) + 2:int(y1 * h) - 2, int(x0 * w) + 2:int(x1 * w) - 2]
+        assert box.size and (box == 0).all(axis=2).mean() > 0.9, "a face in the preview is not masked"

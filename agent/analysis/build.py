@@ -13,9 +13,10 @@ from agent.analysis.motion import MotionAnalyzer
 from agent.analysis.tamper import TamperAnalyzer
 from agent.clock import Clock
 from agent.config import CameraConfig, LoadedConfig
+from agent.core.datatypes import Analysis, Frame
 from agent.core.events import EventCallback
 from agent.core.policy import CameraPolicy
-from agent.core.ports import Analyzer
+from agent.core.ports import Analyzer, close_analyzer, merge
 
 
 def build_analyzers(loaded: LoadedConfig, cam: CameraConfig, policy: CameraPolicy, clock: Clock,
@@ -34,3 +35,26 @@ def build_analyzers(loaded: LoadedConfig, cam: CameraConfig, policy: CameraPolic
             if det.slots:
                 analyzers.append(det)
     return analyzers
+
+
+def preview_detections(loaded: LoadedConfig, cam: CameraConfig, policy: CameraPolicy, frame: Frame,
+                       clock: Clock) -> Analysis | None:
+    """What the camera's detectors find on one frame, for a preview that must show the frame as it
+    leaves the hub (faces, people and private objects masked, as at run time). None when the camera
+    runs no detector. A detector that cannot run is a fault in the result: the preview withholds
+    the frame, as the pipeline would (fail closed), rather than show what it could not analyse."""
+    if not policy.detection_rules:
+        return None
+    parts: list[Analysis] = []
+    for role in ROLES:
+        det = build_detection_analyzer(loaded.config.detection, cam.id, clock, lambda _ev: None,
+                                       camera=cam.detection, base_dir=loaded.path.parent, roles=(role,))
+        if not det.slots:
+            continue
+        try:
+            parts.append(det.analyze(frame))
+        except Exception as e:  # noqa: BLE001 - any detector failure withholds, never shows the frame
+            parts.append(Analysis(faults=(f"detector_error:{type(e).__name__}",)))
+        finally:
+            close_analyzer(det)
+    return merge(parts) if parts else None

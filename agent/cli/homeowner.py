@@ -30,12 +30,13 @@ from agent.vocab import Mode
 if TYPE_CHECKING:
     pass
 
+from agent.analysis.build import preview_detections
 from agent.analysis.discover import discover, render_preview, with_proposals
 from agent.config.edit import merge_into_config, snippet_text, write_config_atomically
 from agent.core.redact import RedactedFrame
 from agent.errors import ExitCode
 from agent.fsutil import PRIVATE_FILE_MODE, atomic_write, make_private_dirs
-from agent.media.preview import Withheld, preview_zones, redacted_view, render_zones
+from agent.media.preview import Withheld, preview_frame, preview_zones, redacted_view, render_zones
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -86,8 +87,8 @@ def _what_it_shows(view: RedactedFrame | Withheld, mode: Mode) -> str:
         return (f"the picture shows no pixel of the frame: in mode {mode} it is withheld as a whole "
                 f"({', '.join(view.reasons)}), so only the zones are outlined on a grey canvas")
     return (f"the picture shows the frame as it leaves the hub in mode {mode}: mask zones filled as "
-            "redacted, withhold zones outlined (faces, people and objects the detectors find are "
-            "masked as well at run time)")
+            "redacted, withhold zones outlined, and what the camera's detectors find on this frame "
+            "(faces, people, private objects) masked as at run time")
 
 
 def cmd_zones_preview(args: argparse.Namespace) -> int:
@@ -97,7 +98,9 @@ def cmd_zones_preview(args: argparse.Namespace) -> int:
     policy = camera_policy(loaded, cam)
     mode = _preview_mode(loaded, args.mode)
     zones = preview_zones(policy, mode)
-    view = redacted_view(img, policy, mode)
+    # The camera's detectors run on this frame too: a face in the picture is masked as it would be.
+    detected = preview_detections(loaded, cam, policy, preview_frame(policy, img), SystemClock())
+    view = redacted_view(img, policy, mode, detected)
     out, _layout = render_zones(view, zones)
     out_path = Path(args.out)
     _write_image(out_path, out)
@@ -195,8 +198,10 @@ def cmd_zones_discover(args: argparse.Namespace) -> int:
     proposals, skipped, first, action, existing = discover(loaded, args.camera, args.source, args.frames, args.min_frames)
     mode = _preview_mode(loaded, args.mode)
     # The preview is the frame as it would leave the hub with the proposals applied.
-    view = redacted_view(first, with_proposals(camera_policy(loaded, loaded.config.camera(args.camera)),
-                                               proposals, action), mode)
+    cam = loaded.config.camera(args.camera)
+    proposed = with_proposals(camera_policy(loaded, cam), proposals, action)
+    detected = preview_detections(loaded, cam, proposed, preview_frame(proposed, first), SystemClock())
+    view = redacted_view(first, proposed, mode, detected)
     out_dir = Path(args.out_dir)
     snippet = out_dir / f"zones-{args.camera}.yaml"
     preview = out_dir / f"zones-{args.camera}.png"

@@ -203,11 +203,22 @@ def decide_zones_only(policy: CameraPolicy, frame: Frame, mode: Mode) -> Decisio
     frame (`privacy`, `withhold_all`) still withholds. Detections add regions at run time; a
     preview cannot know them.
     """
-    empty = Analysis(
-        zone_activity=tuple(ZoneActivity(z.name, False) for z in policy.withhold_capable_zones()),
-        detections_age_s=0.0,
-    )
-    return decide(policy, frame, empty, mode)
+    return decide_preview(policy, frame, mode, None)
+
+
+def decide_preview(policy: CameraPolicy, frame: Frame, mode: Mode, detected: Analysis | None) -> Decision:
+    """`decide_zones_only`, plus what the camera's detectors found on this very frame (`detected`:
+    their merged analysis, faults included): the faces, people and private objects they find are
+    masked in the preview exactly as at run time, and a detector that cannot run withholds the
+    frame, as it would in the pipeline. Withhold zones are still taken as empty (one frame cannot
+    learn their empty state)."""
+    zones = tuple(ZoneActivity(z.name, False) for z in policy.withhold_capable_zones())
+    if detected is None:
+        analysis = Analysis(zone_activity=zones, detections_age_s=0.0)
+    else:
+        analysis = Analysis(detections=detected.detections, zone_activity=zones, faults=detected.faults,
+                            detections_age_s=0.0 if detected.detections_age_s is None else detected.detections_age_s)
+    return decide(policy, frame, analysis, mode)
 
 
 def camera_policy(loaded: LoadedConfig, cam: CameraConfig) -> CameraPolicy:

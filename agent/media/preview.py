@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from agent.core.datatypes import Frame, Image
-from agent.core.policy import CameraPolicy, decide_zones_only
+from agent.core.datatypes import Analysis, Frame, Image
+from agent.core.policy import CameraPolicy, decide_preview
 from agent.core.redact import RedactedFrame, apply, require_redacted
 from agent.core.zones import zone_mask
 from agent.geometry import PointRel
@@ -53,11 +53,18 @@ def preview_zones(policy: CameraPolicy, mode: Mode) -> list[PreviewZone]:
     return [PreviewZone(z.name, z.points, str(z.action), str(z.style)) for z in policy.zones_for(mode)]
 
 
-def redacted_view(img: Image, policy: CameraPolicy, mode: Mode) -> RedactedFrame | Withheld:
-    """The frame `img` as the camera's zones let it leave the hub in `mode`, through the pipeline's
-    own policy (`decide_zones_only`) and redaction (`agent.core.redact.apply`)."""
-    frame = Frame(policy.camera_id, 0, 0.0, 0.0, img)
-    decision = decide_zones_only(policy, frame, mode)
+def preview_frame(policy: CameraPolicy, img: Image) -> Frame:
+    """The frame a preview analyses and redacts (frame 0 of the camera)."""
+    return Frame(policy.camera_id, 0, 0.0, 0.0, img)
+
+
+def redacted_view(img: Image, policy: CameraPolicy, mode: Mode,
+                  detected: Analysis | None = None) -> RedactedFrame | Withheld:
+    """The frame `img` as it leaves the hub in `mode`, through the pipeline's own policy and
+    redaction (`agent.core.redact.apply`): the zones, and what the camera's detectors found on
+    this frame (`detected`; the caller runs them, `agent.analysis.build.preview_detections`)."""
+    frame = preview_frame(policy, img)
+    decision = decide_preview(policy, frame, mode, detected)
     released = apply(frame, decision)
     if released is None:
         return Withheld(frame.width_px, frame.height_px, decision.reasons)
