@@ -66,7 +66,7 @@ STRICTEST_APPROVALS = 2
 
 #: Refusals counted instead of audited one by one (flooding): what they are called in the summary.
 TALLIED = ("unverified_refused", "unverified_limit", "requester_limit", "role_limit", "hub_limit",
-           "unverified_bad_request", "unauthenticated_delete")
+           "unverified_bad_request", "unauthenticated_delete", "member_mode_set")
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,7 +580,7 @@ def on_mode_set(
     The result's audit entry and counter must be made durable by the caller BEFORE it applies
     `Result.mode` (record, then act). A device of the roster (owner or member) gets a signed
     `mode_result` saying what happened; an unknown key gets nothing (no amplification)."""
-    state, _ = state.tick(now_mono_s)
+    state, now = state.tick(now_mono_s)
     try:
         m, entry, b = authenticate_device_message(state.roster, data, "mode_set", _MODE_KEYS, hub.key_id)
         mode = choice_field(b["mode"], MODES, "mode_set: mode")
@@ -603,8 +603,10 @@ def on_mode_set(
                              (("access_refused", {"device": m.signer, "reason": short}),))
 
     if entry.role != "owner":
-        return refuse(f"device {m.signer} is a {entry.role}, not an owner; only owners change the mode",
-                      "not an owner (mode_set)")
+        # Answered (the device learns why) but tallied, not audited one by one: a stolen member
+        # device cannot grow the audit log by flooding mode changes.
+        reason = f"device {m.signer} is a {entry.role}, not an owner; only owners change the mode"
+        return _tallied(state, "member_mode_set", now), Result("refused", reason, (answer("refused", reason),))
     if rv != state.roster.version:
         return refuse(f"stale roster: the change was made against roster version {rv}, the hub has version "
                       f"{state.roster.version}", "stale roster (mode_set)")

@@ -324,3 +324,15 @@ def test_12_deeply_nested_or_huge_messages_are_typed_refusals(payload: bytes) ->
     for parse in (lambda: A.parse_challenge(payload, HUB.public), lambda: A.parse_grant(payload, HUB.public)):
         with pytest.raises(AccessError):
             parse()
+
+
+def test_8_a_member_flooding_mode_changes_is_answered_but_tallied() -> None:
+    from access_world import TEEN
+
+    hub = Hub()
+    for c in range(1, 51):
+        hub.state, r = A.on_mode_set(hub.state, A.make_mode_set(TEEN, HUB.key_id, "home", c, 1, T0_WALL_MS), hub=HUB,
+                                     now_mono_s=0, now_wall_ms=T0_WALL_MS)
+        assert r.status == "refused" and not r.audit and r.mode is None
+        assert A.parse_mode_result(r.outbound[0].payload, HUB.public).reason.endswith("only owners change the mode")
+    assert hub.state.tally["member_mode_set"] == 50
