@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clip_helpers import Mount, device_from, redacted
+from clip_helpers import Mount, device_from, fill, redacted
 
 from agent.access.audit import AuditLog, audit_dir, read_entries
 from agent.access.recorder import EventRecorder
@@ -39,19 +39,6 @@ PLAINTEXT = (b"ftypiso", b"ftypmp4", b"\xff\xd8\xff\xe0\x00\x10JFIF")
 
 def remount(path: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode},bind", str(path)], check=True, capture_output=True)
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 class Hub:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from clip_helpers import Mount, device_from, moving_image, plaintext_hits, redacted, sink_dir
+from clip_helpers import Mount, device_from, fill, moving_image, plaintext_hits, redacted, sink_dir
 
 from agent.cli.main import main
 from agent.clock import FakeClock
@@ -49,20 +49,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def umount(path: Path) -> None:
     subprocess.run(["umount", str(path)], check=True, capture_output=True)
-
-
-def fill(disk: Path) -> Path:
-    """Fill a small filesystem to its last block; returns the filler file to delete later."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def seal_into(ob: Outbox, hub: HubIdentity, camera: str, payload: bytes, dests: list[str]) -> env.ClipInfo:

@@ -45,14 +45,14 @@ from agent.access.wire import (
     sign_message,
     verify_signed,
 )
-from agent.crypto.keys import DeviceIdentity, HubIdentity
+from agent.crypto.keys import DEFAULT_EPOCH_S, DeviceIdentity, HubIdentity
 from agent.errors import AccessError
 
 _REQUEST_KEYS = ("type", "v", "hub", "request_id", "scope", "counter", "roster_version", "signed_ms")
 
 #: Epoch length (s) the receipt uses to say which parts of a window are storage-only deletions
 #: (the devices' default; each device shreds by its own epochs).
-RECEIPT_EPOCH_S = 3600
+RECEIPT_EPOCH_S = DEFAULT_EPOCH_S
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from agent.clock import Clock
 from agent.config import DetectionConfig
 from agent.core.datatypes import Analysis, Detection, Event, Frame
+from agent.core.events import emit_safely
 from agent.detect.base import Detector
 from agent.errors import AnalysisError, ModelError
 
@@ -179,11 +180,7 @@ class DetectionAnalyzer:
     def _emit(self, kind: str, message: str, slot: _Slot, **details: object) -> None:
         ev = Event(kind=kind, camera_id=self.camera_id, message=message, monotonic_s=self.clock.monotonic(),
                    details={"role": slot.role, "model": slot.model, **details})
-        try:
-            self.on_event(ev)
-        # A broken event sink must not stop detection; frames still fail closed.
-        except Exception:
-            log.exception("camera %s: event sink failed for %s", self.camera_id, kind)
+        emit_safely(self.on_event, ev)  # a broken event sink must not stop detection
 
     # --- cadence -----------------------------------------------------------------
 

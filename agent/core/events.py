@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 
 EventCallback = Callable[[Event], None]
 
+
+def emit_safely(on_event: EventCallback | None, ev: Event) -> None:
+    """Hand `ev` to a subscriber. A subscriber that fails is logged, never raised: reporting must
+    not stop a camera (its frames still fail closed by their own rules)."""
+    if on_event is None:
+        return
+    try:
+        on_event(ev)
+    except Exception as e:  # noqa: BLE001 - the reporting boundary
+        log.error("camera %s: event sink failed for %s (the event could not be delivered): %s", ev.camera_id, ev.kind, e)
+
 # Expected in normal operation: logged at INFO (they are all in the event file anyway).
 _ROUTINE = {"info", "source_ended", "segment_written", "released", "withheld", "clip_sealed", "clip_uploaded",
             "clip_stream_started",

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from agent.clock import Clock
 from agent.core.datatypes import Event
-from agent.core.events import EventCallback
+from agent.core.events import EventCallback, emit_safely
 from agent.errors import AgentError
 from agent.storage import index
 from agent.storage.deletion import AuditFn, EventPurger, delete_clips
@@ -368,9 +368,4 @@ class SpaceGuard:
         return bool(evicted)
 
     def _event(self, kind: str, message: str, **details: object) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(Event(kind, self._camera_id, message, self._clock.monotonic(), details))
-        except Exception as e:  # noqa: BLE001 - an event subscriber must never stop recording
-            log.error("camera %s: event %s could not be delivered: %s", self._camera_id, kind, e)
+        emit_safely(self._on_event, Event(kind, self._camera_id, message, self._clock.monotonic(), details))

@@ -40,12 +40,13 @@ from agent.fsutil import write_private
 
 def _shred_locally(identity_path: Path, scope: A.Scope) -> str:
     """Destroy this device's epoch secrets wholly inside the scope's window (if it keeps any)."""
-    store_path = identity_path.with_name(identity_path.name + ".epochs")
-    if not store_path.exists() or scope.to_ms <= scope.from_ms or not scope.cameras:
-        return "no epoch keys shredded on this device (none kept, or the deletion names clips only)"
-    from agent.crypto.keys.epochstore import EpochStore
+    from agent.cli.owner.epochs import device_store
 
-    store = EpochStore.load(store_path)
+    store = None
+    if scope.to_ms > scope.from_ms and scope.cameras:
+        store = device_store(identity_path, load_device_identity(identity_path), time.time())
+    if store is None:
+        return "no epoch keys shredded on this device (none kept, or the deletion names clips only)"
     result = store.shred_range(scope.from_ms / 1000, scope.to_ms / 1000, time.time())
     destroyed = list(result.destroyed)
     kept = f"; {len(result.kept_partial)} partial epoch(s) kept (storage-only deletion)" if result.kept_partial else ""

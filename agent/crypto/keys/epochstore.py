@@ -30,7 +30,6 @@ from __future__ import annotations
 import bisect
 import fcntl
 import os
-import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -48,8 +47,9 @@ from agent.crypto.keys.epochs import (
     check_epoch_update,
     epoch_of,
 )
+from agent.crypto.keys.files import read_secret_file
 from agent.crypto.keys.identity import DeviceIdentity
-from agent.errors import EpochError, InvalidKey, PastRetention
+from agent.errors import EpochError, InvalidKey, KeyFileError, PastRetention
 from agent.fsutil import atomic_write, fsync_dir
 from agent.jsonlimits import loads_bounded
 
@@ -456,25 +456,12 @@ def _apply_retention(st: _State, now_s: float) -> tuple[_State, ShredResult]:
 
 
 def _read(path: Path) -> _State:
+    # The same checks as every secret key file (regular file, 0600, bounded size).
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise EpochError(f"epoch key store {path} does not exist (create it with `owner epochs generate`)") from None
-    except OSError as e:
-        raise EpochError(f"cannot read epoch key store {path}: {e.strerror or e}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise EpochError(f"epoch key store {path} is not a regular file")
-    perms = stat.S_IMODE(st.st_mode)
-    if perms & 0o077:
-        raise EpochError(f"epoch key store {path} has mode {perms:04o}; it holds secrets and must be 0600 "
-                         f"(run: chmod 600 {path})")
-    if st.st_size > MAX_STORE_BYTES:
-        raise EpochError(f"epoch key store {path} is larger than {MAX_STORE_BYTES} bytes; it is damaged")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise EpochError(f"cannot read epoch key store {path}: {e.strerror or e}") from None
-    return _decode(data, path)
+        text = read_secret_file(path, MAX_STORE_BYTES)
+    except KeyFileError as e:
+        raise EpochError(f"epoch key store: {e}") from None
+    return _decode(text.encode("utf-8"), path)
 
 
 def _lock(path: Path) -> int:

@@ -63,8 +63,9 @@ def write_new_file(path: Path, text: str, mode: int) -> None:
     fsync_dir(path.parent)
 
 
-def read_secret_file(path: Path) -> str:
-    """Read a secret key file, refusing one that group or others can access."""
+def read_secret_file(path: Path, max_bytes: int | None = None) -> str:
+    """Read a secret key file (a key file, an epoch key store), refusing one that group or others
+    can access, or (with `max_bytes`) one too large to be what it claims."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -78,6 +79,8 @@ def read_secret_file(path: Path) -> str:
         raise KeyFileError(
             f"key file {path} has mode {perms:04o}; secret keys must be 0600 (run: chmod 600 {path})"
         )
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise KeyFileError(f"key file {path} is larger than {max_bytes} bytes; it is damaged")
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

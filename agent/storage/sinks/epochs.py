@@ -33,7 +33,7 @@ from pathlib import Path
 from agent.clock import Clock
 from agent.config import EpochKeySettings, MissingEpochKey
 from agent.core.datatypes import Event
-from agent.core.events import EventCallback
+from agent.core.events import EventCallback, emit_safely
 from agent.crypto.keys import (
     ROSTER_FILE,
     DevicePublic,
@@ -129,12 +129,7 @@ class EpochKeyring:
     # --- events -------------------------------------------------------------------------
 
     def _event(self, kind: str, message: str, **details: object) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(Event(kind, self._camera_id, message, self._clock.monotonic(), details))
-        except Exception as e:  # noqa: BLE001 - an event subscriber must never stop sealing
-            log.error("camera %s: cannot report %s: %s", self._camera_id, kind, e)
+        emit_safely(self._on_event, Event(kind, self._camera_id, message, self._clock.monotonic(), details))
 
     def _missing(self, device: DevicePublic, wall_s: float) -> None:
         lst = self._lists.get(device.key_id)
