@@ -96,3 +96,36 @@ def mount(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     yield do
     for p in reversed(done):
         subprocess.run(["umount", "-l", str(p)], check=False, capture_output=True)
+
+
+# --- the repository stays clean -----------------------------------------------------
+# A command run by a test with a default output path (a receipt, a picture) writes into the
+# working directory, which is the repository: such files were once committed by accident. A new
+# top-level entry after the session fails the run and names it.
+
+_REPO = Path(__file__).resolve().parent.parent
+#: Made by the tools themselves (caches, the venv, the demo's output), never by a test.
+_REPO_OWN = {".venv", ".cache", "out", "build", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
+             ".grimp_cache", ".import_linter_cache", "edge_privacy_agent.egg-info", "__pycache__"}
+
+
+def _top_level() -> set[str]:
+    return {p.name for p in _REPO.iterdir()}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_top_key] = _top_level()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_top_key, None)
+    if before is None:
+        return
+    new = sorted(_top_level() - before - _REPO_OWN)
+    if new:
+        print(f"\nerror: the tests left new files in the repository root: {', '.join(new)} "
+              "(give the command an output path under tmp_path, or monkeypatch.chdir(tmp_path))")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_top_key = pytest.StashKey[set[str]]()

@@ -124,7 +124,8 @@ def test_an_owner_deletion_removes_every_copy_from_use(house: dict[str, object],
     # A member may not delete: a signed refusal, nothing deleted.
     capsys.readouterr()
     rc = main(["owner", "delete", "--identity", str(keys / "teen.key"), "--hub", str(data), "--camera", "porch",
-               "--from", str(e0 * HOUR * 1000), "--to", str((e0 + 1) * HOUR * 1000), "--wait", "10", *conn])
+               "--from", str(e0 * HOUR * 1000), "--to", str((e0 + 1) * HOUR * 1000), "--wait", "10",
+               "--receipt-out", str(Path(str(house["tmp"])) / "refusal.json"), *conn])
     assert rc == ExitCode.REFUSED and "not an owner" in capsys.readouterr().err
     assert len(list(nas.rglob("*.epaclip"))) == 2
     # Alice deletes the first hour (one whole epoch): the hub deletes, signs a receipt, and her
