@@ -62,6 +62,10 @@ class ConfigError(AgentError):
     """The homeowner's config is malformed or unsafe. Message names key path and YAML line."""
 
 
+class WebError(AgentError):
+    """The homeowner's page cannot start or be set up (no password set, the certificate, the port)."""
+
+
 class SourceError(AgentError):
     """A camera source cannot be opened or decoded."""
 
@@ -124,6 +128,11 @@ class AnalysisError(AgentError):
     """Analysis of a frame failed; the frame is withheld."""
 
 
+class SceneStateError(AnalysisError):
+    """A camera's stored scene (`DATA/state/scene/<camera>/`) or relearn request is unreadable or
+    corrupt: the camera is withheld until `privacy-agent camera relearn` replaces it."""
+
+
 class ModelError(AgentError):
     """A model is missing, corrupt, or does not match the manifest."""
 
@@ -145,6 +154,14 @@ class AccessStateError(AccessError):
 
 class MqttError(AgentError):
     """The broker is unreachable or a message on it is malformed."""
+
+
+class CheckpointNotPublished(MqttError):
+    """A factory reset could not hand its final audit checkpoint to the broker (unreachable, or no
+    acknowledgement in time). Nothing was wiped: the owners could not have pinned the end of the
+    log. `--offline` resets anyway, with the checkpoint on stdout and in the data dir only."""
+
+    exit_code = ExitCode.NO_ANSWER
 
 
 class FixtureError(AgentError):

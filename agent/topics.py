@@ -11,10 +11,14 @@ All hub topics live under one prefix (config `mqtt.topic_prefix`, default
 | P/available                              | hub → | yes      | 1   | `online` / `offline` (last will)|
 | P/camera/<cam>/state                     | hub → | yes      | 1   | signed `camera_state` (hub)     |
 | P/camera/<cam>/counters                  | hub → | yes      | 1   | JSON counters                   |
+| P/camera/<cam>/health                    | hub → | yes      | 1   | JSON camera health (fps, lag...)|
+| P/health                                 | hub → | yes      | 1   | JSON hub heartbeat and health   |
 | P/events                                 | hub → | no       | 1   | JSON event from the outbox      |
 | P/mode/state                             | hub → | yes      | 1   | signed `mode_state` (hub)       |
 | P/mode/set                               | → hub | no       | 1   | signed `mode_set` (owner device)|
 | P/mode/result/<device key id>            | hub → | no       | 1   | signed `mode_result` (hub)      |
+| P/relearn/request                        | → hub | no       | 1   | signed `relearn` (owner device) |
+| P/relearn/result/<device key id>         | hub → | no       | 1   | signed `relearn_result` (hub)   |
 | P/access/request/<request_id>            | → hub | no       | 1   | signed `request` (requester)    |
 | P/access/challenge/<challenge_id>        | hub → | yes*     | 1   | signed `challenge` (hub)        |
 | P/access/decision/<challenge_id>         | → hub | no       | 1   | signed `decision` (owner device)|
@@ -99,6 +103,13 @@ class Topics:
     def camera_counters(self, camera_id: str) -> str:
         return f"{self.prefix}/camera/{check_level(camera_id, 'camera id')}/counters"
 
+    def camera_health(self, camera_id: str) -> str:
+        return f"{self.prefix}/camera/{check_level(camera_id, 'camera id')}/health"
+
+    @property
+    def health(self) -> str:
+        return f"{self.prefix}/health"
+
     @property
     def events(self) -> str:
         return f"{self.prefix}/events"
@@ -113,6 +124,14 @@ class Topics:
 
     def mode_result(self, device_key_id: str) -> str:
         return f"{self.prefix}/mode/result/{check_level(device_key_id, 'device key id')}"
+
+    # --- relearn (a camera moved on purpose) -------------------------------
+    @property
+    def relearn_request(self) -> str:
+        return f"{self.prefix}/relearn/request"
+
+    def relearn_result(self, device_key_id: str) -> str:
+        return f"{self.prefix}/relearn/result/{check_level(device_key_id, 'device key id')}"
 
     # --- access flow -------------------------------------------------------
     def access_request(self, request_id: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 import agent  # noqa: F401
 
 # --- generated fixtures with ground truth (agent.lab.fixtures) --------------------
-# Used by test_fixtures.py, test_eval.py and test_canary.py. Scenarios are
+# Used by test_fixtures*.py, test_eval.py, test_canary.py and test_person_leak.py. Scenarios are
 # rendered lazily, once per session, at a small size so the suite stays fast.
 # Treat the directories as read-only: copy one before changing it, and replay
 # into your own tmp_path rather than into the fixture directory.

@@ -62,6 +62,7 @@ user owner
 topic read {p}/#
 topic write {p}/access/decision/#
 topic write {p}/mode/set
+topic write {p}/relearn/request
 topic write {p}/audit/proof/request
 topic write {p}/delete/request/#
 topic write {p}/epochs/#

@@ -14,6 +14,7 @@ from agent.analysis.detection import DetectionAnalyzer
 from agent.analysis.factory import build_detection_analyzer
 from agent.clock import FakeClock
 from agent.config import (
+    DEFAULT_HARMLESS_LABELS,
     CameraDetectionConfig,
     DetectionConfig,
     detection_rules,
@@ -230,7 +231,8 @@ def test_defaults_protect_a_camera_without_zones() -> None:
                              "style": Style.SOLID}
     assert all(r["action"] == Action.MASK for r in rules.values())
     assert all(set(r) == {"label", "action", "min_score", "margin_rel", "style"} for r in rules.values())
-    assert d.object_labels() == frozenset({"person", "bed", "toilet", "sink"})
+    # The rules' labels, the harmless classes that explain foreground, and the private-room fixtures.
+    assert d.object_labels() == frozenset({"person", "bed", "toilet", "sink", "bathtub", *DEFAULT_HARMLESS_LABELS})
 
 
 def test_rules_follow_config() -> None:

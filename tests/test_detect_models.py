@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from detect_support import (
 )
 
 from agent.config import OnnxRuntimeConfig
+from agent.detect import base as base_mod
 from agent.detect import session as sess_mod
-from agent.detect.base import Detector
+from agent.detect.base import Detector, OnnxDetector
 from agent.detect.prep import geometry, resize_into
 from agent.detect.registry import REGISTRY, load_detector
 from agent.errors import AnalysisError, ModelError
@@ -128,6 +130,80 @@ def test_wanted_labels_and_thresholds_filter(cache: Path) -> None:
     # Unlisted COCO labels can be asked for too (names use underscores).
     tables = load_detector("yolox_nano", cache=cache, wanted=frozenset({"diningtable", "chair"}))
     assert tables.labels == frozenset({"diningtable", "chair"})
+
+
+def test_cameras_with_the_same_settings_share_one_detector(cache: Path, tmp_path: Path) -> None:
+    # One ONNX Runtime session per model and settings, not one per camera (memory per camera).
+    a = load_detector("yolox_nano", cache=cache, wanted=frozenset({"person", "bed"}))
+    b = load_detector("yolox_nano", cache=cache, wanted=frozenset({"bed", "person"}))
+    assert a is b
+    assert load_detector("yolox_nano", cache=cache, wanted=frozenset({"person"})) is not a
+    assert load_detector("yolox_nano", cache=cache, wanted=frozenset({"person", "bed"}),
+                         thresholds={"person": 0.9}) is not a
+    assert load_detector("yolox_nano", cache=cache, wanted=frozenset({"person", "bed"}),
+                         onnx=OnnxRuntimeConfig(intra_op_threads=2)) is not a
+    # Sharing never skips the file check: a copy of the cache whose file is then damaged fails
+    # to load, although the same settings are loaded from the intact cache.
+    other = tmp_path / "cache"
+    other.mkdir()
+    for f in cache.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    assert load_detector("yolox_nano", cache=other, wanted=frozenset({"person", "bed"})) is not a
+    data = bytearray((other / "yolox_nano.onnx").read_bytes())
+    data[100] ^= 0xFF
+    (other / "yolox_nano.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelError):
+        load_detector("yolox_nano", cache=other, wanted=frozenset({"person", "bed"}))
+    assert load_detector("yolox_nano", cache=cache, wanted=frozenset({"person", "bed"})) is a
+
+
+def test_inferences_in_flight_are_bounded(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Four lanes ask at once; two slots: two run, two wait for a slot (ONNX Runtime keeps the
+    # working memory of every run in flight). Thresholds of its own: a detector nobody shares.
+    det = load_detector("yolox_nano", cache=cache, wanted=frozenset({"person"}), thresholds={"person": 0.77})
+    assert isinstance(det, OnnxDetector)
+    cv = threading.Condition()
+    state = {"asked": 0, "active": 0, "peak": 0, "open": False}
+
+    class Slots:
+        inner = threading.BoundedSemaphore(2)
+
+        def __enter__(self) -> None:
+            with cv:
+                state["asked"] += 1
+                cv.notify_all()
+            self.inner.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.inner.release()
+
+    real = det.session
+
+    class Gated:
+        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            with cv:
+                state["active"] += 1
+                state["peak"] = max(state["peak"], state["active"])
+                cv.notify_all()
+                assert cv.wait_for(lambda: state["open"], timeout=30)
+                state["active"] -= 1
+            return list(real.run(names, feeds))
+
+    monkeypatch.setattr(base_mod, "_inference_slots", Slots())
+    monkeypatch.setattr(det, "session", Gated())
+    img = photo(GROUP)
+    found: list[int] = []
+    lanes = [threading.Thread(target=lambda: found.append(len(det.detect(img)))) for _ in range(4)]
+    for t in lanes:
+        t.start()
+    with cv:
+        assert cv.wait_for(lambda: state["asked"] == 4 and state["active"] == 2, timeout=30)
+        state["open"] = True
+        cv.notify_all()
+    for t in lanes:
+        t.join(30)
+    assert state["peak"] == 2
+    assert len(found) == 4 and min(found) >= 1  # every lane still got its people
 
 
 # --- bad input ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The access protocol: how a requester gets a clip only with the owners' signed consent.
 
 Modules: `wire` (signed messages and their strict parsers), `machine` (the hub's pure state
-machine), `client` (what requesters and owner devices build and check), `audit` (the hub's
+machine; `deletion` and `relearn` add the owner's delete and relearn messages to it), `client` (what requesters and owner devices build and check), `audit` (the hub's
 tamper-evident, signed audit log). Code outside the package imports the protocol from
 `agent.access` and the log from `agent.access.audit`.
 
@@ -54,6 +54,14 @@ from agent.access.machine import (
     on_request,
     with_roster,
 )
+from agent.access.relearn import (
+    RelearnOrder,
+    RelearnResult,
+    make_relearn,
+    on_relearn,
+    parse_relearn_result,
+    relearn_result_message,
+)
 from agent.access.wire import (
     CLOSED_MEMORY,
     HUB_SEALED_BYTES,
@@ -95,6 +103,12 @@ __all__ = [
     "parse_delete_receipt",
     "parse_delete_request",
     "storage_only_ranges",
+    "RelearnOrder",
+    "RelearnResult",
+    "make_relearn",
+    "on_relearn",
+    "parse_relearn_result",
+    "relearn_result_message",
     "AccessPolicy",
     "Approval",
     "CLOSED_MEMORY",

@@ -64,6 +64,10 @@ ZERO_HASH_HEX = "0" * 64
 KINDS: frozenset[str] = frozenset(
     {
         "boot",
+        # The firmware hooks (firmware_hooks/CONTRACT.md): a clean power-off, and a factory reset
+        # (the last entry of a hub's log: its final checkpoint covers it, then the log is wiped).
+        "shutdown",
+        "factory_reset",
         "config_change",
         "mode_change",
         "clip_created",
@@ -78,6 +82,9 @@ KINDS: frozenset[str] = frozenset(
         "access_refused",
         "model_fault",
         "tamper",
+        # The owner said a moved camera's new view is right (`camera relearn`, or a signed
+        # `relearn` over MQTT): recorded before the camera learns its view again.
+        "camera_relearned",
         "audit_repair",
         "events_lost",
         "clip_vanished",

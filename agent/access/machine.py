@@ -66,7 +66,7 @@ STRICTEST_APPROVALS = 2
 
 #: Refusals counted instead of audited one by one (flooding): what they are called in the summary.
 TALLIED = ("unverified_refused", "unverified_limit", "requester_limit", "role_limit", "hub_limit",
-           "unverified_bad_request", "unauthenticated_delete", "member_mode_set")
+           "unverified_bad_request", "unauthenticated_delete", "member_mode_set", "member_relearn")
 
 
 @dataclass(frozen=True, slots=True)

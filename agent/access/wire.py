@@ -64,7 +64,8 @@ CLOSED_MEMORY = 4096  # closed challenges / seen messages remembered (oldest for
 
 
 TYPES: tuple[str, ...] = ("request", "challenge", "decision", "grant", "denial", "status", "mode_set",
-                          "mode_state", "mode_result", "camera_state", "delete_request", "delete_receipt")
+                          "mode_state", "mode_result", "camera_state", "delete_request", "delete_receipt",
+                          "relearn", "relearn_result")
 
 
 #: What the hub says about a requester in a challenge: enrolled by the owners in the roster (its
@@ -193,6 +194,12 @@ def hex_field(v: Any, n_chars: int, what: str) -> str:
 def text_field(v: Any, what: str) -> str:
     if not isinstance(v, str) or len(v) > MAX_TEXT_CHARS or any(ord(c) < 0x20 for c in v):
         raise AccessError(f"{what}: must be text of at most {MAX_TEXT_CHARS} characters without control characters")
+    return v
+
+
+def camera_field(v: Any, what: str) -> str:
+    if not isinstance(v, str) or not _CAMERA_RE.match(v):
+        raise AccessError(f"{what}: not a camera id")
     return v
 
 

@@ -2,17 +2,20 @@
 
 The policy's detection rules (`agent.core.policy.camera_policy`) and the detection analyzers
 built here come from the same effective per-camera config, so a rule never exists without a
-detector feeding it, and a detector never runs without the policy acting on it.
+detector feeding it, and a detector never runs without the policy acting on it. The same holds
+for the foreground layer: its analyzer runs exactly when the policy has a `foreground` part.
 """
 
 from __future__ import annotations
 
 from agent.analysis.detection import ROLES
 from agent.analysis.factory import build_detection_analyzer
+from agent.analysis.foreground import ForegroundAnalyzer
 from agent.analysis.motion import MotionAnalyzer
+from agent.analysis.scenestore import SceneStore
 from agent.analysis.tamper import TamperAnalyzer
 from agent.clock import Clock
-from agent.config import CameraConfig, LoadedConfig
+from agent.config import CameraConfig, LoadedConfig, effective_detection
 from agent.core.datatypes import Analysis, Frame
 from agent.core.events import EventCallback
 from agent.core.policy import CameraPolicy
@@ -20,9 +23,12 @@ from agent.core.ports import Analyzer, close_analyzer, merge
 
 
 def build_analyzers(loaded: LoadedConfig, cam: CameraConfig, policy: CameraPolicy, clock: Clock,
-                    on_event: EventCallback) -> list[Analyzer]:
+                    on_event: EventCallback, *, keep_scene: bool = False) -> list[Analyzer]:
+    """`keep_scene`: the learned scene lives in the data dir and survives restarts (`run`); a
+    replay or a preview learns its own and stores nothing."""
     a = loaded.config.analysis
-    analyzers: list[Analyzer] = [TamperAnalyzer(a.tamper)]
+    store = SceneStore(loaded.data_dir, cam.id) if keep_scene else None
+    analyzers: list[Analyzer] = [TamperAnalyzer(a.tamper, store)]
     zones = policy.withhold_capable_zones()
     if zones:
         analyzers.append(MotionAnalyzer(zones, a.motion))
@@ -34,6 +40,10 @@ def build_analyzers(loaded: LoadedConfig, cam: CameraConfig, policy: CameraPolic
                                            base_dir=loaded.path.parent, roles=(role,))
             if det.slots:
                 analyzers.append(det)
+    if policy.foreground is not None:
+        # Its own lane: cheap, on every frame, beside the detectors.
+        analyzers.append(ForegroundAnalyzer(effective_detection(loaded.config.detection, cam.detection).foreground,
+                                            cam.id))
     return analyzers
 
 

@@ -27,6 +27,18 @@ Invariants (each has a test):
   carry), a result is aged from the frame it was computed on, a hung worker
   shows as a growing age (so the policy withholds), and a result computed
   before a source change is discarded.
+- A scene cut (the whole view changes between two frames: a mean absolute
+  difference of two 32x18 grey thumbnails, brightness taken out, above
+  `scene_cut.threshold`) drops every carried result and runs the detectors
+  on the cut frame itself: boxes of the previous scene are never applied to
+  the new one. With `objects.asynchronous`, frames are withheld
+  (`scene_cut:pending`) until the run started on the cut frame is in.
+- `Analysis.room`: once an object run reports a bed (bedroom) or a toilet
+  or sink (bathroom), every later frame of the run carries that kind. It
+  latches, because a private room does not stop being one when the
+  fixture is hidden for a while (a person in front of the toilet, a towel
+  over the sink): un-latching would release frames of exactly the moments
+  the room is in use.
 - Time comes only from the injected clock; no sleeping, no wall time.
 """
 
@@ -38,8 +50,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import cv2
+import numpy as np
+
+from agent.analysis.shrink import shrink
 from agent.clock import Clock
-from agent.config import DetectionConfig
+from agent.config import ROOM_LABELS, DetectionConfig
 from agent.core.datatypes import Analysis, Detection, Event, Frame
 from agent.core.events import emit_safely
 from agent.detect.base import Detector
@@ -55,6 +71,7 @@ ROLES: tuple[str, ...] = ("faces", "objects")
 # Run a detector before its result is this fraction of max_detection_age_s old.
 _FORCE_RUN_AGE_REL = 0.5
 _EWMA = 0.2
+_THUMB_PX = (32, 18)
 
 
 @dataclass
@@ -77,6 +94,7 @@ class _Slot:
     asynchronous: bool = False
     pending: _Job | None = None
     generation: int = 0  # bumped by forget(): a job from an older generation is discarded
+    cut_pending: bool = False  # asynchronous: no result yet from the run started on a scene cut
 
     def age_s(self, frame: Frame) -> float | None:
         if self.result_t_s is None or self.result_mono_s is None:
@@ -134,6 +152,9 @@ class DetectionAnalyzer:
         self._shape: tuple[int, int] | None = None
         self._prev_t_s: float | None = None
         self._frame_interval_s: float | None = None
+        self._thumb: np.ndarray | None = None
+        self.room: str | None = None  # latched private-room kind (see the module docstring)
+        self.scene_cuts = 0
         for slot in self.slots:
             self._load(slot)
 
@@ -215,6 +236,15 @@ class DetectionAnalyzer:
         self._prev_t_s = frame.t_s
         return new
 
+    def _scene_cut(self, frame: Frame) -> bool:
+        """True when this frame's whole view differs from the previous frame's (a new scene)."""
+        if not self.cfg.scene_cut.enabled:
+            return False
+        thumb = cv2.cvtColor(shrink(frame.image, _THUMB_PX), cv2.COLOR_BGR2GRAY).astype(np.float32)
+        thumb -= float(thumb.mean())  # a brightness change alone is not a cut
+        prev, self._thumb = self._thumb, thumb
+        return prev is not None and float(np.abs(thumb - prev).mean()) > self.cfg.scene_cut.threshold
+
     # --- the analyzer ------------------------------------------------------------
 
     def analyze(self, frame: Frame) -> Analysis:
@@ -223,8 +253,15 @@ class DetectionAnalyzer:
         if self._new_source(frame):
             log.info("camera %s: new source geometry or timeline; dropping carried detections", self.camera_id)
             self._frame_interval_s = None
+            self._thumb = None
             for s in self.slots:
                 s.forget()
+        if self._scene_cut(frame):
+            self.scene_cuts += 1
+            log.info("camera %s: scene cut at frame %d; dropping carried detections", self.camera_id, frame.index)
+            for s in self.slots:
+                s.forget()
+                s.cut_pending = s.asynchronous
         faults: list[str] = []
         detections: list[Detection] = []
         ages: list[float] = []
@@ -236,9 +273,12 @@ class DetectionAnalyzer:
                     faults.append(f"model_missing:{slot.model}")
                     continue
             slot.frames_since_run += 1
-            if slot.asynchronous and slot.result_t_s is not None:
+            if slot.asynchronous and (slot.result_t_s is not None or slot.cut_pending):
                 if not self._step_async(slot, frame):
                     faults.append(f"detector_error:{slot.model}")
+                    continue
+                if slot.cut_pending:
+                    faults.append("scene_cut:pending")
                     continue
             elif self._due(slot, frame):
                 if not self._run(slot, frame):
@@ -256,10 +296,18 @@ class DetectionAnalyzer:
                 )
             else:
                 detections.extend(slot.result)
+        if self.room != "bathroom":
+            for d in detections:
+                kind = ROOM_LABELS.get(d.label)
+                if kind is not None and (self.room is None or kind == "bathroom"):
+                    if self.room != kind:
+                        log.info("camera %s: a %s is in view: private room (%s)", self.camera_id, d.label, kind)
+                    self.room = kind
         return Analysis(
             detections=tuple(detections),
             faults=tuple(faults),
             detections_age_s=max(ages) if ages else None,
+            room=self.room,
         )
 
     def _run(self, slot: _Slot, frame: Frame) -> bool:
@@ -292,6 +340,7 @@ class DetectionAnalyzer:
         slot.result_mono_s = mono_s
         slot.frames_since_run = 0
         slot.runs += 1
+        slot.cut_pending = False
         return True
 
     # --- asynchronous runs (objects.asynchronous) ----------------------------------

@@ -10,8 +10,9 @@ Invariants:
 - The background model is frozen (learning rate 0) while any zone is
   occupied, so a still person is never learned into the background; the
   empty reference is only refreshed while its zone is empty.
-- Start-up and resolution changes begin with a warm-up during which every
-  withhold zone counts as occupied (unknown means withhold).
+- Start-up, resolution changes and `relearn()` (`camera relearn`) begin with
+  a warm-up during which every withhold zone counts as occupied (unknown
+  means withhold).
 - Work happens on a small grey copy of the frame (~320 px wide): cheap on a
   Pi and insensitive to codec noise.
 - Time comes from the frame's stream time (`t_s`), so replays are exact.
@@ -75,6 +76,11 @@ class MotionAnalyzer:
         self._bg = cv2.createBackgroundSubtractorMOG2(history=300, varThreshold=25, detectShadows=False)
         self._frames_seen = 0
         self._warm = []
+
+    def relearn(self) -> None:
+        """Learn the zones' empty references again (after a deliberate re-mount): a new warm-up,
+        during which every withhold zone counts as occupied."""
+        self._size = None
 
     def _grey(self, img: Image) -> np.ndarray:
         small = shrink(img, self._work)

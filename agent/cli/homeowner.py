@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from agent.cli import camera
+from agent.cli.configcheck import config_warnings
 from agent.cli.parsing import command_group
 from agent.clock import SystemClock
 from agent.config import LoadedConfig, load_config
@@ -32,11 +34,19 @@ if TYPE_CHECKING:
 
 from agent.analysis.build import preview_detections
 from agent.analysis.discover import discover, render_preview, with_proposals
+from agent.analysis.scenestore import stored_scene_state
 from agent.config.edit import merge_into_config, snippet_text, write_config_atomically
 from agent.core.redact import RedactedFrame
 from agent.errors import ExitCode
 from agent.fsutil import PRIVATE_FILE_MODE, atomic_write, make_private_dirs
-from agent.media.preview import Withheld, preview_frame, preview_zones, redacted_view, render_zones
+from agent.media.preview import (
+    Withheld,
+    camera_notes,
+    preview_frame,
+    preview_zones,
+    redacted_view,
+    render_zones,
+)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -46,9 +56,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for cam in cfg.cameras:
         zones = ", ".join(f"{z.name} ({z.action}, {z.style})" for z in cam.zones) or "no zones"
         print(f"  camera {cam.id}: source {cam.source}; {zones}")
-    for warn in plaintext_sinks(loaded):
-        print(f"  warning: {warn} writes plaintext (unencrypted) video")
-    return ExitCode.OK
+    warnings = [f"{w} writes plaintext (unencrypted) video" for w in plaintext_sinks(loaded)]
+    warnings += config_warnings(loaded)
+    for warn in warnings:
+        print(f"  warning: {warn}")
+    return ExitCode.FAILED if args.strict and warnings else ExitCode.OK
 
 
 def _first_frame(loaded: LoadedConfig, source: str, fps: float | None) -> np.ndarray:
@@ -101,13 +113,29 @@ def cmd_zones_preview(args: argparse.Namespace) -> int:
     # The camera's detectors run on this frame too: a face in the picture is masked as it would be.
     detected = preview_detections(loaded, cam, policy, preview_frame(policy, img), SystemClock())
     view = redacted_view(img, policy, mode, detected)
-    out, _layout = render_zones(view, zones)
+    notes = camera_notes(cam.id, scene=stored_scene_state(loaded.data_dir, cam.id),
+                         private_room=_private_room(cam, detected))
+    out, _layout = render_zones(view, zones, notes)
     out_path = Path(args.out)
     _write_image(out_path, out)
     print(f"wrote {out_path} (mode 0600): {len(zones)} zone(s) over a {img.shape[1]}x{img.shape[0]} frame "
           f"from {cam.id}; {_what_it_shows(view, mode)}; grid lines every 0.1 give [x, y] points "
           "(0..1, origin top-left)")
+    for note in notes:
+        print(f"  {note}")
     return ExitCode.OK
+
+
+def _private_room(cam: object, detected: object) -> str | None:
+    """The private room the camera is treated as: `privacy_room` when set, for `auto` the room its
+    detectors saw on this frame (a bed, a toilet or a sink), None for none."""
+    room = getattr(cam, "privacy_room", None)
+    if room in ("bathroom", "bedroom"):
+        return str(room)
+    if room in (None, "auto"):
+        seen = getattr(detected, "room", None)
+        return str(seen) if seen in ("bathroom", "bedroom") else None
+    return None
 
 
 MODE_CHOICES = (*(x.value for x in Mode), "auto")
@@ -143,6 +171,7 @@ def cmd_mode(args: argparse.Namespace) -> int:
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check-config", help="validate a config file and summarise it")
     p.add_argument("config", help="path to config.yaml")
+    p.add_argument("--strict", action="store_true", help="exit 1 when there are warnings, not only errors")
     p.set_defaults(func=cmd_check_config)
 
     zsub = command_group(sub, "zones", "privacy-zone tools")
@@ -185,6 +214,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         return cmd_mode(args)
 
     m.set_defaults(func=mode_command)
+    camera.register(sub)
 
 
 def _confirm(question: str) -> bool:

@@ -22,22 +22,27 @@ from agent import __version__
 from agent.access.audit import AuditLog
 from agent.access.recorder import EventRecorder, open_hub_audit, record_boot
 from agent.analysis.build import build_analyzers
+from agent.analysis.scenestore import RelearnWatcher
 from agent.cli.parsing import command_group
 from agent.clock import SystemClock
 from agent.config import LoadedConfig, load_config
 from agent.core.datatypes import Decision, Event
 from agent.core.events import EventLog
+from agent.core.indicator import start_indicator
 from agent.core.modes import ModeController
 from agent.core.pipeline import CameraPipeline
 from agent.core.policy import camera_policy
 from agent.core.process import tune_process
 from agent.errors import AgentError, ExitCode, SinkError, SourceError
 from agent.fsutil import make_private_dirs
+from agent.media.encoders import start_encoder
 from agent.media.sources import SourceOpener
+from agent.mqtt.health import service_monitor
 from agent.storage.lock import DataDirLock
 from agent.storage.retention import ExpiryTicker
 from agent.storage.sinks.factory import build_sinks, plaintext_sinks
 from agent.vocab import Action, Mode
+from agent.web.service import start_web
 from models.install import add_arguments
 
 if TYPE_CHECKING:
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_config(args.config)
+    for cam_id in args.camera or []:
+        loaded.config.camera(cam_id)  # an unknown id is an error naming the known ones, as in `replay`
     data_dir = loaded.data_dir
     try:
         make_private_dirs(data_dir)  # 0700; the lock below tightens what an older version left
@@ -75,6 +82,7 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     audit = open_hub_audit(data_dir, clock)
     if audit is not None:
         events.subscribe(EventRecorder(audit))
+    encoder = start_encoder(cfg.video.encoder, events, clock.monotonic())  # once per run; explicit + broken: stops
     # Said once, on stderr, where the person who started `run` looks (and systemd's journal
     # keeps it); a log line as well would only say the same thing twice.
     for warn in plaintext_sinks(loaded):
@@ -111,9 +119,9 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         pipes.append((
             CameraPipeline(
                 policy,
-                build_analyzers(loaded, cam, policy, clock, events),
+                build_analyzers(loaded, cam, policy, clock, events, keep_scene=True),
                 build_sinks(loaded, cam.id, fps, events, clock, audit=audit.append if audit is not None else None,
-                            purger=lambda: hub.outbox if hub is not None else None),
+                            purger=lambda: hub.outbox if hub is not None else None, encoder=encoder),
                 modes.current,
                 events,
                 clock=clock,
@@ -124,6 +132,17 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             opener,
         ))
 
+    # Relearn requests (`camera relearn`, an owner's signed MQTT request): those made while `run`
+    # was not running are honoured before the first frame, later ones between frames.
+    relearn = RelearnWatcher(data_dir, {p.camera_id: p for p, _ in pipes},
+                             audit.append if audit is not None else None,
+                             lambda cam, msg: events(Event("scene_problem", cam, msg, clock.monotonic(), {})))
+    relearn.poll_once()
+    relearn.start()
+    indicator = start_indicator(cfg.hardware, [p for p, _ in pipes], hub.access if hub is not None else None, events, clock)
+    web = start_web(loaded, [p for p, _ in pipes], modes.current, events, clock,  # None unless web.enabled
+                    lambda: getattr(getattr(hub, "access", None), "state", None),
+                    audit=audit.append if audit is not None else None)
     stopping: list[float] = []  # monotonic time of the first stop signal
 
     def stop(signum: int, _frame: object) -> None:
@@ -149,17 +168,25 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     # Retention: expiry at start and every 10 minutes, finishing deletions a sink could not take yet.
     expiry = ExpiryTicker.start_for(loaded, clock, audit.append if audit is not None else None,
                                     events=lambda: hub.outbox if hub is not None else None)
+    monitor = service_monitor(loaded, pipes, threads, hub, events, clock, encoder.codec)
     try:
         for t in threads:
             t.start()
+        monitor.start()  # READY=1, then the watchdog fed from the pipelines' health
         for t in threads:
             while t.is_alive():
                 t.join(0.2)
                 if stopping and time.monotonic() - stopping[0] > STOP_GRACE_S:
                     break
     finally:
+        monitor.stop()  # STOPPING=1
+        relearn.stop()
         if expiry is not None:
             expiry.stop()
+        if indicator is not None:
+            indicator.stop()  # off: nothing is recorded any more
+        if web is not None:
+            web.stop()
         busy = [t.name for t in threads if t.is_alive()]
         if hub is not None:
             for cam_id, r in results.items():

@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.owner",       # keys, owner, open, verify, outbox, audit
     "agent.cli.requester",   # requester
     "agent.cli.tester",      # fixtures, replay, eval
+    "agent.cli.web",         # web passwd
 )
 
 

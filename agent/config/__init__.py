@@ -11,7 +11,7 @@ Invariants:
   `privacy` mode, and a plaintext sink must be named as plaintext.
 
 One module per section: `base`, `cameras`, `analysis`, `detection`, `sinks`, `mqtt`, `epochkeys`
-(the epoch key settings of `retention:`), `retention` (the whole `retention:` section), `root` (the whole file), `loader` (YAML with line numbers) and `edit` (comment-keeping edits). Sections import
+(the epoch key settings of `retention:`), `retention` (the whole `retention:` section), `video` (the H.264 encoder), `hardware` (the privacy LED and switch), `web` (the homeowner's page), `root` (the whole file), `loader` (YAML with line numbers) and `edit` (comment-keeping edits). Sections import
 only `base` and the ground floor, so there is no cycle. Code outside the package imports from
 `agent.config`.
 """
@@ -33,16 +33,21 @@ from agent.config.cameras import (
     ZoneConfig,
 )
 from agent.config.detection import (
+    DEFAULT_HARMLESS_LABELS,
     DEFAULT_PRIVATE_LABELS,
     DEFAULT_THRESHOLDS,
     FALLBACK_THRESHOLD,
+    ROOM_LABELS,
     CameraDetectionConfig,
     DetectionConfig,
     FaceDetectionConfig,
+    ForegroundConfig,
     ObjectDetectionConfig,
     OnnxRuntimeConfig,
     PersonRuleConfig,
     PrivateObjectsConfig,
+    PrivateRoomConfig,
+    SceneCutConfig,
     detection_rules,
     effective_detection,
     protections_off,
@@ -51,8 +56,13 @@ from agent.config.epochkeys import (
     EpochKeySettings,
     MissingEpochKey,
 )
+from agent.config.hardware import (
+    GpioLineConfig,
+    HardwareConfig,
+)
 from agent.config.loader import (
     LoadedConfig,
+    at_key,
     config_hash,
     load_config,
     parse_config_text,
@@ -76,6 +86,13 @@ from agent.config.sinks import (
     S3SinkConfig,
     SinkConfig,
 )
+from agent.config.video import (
+    EncoderSetting,
+    VideoConfig,
+)
+from agent.config.web import (
+    WebConfig,
+)
 
 __all__ = [
     "AccessPolicyConfig",
@@ -88,6 +105,7 @@ __all__ = [
     "CameraConfig",
     "CameraDetectionConfig",
     "CameraModeConfig",
+    "DEFAULT_HARMLESS_LABELS",
     "DEFAULT_PRIVATE_LABELS",
     "DEFAULT_THRESHOLDS",
     "Day",
@@ -95,6 +113,9 @@ __all__ = [
     "DirectorySinkConfig",
     "FALLBACK_THRESHOLD",
     "FaceDetectionConfig",
+    "ForegroundConfig",
+    "GpioLineConfig",
+    "HardwareConfig",
     "LoadedConfig",
     "ModesConfig",
     "MotionConfig",
@@ -103,6 +124,9 @@ __all__ = [
     "OnnxRuntimeConfig",
     "PersonRuleConfig",
     "PrivateObjectsConfig",
+    "PrivateRoomConfig",
+    "ROOM_LABELS",
+    "SceneCutConfig",
     "REQUESTER_ROLES",
     "RETENTION_MAX_DAYS",
     "RetentionConfig",
@@ -111,6 +135,10 @@ __all__ = [
     "SinkConfig",
     "StrictModel",
     "TamperConfig",
+    "at_key",
+    "EncoderSetting",
+    "VideoConfig",
+    "WebConfig",
     "ZoneConfig",
     "config_hash",
     "detection_rules",

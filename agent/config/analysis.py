@@ -33,8 +33,9 @@ class TamperConfig(StrictModel):
     )
     moved_enabled: bool = Field(
         default=True,
-        description="Withhold every frame once the scene no longer matches the one learned at start "
-        "(camera turned or re-mounted): the zones would no longer cover what they were drawn over.",
+        description="Withhold every frame once the scene no longer matches the one learned at first start and "
+        "kept in the data dir (camera turned or re-mounted): the zones would no longer cover what they were "
+        "drawn over. It stays withheld, across restarts, until `privacy-agent camera relearn`.",
     )
     moved_threshold: float = Field(
         default=0.6, gt=0, lt=1,

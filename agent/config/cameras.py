@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Literal
 
@@ -15,6 +16,8 @@ from agent.config.base import ID_RE, StrictModel
 from agent.config.detection import CameraDetectionConfig
 from agent.geometry import PolygonError, validate_polygon
 from agent.vocab import Mode, Style, ZoneAction
+
+log = logging.getLogger(__name__)
 
 
 class ZoneConfig(StrictModel):
@@ -86,6 +89,14 @@ class CameraConfig(StrictModel):
         default=None,
         description="Per-camera overrides of the hub-wide `detection` settings (unset keys inherit).",
     )
+    privacy_room: Literal["auto", "bathroom", "bedroom", "none"] = Field(
+        default="auto",
+        description="Whether this camera watches a private room. `bathroom` or `bedroom`: a person in view "
+        "(a detection or unexplained foreground) withholds the whole frame instead of masking a box, and "
+        "private objects get a wide margin. `auto` (default): the same once the object detector has seen a "
+        "bed (bedroom) or a toilet or sink (bathroom) on this camera, for the rest of the run. `none`: never "
+        "(logged as a warning).",
+    )
     retention_days: int | None = Field(
         default=None, ge=1, le=36_500, strict=True,
         description="Days this camera's clips are kept (for example a short period for a bedroom camera); "
@@ -108,6 +119,13 @@ class CameraConfig(StrictModel):
                 raise ValueError(f"duplicate zone name {z.name!r}")
             seen.add(z.name)
         return v
+
+    @model_validator(mode="after")
+    def _warn_room_off(self) -> CameraConfig:
+        if self.privacy_room == "none":
+            log.warning("camera %s: privacy_room: none; a bed, toilet or sink in view does not make it a "
+                        "private room (people are masked, not withheld)", self.id)
+        return self
 
     @model_validator(mode="after")
     def _mode_zone_names(self) -> CameraConfig:

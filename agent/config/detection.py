@@ -25,6 +25,13 @@ from agent.vocab import Action, Style, ZoneAction
 log = logging.getLogger(__name__)
 
 DEFAULT_PRIVATE_LABELS: tuple[str, ...] = ("bed", "toilet", "sink")
+# Classes whose moving pixels are not a person's: a foreground blob inside one of their boxes stays visible.
+DEFAULT_HARMLESS_LABELS: tuple[str, ...] = (
+    "bird", "cat", "dog", "horse", "sheep", "cow",
+    "bicycle", "car", "motorbike", "bus", "truck", "boat",
+)
+# What makes a camera a private room under `privacy_room: auto` (the object model's names).
+ROOM_LABELS: dict[str, str] = {"bed": "bedroom", "toilet": "bathroom", "sink": "bathroom", "bathtub": "bathroom"}
 DEFAULT_THRESHOLDS: dict[str, float] = {
     # Low on purpose: a missed face or bed leaks, an extra mask costs only pixels.
     "face": 0.5,
@@ -183,6 +190,87 @@ class PrivateObjectsConfig(StrictModel):
         return out
 
 
+class ForegroundConfig(StrictModel):
+    enabled: bool = Field(
+        default=True,
+        description="Mask what differs from the camera's learned empty scene and no detection explains "
+        "(a head at the frame edge before the person detector fires, an arm outside a person box, a "
+        "person the detector missed). Turning this off is logged as a warning.",
+    )
+    harmless_labels: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_HARMLESS_LABELS),
+        description="Object classes whose boxes explain a foreground region, leaving it visible (a pet, "
+        "a car). Names as in `private_objects.labels`. Any other region that differs from the empty scene "
+        "is masked.",
+    )
+    diff: float = Field(
+        default=10.0, gt=0, le=255,
+        description="Colour difference (0-255, the largest over the three channels) from the empty scene, "
+        "after the whole frame's brightness change is taken out, above which a pixel is foreground.",
+    )
+    min_area_rel: float = Field(
+        default=0.0001, gt=0, le=1,
+        description="Smallest foreground region that counts, as a share of the frame (0.0001 is a "
+        "3x2 patch at 320x180: the first hair of a head entering at 720p).",
+    )
+    dilate_rel: float = Field(
+        default=0.02, ge=0, le=0.2,
+        description="Each foreground region grows by this share of the frame's width before masking, "
+        "so its outline (hair, fingers) is covered too.",
+    )
+    warmup_frames: int = Field(
+        default=5, ge=1, le=600,
+        description="Frames at start (or after a relearn or a resolution change) used to learn the empty "
+        "scene; they are withheld (`foreground:learning`).",
+    )
+    learn_rate: float = Field(
+        default=0.02, ge=0, le=1,
+        description="How fast the empty scene follows slow change, per frame, where nothing is in the "
+        "foreground. A region that is foreground is never learned, so a person who stops stays masked.",
+    )
+    hold_s: float = Field(
+        default=0.4, ge=0, le=5,
+        description="A foreground region stays masked for this long (stream time, seconds) after it was "
+        "last seen: someone leaving through an edge, or briefly the colour of what is behind them, is still "
+        "where they were a moment before. 0 masks only what differs on the frame itself.",
+    )
+    style: Style = Field(default=Style.SOLID, description="How unexplained foreground is replaced.")
+
+    @field_validator("harmless_labels")
+    @classmethod
+    def _labels(cls, v: list[str]) -> list[str]:
+        out = [x.strip().lower().replace(" ", "_") for x in v]
+        if any(not x for x in out):
+            raise ValueError("labels must be non-empty names")
+        if "face" in out or "person" in out:
+            raise ValueError("a face or person never explains foreground as harmless")
+        return out
+
+
+class SceneCutConfig(StrictModel):
+    enabled: bool = Field(
+        default=True,
+        description="Find scene cuts (a large change of the whole view between two frames) and run the "
+        "object detector on the cut frame itself, so boxes from the previous scene are never applied to "
+        "the new one. Turning this off is logged as a warning.",
+    )
+    threshold: float = Field(
+        default=25.0, gt=0, le=255,
+        description="Mean absolute grey-level difference (0-255) between two consecutive frames, on a "
+        "32x18 thumbnail with each frame's mean level taken out, above which a frame starts a new scene. "
+        "Two different rooms measure 37-72; a person filling half the view about 9, the lights dimmed "
+        "by half about 17.",
+    )
+
+
+class PrivateRoomConfig(StrictModel):
+    object_margin_rel: float = Field(
+        default=0.4, ge=0, le=2,
+        description="On a private-room camera, each side of a private object's box grows by at least "
+        "this fraction of its width/height (the whole fixture and what is around it).",
+    )
+
+
 class DetectionConfig(StrictModel):
     enabled: bool = Field(
         default=True,
@@ -227,6 +315,14 @@ class DetectionConfig(StrictModel):
     onnxruntime: OnnxRuntimeConfig = Field(
         default_factory=OnnxRuntimeConfig, description="ONNX Runtime session options shared by all detectors."
     )
+    foreground: ForegroundConfig = Field(
+        default_factory=ForegroundConfig,
+        description="The unexplained-foreground layer: what the detectors miss, the empty-scene model masks.",
+    )
+    scene_cut: SceneCutConfig = Field(default_factory=SceneCutConfig, description="Scene-cut detection.")
+    private_rooms: PrivateRoomConfig = Field(
+        default_factory=PrivateRoomConfig, description="Settings for cameras in a private room (`privacy_room`)."
+    )
 
     @field_validator("thresholds")
     @classmethod
@@ -258,13 +354,21 @@ class DetectionConfig(StrictModel):
             self.persons.enabled or (self.private_objects.enabled and bool(self.private_objects.labels))
         )
 
+    @property
+    def foreground_active(self) -> bool:
+        return self.enabled and self.foreground.enabled
+
     def object_labels(self) -> frozenset[str]:
-        """Labels the object detector must report."""
+        """Labels the object detector must report: those rules need, the harmless classes that
+        explain foreground, and the fixtures that make a room private (`privacy_room: auto`)."""
         out: set[str] = set()
         if self.persons.enabled:
             out.add("person")
         if self.private_objects.enabled:
             out.update(self.private_objects.labels)
+        if self.foreground_active:
+            out.update(self.foreground.harmless_labels)
+        out.update(ROOM_LABELS)
         return frozenset(out)
 
 
@@ -301,6 +405,10 @@ def protections_off(cfg: DetectionConfig) -> list[str]:
             off.append("private-object protection (detection.private_objects.enabled: false)")
         elif not cfg.private_objects.labels:
             off.append("private-object protection (detection.private_objects.labels is empty)")
+    if not cfg.foreground.enabled:
+        off.append("unexplained-foreground masking (detection.foreground.enabled: false)")
+    if not cfg.scene_cut.enabled:
+        off.append("scene-cut detection (detection.scene_cut.enabled: false)")
     return off
 
 

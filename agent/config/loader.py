@@ -139,6 +139,18 @@ def config_hash(cfg: AgentConfig) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
+def at_key(loaded: LoadedConfig, loc: Sequence[int | str], message: str) -> str:
+    """`key.path: message (file:line)` about a key of a loaded file, in the form of a validation
+    error (for warnings about a config that validates). The file is read again for its lines."""
+    try:
+        root = _yaml().load(loaded.path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, YAMLError):
+        root = None
+    line = _line_of(root, loc) if root is not None else None
+    fname = loaded.path.name
+    return f"{_format_loc(loc)}: {message} " + (f"({fname}:{line})" if line else f"({fname})")
+
+
 def load_config(path: str | Path) -> LoadedConfig:
     p = Path(path)
     try:

@@ -108,6 +108,12 @@ class MqttConfig(StrictModel):
     discovery_prefix: str = Field(
         default=HA_DISCOVERY_PREFIX, description="Home Assistant's discovery prefix."
     )
+    health_interval_s: int = Field(
+        default=30, ge=5, le=3600,
+        description="Seconds between the hub's health reports (`P/health`, `P/camera/<cam>/health`: heartbeat, "
+        "fps, queue depth, analysis lag, withheld counts, disk free, encoder), published retained by `run`. "
+        "Home Assistant shows a sensor as unavailable after three intervals without a report.",
+    )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive interval in seconds.")
     reconnect_min_s: float = Field(
         default=1.0, gt=0, le=60, description="First reconnect delay after the broker is lost; doubles each try."

@@ -11,9 +11,12 @@ from agent.config.analysis import AnalysisConfig
 from agent.config.base import StrictModel
 from agent.config.cameras import CameraConfig, ModesConfig
 from agent.config.detection import DetectionConfig
+from agent.config.hardware import HardwareConfig
 from agent.config.mqtt import MqttConfig
 from agent.config.retention import RetentionConfig
 from agent.config.sinks import SinkConfig
+from agent.config.video import VideoConfig
+from agent.config.web import WebConfig
 from agent.errors import ConfigError
 
 
@@ -47,6 +50,20 @@ class AgentConfig(StrictModel):
         default_factory=RetentionConfig,
         description="Retention and the right to delete: how long clips are kept (`days`) and the epoch keys "
         "clips are sealed to (see the Retention and epoch keys sections of README.md).",
+    )
+    video: VideoConfig = Field(
+        default_factory=VideoConfig,
+        description="How redacted frames are encoded: the H.264 encoder (`auto` tries the hardware one) and its "
+        "quality settings.",
+    )
+    hardware: HardwareConfig = Field(
+        default_factory=HardwareConfig,
+        description="The hub's privacy LED and privacy switch on GPIO lines (see firmware_hooks/CONTRACT.md).",
+    )
+    web: WebConfig = Field(
+        default_factory=WebConfig,
+        description="The homeowner's page on the hub: draw zones on redacted frames, see each camera's state "
+        "(see \"The homeowner's page\" in README.md). Off by default.",
     )
 
     @field_validator("cameras")

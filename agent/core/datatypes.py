@@ -74,18 +74,38 @@ class ZoneActivity:
 
 
 @dataclass(frozen=True, slots=True)
+class ForegroundBlob:
+    """One region that differs from the camera's learned empty scene (`agent.analysis.foreground`).
+
+    `points` is a convex relative polygon around the (slightly dilated) region, `box` its bounds,
+    `area_rel` the region's share of the frame before dilation.
+    """
+
+    box: BoxRel
+    points: tuple[PointRel, ...]
+    area_rel: float
+
+
+@dataclass(frozen=True, slots=True)
 class Analysis:
     """Everything the analysis stage learned about one frame.
 
     `faults` are reasons that force WITHHOLD (camera covered, detector fault,
     model missing, ...). `detections_age_s` is the age of the newest detector
     result used for this frame, or None when no detector is configured.
+    `foreground` are the regions that differ from the learned empty scene;
+    `foreground_ready` is False while that scene is still being learned (the
+    policy withholds). `room` is the private-room kind the object detector has
+    seen on this camera (`bathroom`, `bedroom`), latched for the run, or None.
     """
 
     detections: tuple[Detection, ...] = ()
     zone_activity: tuple[ZoneActivity, ...] = ()
     faults: tuple[str, ...] = ()
     detections_age_s: float | None = None
+    foreground: tuple[ForegroundBlob, ...] = ()
+    foreground_ready: bool = True
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

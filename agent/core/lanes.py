@@ -8,10 +8,11 @@ behind a hung call are withheld as `analysis_busy` until the call returns (it ow
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as futures_wait
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 
 from agent.core.datatypes import Analysis, Frame
 from agent.core.ports import Analyzer, close_analyzer, merge
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,6 +119,20 @@ class AnalysisRunner:
             return Analysis(faults=tuple(dict.fromkeys(faults))), "; ".join(problems) or None
         return merge(parts), None
 
+    def relearn(self) -> list[str]:
+        """Queue each analyzer's optional `relearn()` on its own lane, ahead of the next frame: the
+        lane runs it between two frames, never during one. Returns the analyzers asked."""
+        names: list[str] = []
+        with self._lock:
+            for i, lane in enumerate(self._lanes):
+                fn = getattr(lane.analyzer, "relearn", None)
+                if not callable(fn):
+                    continue
+                name = str(getattr(lane.analyzer, "name", i))
+                names.append(name)
+                lane.pool.submit(fn).add_done_callback(_relearn_done(name))
+        return names
+
     def analyze(self, frame: Frame) -> tuple[Analysis, str | None]:
         """Submit and collect one frame (no look-ahead)."""
         return self.collect(self.submit(frame))
@@ -132,3 +149,10 @@ class AnalysisRunner:
                 # Not while a timed-out call is still running: it owns the analyzer.
                 close_analyzer(lane.analyzer)
 
+
+def _relearn_done(name: str) -> Callable[[Future[object]], None]:
+    def done(fut: Future[object]) -> None:
+        # An analyzer that could not relearn keeps what it had: a moved camera stays withheld.
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("analyzer %s could not relearn the scene: %s", name, fut.exception())
+    return done

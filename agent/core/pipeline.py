@@ -28,6 +28,19 @@ Invariants (fail closed):
 - A source that cannot be opened or decoded gives an event, not a crash
   loop: live sources are reopened with exponential backoff on the injected
   clock; file sources end.
+- The policy can be replaced while the pipeline runs (`swap_policy`, the
+  homeowner's page saving zones): one reference swap of a frozen policy,
+  read once per frame, so each frame is decided under exactly one policy. A
+  new policy whose withhold zones or detection rules differ from those the
+  analyzers were built for withholds every frame ("restart_needed") until the
+  agent restarts: the analyzers would watch the old zones.
+- A frame tap (`set_frame_tap`) sees each frame's outcome after the sinks'
+  checks: the `RedactedFrame` that was released, or the withholding
+  `Decision`. It never sees a raw frame.
+- `request_relearn()` (the owner's `camera relearn`, from any thread) is a
+  flag the reader honours before the next frame: each analyzer with a
+  `relearn()` runs it on its own lane, in order, so no analyzer's state is
+  touched while it analyses a frame. Nothing else ever asks for a relearn.
 """
 
 from __future__ import annotations
@@ -54,6 +67,8 @@ log = logging.getLogger(__name__)
 
 
 DecisionCallback = Callable[[Decision, int | None], None]
+#: Sees every frame's outcome: the released RedactedFrame, or the Decision that withheld it.
+FrameTap = Callable[[RedactedFrame | Decision], None]
 
 
 # Small queues: enough to overlap decode, analysis and encode on separate
@@ -66,6 +81,10 @@ _QUEUE_FRAMES = 2
 
 
 _BACKOFF_MAX_S = 60.0
+
+#: Tamper faults about the learned scene (`agent.analysis.tamper`), most serious first.
+_SCENE_FAULTS = {"tamper:scene_unreadable": "unreadable", "tamper:moved": "moved",
+                 "tamper:scene_unsaved": "unsaved", "tamper:unverified": "unverified"}
 
 
 # Real seconds a stopping pipeline waits for a reader stuck in a read (wall time on purpose: the
@@ -130,6 +149,62 @@ class CameraPipeline:
         # queued for a stage that will not take them (a full queue would block the pipeline).
         self._sink_stage_dead = threading.Event()
         self._last_withhold_reason: str | None = None
+        #: Monotonic time a redacted frame was last handed to the sinks (read by the privacy LED).
+        self.last_release_s: float | None = None
+        # What the analyzers were built to feed: a swapped-in policy needing other analysis withholds.
+        self._analysis_basis = _analysis_basis(policy)
+        self._restart_needed = False
+        self._tap: FrameTap | None = None
+        self._relearn = threading.Event()
+        #: What the analyzers last said about the learned scene: "moved", "unreadable", ... or
+        #: None while they said nothing (read by health and the homeowner's page).
+        self.scene_state: str | None = None
+        #: The private room the policy last reported for this camera ("bathroom", "bedroom"), or None.
+        self.private_room: str | None = None
+
+    # -- live changes -------------------------------------------------------------
+
+    def swap_policy(self, policy: CameraPolicy) -> bool:
+        """Decide the following frames under `policy` (already validated); from any thread.
+
+        Returns False when the new policy needs analysis the running analyzers do not do (other
+        withhold zones or detection rules): the camera then withholds until restarted.
+        """
+        if not isinstance(policy, CameraPolicy) or policy.camera_id != self.camera_id:
+            raise ValueError(f"a policy for camera {getattr(policy, 'camera_id', '?')!r} cannot replace "
+                             f"the policy of camera {self.camera_id!r}")
+        needs_restart = _analysis_basis(policy) != self._analysis_basis
+        # The flag first: a frame decided between the two assignments withholds (never the reverse).
+        if needs_restart:
+            self._restart_needed = True
+        self.policy = policy
+        if not needs_restart:
+            self._restart_needed = False
+        self._event("policy_changed", "camera policy replaced while running" +
+                    ("; its withhold zones or detection rules changed, so frames are withheld until "
+                     "the agent restarts" if needs_restart else ""), zones=len(policy.zones))
+        return not needs_restart
+
+    def request_relearn(self) -> None:
+        """Forget the learned scene and learn it again from the next frame (from any thread)."""
+        self._relearn.set()
+
+    @property
+    def restart_needed(self) -> bool:
+        return self._restart_needed
+
+    def set_frame_tap(self, tap: FrameTap | None) -> None:
+        """Hand each frame's outcome (RedactedFrame or withholding Decision) to `tap` (one tap)."""
+        self._tap = tap
+
+    def _notify_tap(self, item: RedactedFrame | Decision) -> None:
+        tap = self._tap
+        if tap is None:
+            return
+        try:
+            tap(item)
+        except Exception as e:  # noqa: BLE001 - a viewer's failure never stops or changes the pipeline
+            log.warning("camera %s: frame tap failed: %s: %s", self.camera_id, type(e).__name__, e)
 
     # -- events -----------------------------------------------------------------
 
@@ -150,6 +225,12 @@ class CameraPipeline:
 
     def _submit(self, frame: Frame, live: bool) -> PendingAnalysis | Decision:
         """Start analysing a frame, or withhold it at once when a live source lags (no work queued)."""
+        if self._relearn.is_set():
+            self._relearn.clear()
+            names = self._runner.relearn()
+            self._event("scene_relearn", "relearning the scene from this frame (the owner asked): "
+                        + (", ".join(names) or "no analyzer keeps a learned scene"), frame=frame.index,
+                        analyzers=names)
         return self._lagging(frame, live) or self._runner.submit(frame)
 
     def _finish(self, pending: PendingAnalysis | Decision, live: bool, *,
@@ -160,15 +241,21 @@ class CameraPipeline:
         else:
             frame = pending.frame
             analysis, problem = self._runner.collect(pending)
+            # How far analysis is behind capture (the service's health reports it).
+            self.analysis_lag_s = self._clock.monotonic() - frame.captured_monotonic_s
             if problem:
                 self._event("analysis_fault", problem, frame=frame.index)
+            self._note_scene(analysis)
             # A frame that waited for its analysis may have fallen behind a live source meanwhile.
             lagging = self._lagging(frame, live)
+            policy = self.policy  # read once: this frame is decided under one policy
             if lagging is not None:
                 decision = lagging
+            elif self._restart_needed:
+                decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, ("restart_needed",))
             else:
                 try:
-                    decision = decide(self.policy, frame, analysis, self._mode())
+                    decision = decide(policy, frame, analysis, self._mode())
                 except Exception as e:  # noqa: BLE001 - stage boundary: policy failure withholds
                     self._event("policy_fault", f"{type(e).__name__}: {e}", frame=frame.index)
                     decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD,
@@ -188,7 +275,24 @@ class CameraPipeline:
             self._note_withhold(decision)
         return decision, out
 
+    def _note_scene(self, analysis: object) -> None:
+        """Keep the scene signals health and the homeowner's page show (tamper's faults, the room)."""
+        faults = getattr(analysis, "faults", ())
+        scene = next((state for fault, state in _SCENE_FAULTS.items() if fault in faults), None)
+        # A frame whose analysis did not come back says nothing about the scene: keep the last word.
+        if scene is not None or not any(f.startswith("analysis_") for f in faults):
+            self.scene_state = scene
+        room = getattr(analysis, "room", None)
+        if isinstance(room, str) or room is None:
+            self.private_room = room or self.private_room
+
+    def _note_room(self, d: Decision) -> None:
+        rooms = [r.split(":")[1] for r in d.reasons if r.startswith("room:") and r.count(":") >= 1]
+        if rooms:
+            self.private_room = rooms[0]
+
     def _note_withhold(self, d: Decision) -> None:
+        self._note_room(d)
         # One event per change of withhold reason, not one per frame.
         reason = ",".join(d.reasons) if d.action is Action.WITHHOLD else None
         if reason != self._last_withhold_reason:
@@ -205,6 +309,8 @@ class CameraPipeline:
 
     def _write(self, item: RedactedFrame | Decision) -> None:
         now = self._clock.monotonic()
+        if isinstance(item, RedactedFrame) and self._sinks:
+            self.last_release_s = now  # before the sinks write: the LED is never late to the record
         for i, s in enumerate(self._sinks):
             failed = self._failed_sinks.get(i)
             if failed is not None and now < failed[0]:
@@ -251,6 +357,11 @@ class CameraPipeline:
     def sinks_alive(self) -> bool:
         return not self._sink_stage_dead.is_set()
 
+    @property
+    def queued_frames(self) -> int:
+        """Frames waiting between the stages right now (the service's health reports it)."""
+        return sum(size() for size in self._queue_sizes)
+
     def stored_frames(self) -> dict[str, int | None]:
         """Per sink, the frames it has durably stored (None: the sink does not say)."""
         return {s.name: getattr(s, "frames_stored", None) for s in self._sinks}
@@ -259,6 +370,7 @@ class CameraPipeline:
         """Process a source to its end (files) or until `stop()` (live). Returns stats."""
         frames: queue.Queue[PendingAnalysis | Decision | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
         out_q: queue.Queue[RedactedFrame | Decision | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
+        self._queue_sizes = (frames.qsize, out_q.qsize)
         reader = threading.Thread(target=self._reader, args=(open_source, frames), name=f"src-{self.camera_id}",
                                   daemon=True)
         writer = threading.Thread(target=self._writer, args=(out_q,), name=f"sink-{self.camera_id}", daemon=True)
@@ -301,6 +413,7 @@ class CameraPipeline:
                     self._put(out_q, decision)
                 if self._on_decision is not None:
                     self._on_decision(decision, out_index)
+                self._notify_tap(out if out is not None else decision)
         finally:
             self._stop.set()
             self._put(out_q, None)
@@ -317,6 +430,9 @@ class CameraPipeline:
         return self.stats
 
     _live = False
+    _queue_sizes: tuple[Callable[[], int], ...] = ()
+    #: Seconds from capture to analysis of the latest analysed frame; None before the first.
+    analysis_lag_s: float | None = None
 
     def _reader(self, open_source: Callable[[], FrameSource],
                 frames: queue.Queue[PendingAnalysis | Decision | None]) -> None:
@@ -452,3 +568,8 @@ class CameraPipeline:
             self._event("sink_failed", f"the sink stage stopped ({type(e).__name__}: {e}); frames are withheld "
                         "until the camera is restarted", error=f"{type(e).__name__}: {e}"[:200])
 
+
+def _analysis_basis(policy: CameraPolicy) -> tuple[object, ...]:
+    """What a camera's analyzers are built from (`agent.analysis.build`): its withhold zones, their
+    points and hold times, its detection rules and its foreground layer. Mask zones are pure policy."""
+    return (policy.withhold_capable_zones(), policy.detection_rules, policy.foreground)

@@ -10,6 +10,16 @@ Invariants:
 - Mask regions only ever add: a mode override can turn a `mask` zone into a
   `withhold` zone, and detections add regions; nothing here removes a
   homeowner's zone.
+- Layered masking: with the foreground layer on, a region that differs from
+  the learned empty scene is masked unless it lies inside the box of a
+  harmless class (and touches no person box); a region a person box touches
+  is masked beside the box (an arm reaching out of it). While the empty scene
+  is being learned the frame is withheld (`foreground:learning`).
+- Private rooms (`room_state`): on a bathroom or bedroom camera any sign of a
+  person (a person or face detection, or foreground no harmless box explains)
+  withholds the whole frame (`room:<kind>:person`); an empty room is released
+  with its private objects masked with a wide margin, its reasons carrying
+  `room:<kind>`.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from agent.config import (
     detection_rules,
     effective_detection,
 )
-from agent.core.datatypes import Analysis, Decision, Frame, MaskRegion, ZoneActivity
+from agent.core.datatypes import Analysis, Decision, ForegroundBlob, Frame, MaskRegion, ZoneActivity
 from agent.geometry import BoxRel, PointRel, validate_polygon
 from agent.vocab import Action, Mode, Style, ZoneAction
 
@@ -49,6 +59,19 @@ class DetectionRule:
 
 
 @dataclass(frozen=True, slots=True)
+class ForegroundPolicy:
+    """The unexplained-foreground layer: which detected classes leave a foreground region visible."""
+
+    harmless_labels: frozenset[str] = frozenset()
+    style: Style = Style.SOLID
+    #: How far (relative to the frame) the layer grows a region beyond the pixels that differ
+    #: (its dilation, and the trail's joining distance). A harmless box is given the same slack
+    #: before the "inside" test; otherwise a narrow object (a cat seen side-on) never fits inside
+    #: its own box once dilated, and a pet is masked as unexplained.
+    slack_rel: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ModeOverride:
     withhold_all: bool = False
     zone_actions: tuple[tuple[str, ZoneAction], ...] = ()
@@ -61,6 +84,11 @@ class CameraPolicy:
     mode_overrides: tuple[tuple[Mode, ModeOverride], ...] = ()
     detection_rules: tuple[DetectionRule, ...] = ()
     max_detection_age_s: float = 1.0
+    #: None: the foreground layer is off for this camera (an explicit, logged config choice).
+    foreground: ForegroundPolicy | None = None
+    #: `auto` | `bathroom` | `bedroom` | `none` (`cameras[].privacy_room`).
+    privacy_room: str = "none"
+    room_object_margin_rel: float = 0.4
 
     def override(self, mode: Mode) -> ModeOverride:
         for m, o in self.mode_overrides:
@@ -83,7 +111,8 @@ class CameraPolicy:
 
 
 def compile_policy(cam: CameraConfig, cfg: AgentConfig, detection_rules: tuple[DetectionRule, ...] = (),
-                   max_detection_age_s: float = 1.0) -> CameraPolicy:
+                   max_detection_age_s: float = 1.0, foreground: ForegroundPolicy | None = None,
+                   room_object_margin_rel: float = 0.4) -> CameraPolicy:
     hold_default = cfg.analysis.motion.hold_s
     zones = tuple(
         ZonePolicy(
@@ -98,7 +127,8 @@ def compile_policy(cam: CameraConfig, cfg: AgentConfig, detection_rules: tuple[D
     overrides = tuple(
         (mode, ModeOverride(mc.withhold_all, tuple(sorted(mc.zones.items())))) for mode, mc in cam.modes.items()
     )
-    return CameraPolicy(cam.id, zones, overrides, detection_rules, max_detection_age_s)
+    return CameraPolicy(cam.id, zones, overrides, detection_rules, max_detection_age_s, foreground,
+                        cam.privacy_room, room_object_margin_rel)
 
 
 def _point_in_polygon(x: float, y: float, pts: tuple[PointRel, ...]) -> bool:
@@ -127,6 +157,46 @@ def box_touches_polygon(box: BoxRel, pts: tuple[PointRel, ...], samples: int = 5
     return False
 
 
+def room_state(policy: CameraPolicy, analysis: Analysis) -> str | None:
+    """The camera's private-room kind for this frame (`bathroom`, `bedroom`) or None: the configured
+    kind, or under `auto` the kind the object detector has seen on this camera (`Analysis.room`)."""
+    if policy.privacy_room in ("bathroom", "bedroom"):
+        return policy.privacy_room
+    if policy.privacy_room == "auto":
+        return analysis.room
+    return None
+
+
+# A foreground region counts as inside a harmless box when this share of its bounds is inside the
+# box grown by `_HARMLESS_MARGIN_REL`: a person beside a dog makes one region reaching out of it.
+_HARMLESS_INSIDE_REL = 0.9
+_HARMLESS_MARGIN_REL = 0.1
+
+
+def _inside_share(inner: BoxRel, outer: BoxRel) -> float:
+    ix = max(0.0, min(inner.x1_rel, outer.x1_rel) - max(inner.x0_rel, outer.x0_rel))
+    iy = max(0.0, min(inner.y1_rel, outer.y1_rel) - max(inner.y0_rel, outer.y0_rel))
+    if inner.area_rel <= 0:
+        return 1.0 if (ix > 0 or inner.width_rel == 0) and (iy > 0 or inner.height_rel == 0) else 0.0
+    return ix * iy / inner.area_rel
+
+
+def _overlaps(a: BoxRel, b: BoxRel) -> bool:
+    return a.x0_rel <= b.x1_rel and b.x0_rel <= a.x1_rel and a.y0_rel <= b.y1_rel and b.y0_rel <= a.y1_rel
+
+
+def explain_blob(blob: ForegroundBlob, person_boxes: list[BoxRel], harmless_boxes: list[BoxRel],
+                 slack_rel: float = 0.0) -> str:
+    """`person` (a person box touches it: masked with the box), `harmless` (inside a harmless
+    class's box, touching no person: visible) or `unexplained` (masked)."""
+    if any(_overlaps(blob.box, p) for p in person_boxes):
+        return "person"
+    for h in harmless_boxes:
+        if _inside_share(blob.box, h.expanded(_HARMLESS_MARGIN_REL).grown_abs(slack_rel)) >= _HARMLESS_INSIDE_REL:
+            return "harmless"
+    return "unexplained"
+
+
 def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -> Decision:
     """The verdict for one frame. Pure: reads only frame metadata, never pixels."""
 
@@ -148,6 +218,8 @@ def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -
             return withhold("detections_missing")
         if age > policy.max_detection_age_s:
             return withhold(f"detections_stale:{age:.2f}s")
+    if policy.foreground is not None and not analysis.foreground_ready:
+        return withhold("foreground:learning")
 
     zones = policy.zones_for(mode)
     occupancy = {za.zone: za for za in analysis.zone_activity}
@@ -173,6 +245,22 @@ def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -
             regions.append(MaskRegion(z.name, "zone", z.points, z.style))
             reasons.append(f"zone:{z.name}")
 
+    room = room_state(policy, analysis)
+    if room is not None:
+        reasons.insert(0, f"room:{room}")
+    fg = policy.foreground
+    blob_kinds: list[tuple[ForegroundBlob, str]] = []
+    if fg is not None:
+        harmless = [d.box for d in analysis.detections if d.label in fg.harmless_labels]
+        blob_kinds = [(b, explain_blob(b, person_boxes, harmless, fg.slack_rel)) for b in analysis.foreground]
+    if room is not None:
+        face_rule = rules.get("face")
+        faces = face_rule is not None and any(
+            d.label == "face" and d.score >= face_rule.min_score for d in analysis.detections)
+        # In a private room a mask's edge still shows limbs: any sign of a person withholds the frame.
+        if person_boxes or faces or any(kind != "harmless" for _, kind in blob_kinds):
+            withheld.append(f"room:{room}:person")
+
     for d in analysis.detections:
         rule = rules.get(d.label)
         if rule is None or d.score < rule.min_score:
@@ -180,18 +268,28 @@ def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -
         if rule.action is Action.WITHHOLD:
             withheld.append(f"detection:{d.label}")
             continue
+        margin = rule.margin_rel
+        if room is not None and d.label not in ("face", "person"):
+            margin = max(margin, policy.room_object_margin_rel)
         # A degenerate (zero-area) box is still drawn: zone_mask outlines and dilates it.
-        box = d.box.expanded(rule.margin_rel) if rule.margin_rel > 0 else d.box
+        box = d.box.expanded(margin) if margin > 0 else d.box
         regions.append(MaskRegion(d.label, "detection", box.to_points(), rule.style))
         reasons.append(f"detection:{d.label}")
 
+    if fg is not None:
+        for blob, kind in blob_kinds:
+            if kind == "harmless":
+                continue
+            regions.append(MaskRegion(f"foreground:{kind}", "foreground", blob.points, fg.style))
+            reasons.append(f"foreground:{kind}")
+
     if withheld:
-        return withhold(*withheld)
+        return withhold(*([f"room:{room}"] if room is not None else []), *withheld)
+    # De-duplicate reasons while keeping order, for readable decision logs.
     if regions:
-        # De-duplicate reasons while keeping order, for readable decision logs.
         return Decision(policy.camera_id, frame.index, frame.t_s, Action.MASK, tuple(dict.fromkeys(reasons)),
                         tuple(regions))
-    return Decision(policy.camera_id, frame.index, frame.t_s, Action.PASS)
+    return Decision(policy.camera_id, frame.index, frame.t_s, Action.PASS, tuple(dict.fromkeys(reasons)))
 
 
 def decide_zones_only(policy: CameraPolicy, frame: Frame, mode: Mode) -> Decision:
@@ -226,4 +324,10 @@ def camera_policy(loaded: LoadedConfig, cam: CameraConfig) -> CameraPolicy:
     config as the camera's detectors (`agent.analysis.build`), so a rule never lacks a detector."""
     eff = effective_detection(loaded.config.detection, cam.detection)
     rules = tuple(DetectionRule(**r) for r in detection_rules(eff)) if eff.enabled else ()
-    return compile_policy(cam, loaded.config, rules, eff.max_detection_age_s)
+    # The slack: the dilation (a share of the width, so up to twice that of a 16:9 frame's height),
+    # plus the trail's few work pixels (at ~320 px wide).
+    fg = (ForegroundPolicy(frozenset(eff.foreground.harmless_labels), eff.foreground.style,
+                           slack_rel=2 * eff.foreground.dilate_rel + 4 / 320)
+          if eff.foreground_active else None)
+    return compile_policy(cam, loaded.config, rules, eff.max_detection_age_s, fg,
+                          eff.private_rooms.object_margin_rel)

@@ -39,7 +39,10 @@ class Analyzer(Protocol):
     """Looks at raw frames and reports what it saw; it never decides and never changes the frame.
 
     An analyzer that raises, or takes longer than `analysis.timeout_s`, makes the pipeline
-    withhold the frame with a reason; the pipeline enforces this, not the analyzer.
+    withhold the frame with a reason; the pipeline enforces this, not the analyzer. An analyzer
+    that learns the scene may have `relearn() -> None` (forget it and learn it again now): the
+    pipeline calls it on the analyzer's own lane, between frames, only when the owner asks
+    (`CameraPipeline.request_relearn`).
     """
 
     name: str
@@ -56,12 +59,18 @@ def close_analyzer(a: Analyzer) -> None:
 
 
 def merge(parts: list[Analysis]) -> Analysis:
-    """Combine several analyzers' results. Faults add up; detection age is the oldest."""
+    """Combine several analyzers' results. Faults and foreground add up; detection age is the oldest;
+    the foreground is ready only when every part says so."""
     dets = tuple(d for p in parts for d in p.detections)
     zones = tuple(z for p in parts for z in p.zone_activity)
     faults = tuple(f for p in parts for f in p.faults)
     ages = [p.detections_age_s for p in parts if p.detections_age_s is not None]
-    return Analysis(dets, zones, faults, max(ages) if ages else None)
+    rooms = {p.room for p in parts if p.room}
+    # A bathroom seen by any analyzer wins: both kinds withhold a person, the name says the stricter.
+    room = "bathroom" if "bathroom" in rooms else (min(rooms) if rooms else None)
+    return Analysis(dets, zones, faults, max(ages) if ages else None,
+                    foreground=tuple(b for p in parts for b in p.foreground),
+                    foreground_ready=all(p.foreground_ready for p in parts), room=room)
 
 
 class Sink(Protocol):

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from agent.core.datatypes import Decision, Frame, Image, MaskRegion
-from agent.core.zones import Mask, polygon_bbox_px, rect_pixels, zone_mask
+from agent.core.zones import Mask, rect_pixels, zone_mask_window
 from agent.errors import PrivacyViolation
 from agent.geometry import PointRel
 from agent.vocab import Action, Style
@@ -108,9 +108,7 @@ def region_raster(points: tuple[PointRel, ...], width_px: int, height_px: int) -
     if rect is not None:
         x0, y0, x1, y1 = rect
         return _ones((y1 - y0, x1 - x0)), rect
-    bbox = polygon_bbox_px(points, width_px, height_px)
-    x0, y0, x1, y1 = bbox
-    return zone_mask(points, width_px, height_px)[y0:y1, x0:x1], bbox
+    return zone_mask_window(points, width_px, height_px)
 
 
 _BLACK: dict[tuple[int, ...], Image] = {}
@@ -129,32 +127,13 @@ def _ones(shape: tuple[int, int]) -> Mask:
     return np.full(shape, 255, np.uint8)
 
 
-def _solid_fast(out: Image, mask: Mask) -> None:
-    # cv2.copyTo with a mask is ~200x faster than numpy boolean indexing on
-    # a 1080p frame; masking must be nearly free at full frame rate.
-    cv2.copyTo(_black(out.shape), mask, out)
-
-
-class _MaskCache:
-    """Union of all solid zone masks per (regions, resolution)."""
-
-    __slots__ = ("_key", "_mask")
-
-    def __init__(self) -> None:
-        self._key: object = None
-        self._mask: Mask | None = None
-
-    def get(self, polys: tuple[tuple, ...], w: int, h: int) -> Mask:
-        key = (polys, w, h)
-        if key != self._key or self._mask is None:
-            m = np.zeros((h, w), np.uint8)
-            for pts in polys:
-                cv2.bitwise_or(m, zone_mask(pts, w, h), dst=m)
-            self._key, self._mask = key, m
-        return self._mask
-
-
-_solid_cache = _MaskCache()
+def _solid_polygon(out: Image, points: tuple[PointRel, ...], w: int, h: int) -> None:
+    # Rasterised and stamped in the polygon's bbox alone: cv2.copyTo with a mask is ~200x faster
+    # than numpy boolean indexing, and a blob that changes every frame costs its own size (a
+    # full-frame mask per polygon per frame was most of redaction's time with the foreground layer).
+    m, (x0, y0, x1, y1) = zone_mask_window(points, w, h)
+    # A view into one cached black frame: bbox shapes change every frame and would churn the cache.
+    cv2.copyTo(_black(out.shape)[y0:y1, x0:x1], m, out[y0:y1, x0:x1])
 
 
 def apply(frame: Frame, decision: Decision) -> RedactedFrame | None:
@@ -166,28 +145,18 @@ def apply(frame: Frame, decision: Decision) -> RedactedFrame | None:
     # A PASS that carries regions is contradictory; the regions are applied anyway.
     w, h = frame.width_px, frame.height_px
     out = frame.image.copy()
-    # Solid non-rectangular regions (homeowner polygons) repeat every frame:
-    # one cached full-frame union, applied with one masked copy.
-    rects = [rect_pixels(r.points, w, h) for r in decision.regions]
-    polys = tuple(r.points for r, rect in zip(decision.regions, rects, strict=True)
-                  if r.style is Style.SOLID and rect is None)
-    if polys:
-        _solid_fast(out, _region_union(polys, w, h))
-    for r, rect in zip(decision.regions, rects, strict=True):
+    for r in decision.regions:
         if r.style is Style.SOLID:
+            rect = rect_pixels(r.points, w, h)
             if rect is not None:
                 x0, y0, x1, y1 = rect
                 out[y0:y1, x0:x1] = 0
+            else:
+                _solid_polygon(out, r.points, w, h)
             continue
         m, bbox = region_raster(r.points, w, h)
         _stylize(out, frame.image, m, r.style, bbox)
     return RedactedFrame(frame.camera_id, frame.index, frame.t_s, out, decision, _MINT)
-
-
-def _region_union(polys: tuple[tuple[PointRel, ...], ...], w: int, h: int) -> Mask:
-    if len(polys) == 1:
-        return zone_mask(polys[0], w, h)
-    return _solid_cache.get(polys, w, h)
 
 
 def regions_mask(regions: tuple[MaskRegion, ...], width_px: int, height_px: int) -> Mask:

@@ -39,18 +39,24 @@ def _to_fixed(points: tuple[PointRel, ...], width_px: int, height_px: int) -> np
     return np.round(arr * (1 << _SHIFT)).astype(np.int32)
 
 
-def _scanline_fill(points: tuple[PointRel, ...], width_px: int, height_px: int) -> Mask:
+Window = tuple[int, int, int, int]
+
+
+def _scanline_fill(points: tuple[PointRel, ...], width_px: int, height_px: int, window: Window | None = None) -> Mask:
     """Exact even-odd fill of pixel centres, computed analytically per row.
 
     For each row the polygon's crossings with the horizontal line through the
     row's pixel centres are paired into intervals; every pixel centre inside
     an interval (closed, with a tiny tolerance) is set. Vectorised over rows.
+    `window` (x0, y0, x1, y1; exclusive end) computes only those pixels of the
+    frame's mask: exactly the crop of the full fill, at the window's cost.
     """
+    wx0, wy0, wx1, wy1 = window if window is not None else (0, 0, width_px, height_px)
     xs = np.array([p.x_rel for p in points], dtype=np.float64) * width_px
     ys = np.array([p.y_rel for p in points], dtype=np.float64) * height_px
     x1, y1 = xs, ys
-    x2, y2 = np.roll(xs, -1), np.roll(ys, -1)
-    cy = np.arange(height_px, dtype=np.float64) + 0.5  # row centres
+    x2, y2 = np.concatenate((xs[1:], xs[:1])), np.concatenate((ys[1:], ys[:1]))
+    cy = np.arange(wy0, wy1, dtype=np.float64) + 0.5  # row centres
     # Half-open rule (y1 <= cy < y2 or y2 <= cy < y1) counts each vertex once.
     lo, hi = np.minimum(y1, y2)[:, None], np.maximum(y1, y2)[:, None]
     crosses = (lo <= cy[None, :]) & (cy[None, :] < hi)
@@ -59,34 +65,57 @@ def _scanline_fill(points: tuple[PointRel, ...], width_px: int, height_px: int) 
         xi = x1[:, None] + (cy[None, :] - y1[:, None]) * (x2 - x1)[:, None] / dy
     xi = np.where(crosses, xi, np.inf)
     xi.sort(axis=0)
-    diff = np.zeros((height_px, width_px + 1), np.int32)
-    rows = np.arange(height_px)
+    ww, wh = wx1 - wx0, wy1 - wy0
+    filled = np.zeros((wh, ww), np.bool_)
+    cols = np.arange(ww, dtype=np.int32)[None, :]
     eps = 1e-9
-    for k in range(0, xi.shape[0] - 1, 2):
+    # Sorted, each row's crossings come first and its infinities last, so only the first
+    # `pairs` pairs hold an interval on any row: one for a convex polygon (a foreground hull),
+    # where looping over every edge's pair was most of the cost of a small blob.
+    pairs = int(crosses.sum(axis=0).max(initial=0)) // 2
+    for k in range(0, 2 * pairs, 2):
         a, b = xi[k], xi[k + 1]
         ok = np.isfinite(a) & np.isfinite(b)
         # Pixel j's centre is j + 0.5: inside when a <= j + 0.5 <= b.
-        start = np.clip(np.ceil(a - 0.5 - eps), 0, width_px).astype(np.int64)
-        end = np.clip(np.floor(b - 0.5 + eps) + 1, 0, width_px).astype(np.int64)
-        ok &= end > start
-        np.add.at(diff, (rows[ok], start[ok]), 1)
-        np.add.at(diff, (rows[ok], end[ok]), -1)
-    filled = np.cumsum(diff[:, :width_px], axis=1) > 0
-    return (filled * 255).astype(np.uint8)
+        start = np.clip(np.ceil(a - 0.5 - eps), wx0, wx1).astype(np.int32) - wx0
+        end = np.clip(np.floor(b - 0.5 + eps) + 1, wx0, wx1).astype(np.int32) - wx0
+        end = np.where(ok, end, start)
+        # A row's intervals are disjoint: set each one (a compare per pixel of the window, no
+        # running sum, which cost as much as the rest of the fill together).
+        filled |= (cols >= start[:, None]) & (cols < end[:, None])
+    return filled.view(np.uint8) * np.uint8(255)
+
+
+def _mask_in(points: tuple[PointRel, ...], width_px: int, height_px: int, window: Window) -> Mask:
+    """The pixels of the polygon's frame mask inside `window`, computed there only."""
+    mask = _scanline_fill(points, width_px, height_px, window)
+    # The outline, drawn 8-connected, adds every pixel the boundary passes
+    # through (thin slivers whose pixel centres all lie outside); then one
+    # pixel of dilation covers pixels the polygon only partly overlaps.
+    fixed = _to_fixed(points, width_px, height_px) - np.array([window[0], window[1]], np.int32) * (1 << _SHIFT)
+    cv2.polylines(mask, [fixed], True, 255, thickness=1, lineType=cv2.LINE_8, shift=_SHIFT)
+    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    mask.setflags(write=False)
+    return mask
 
 
 @lru_cache(maxsize=64)
 def zone_mask(points: tuple[PointRel, ...], width_px: int, height_px: int) -> Mask:
     """Binary mask (255 inside) for a polygon at a resolution. Read-only, cached."""
-    mask = _scanline_fill(points, width_px, height_px)
-    # The outline, drawn 8-connected, adds every pixel the boundary passes
-    # through (thin slivers whose pixel centres all lie outside); then one
-    # pixel of dilation covers pixels the polygon only partly overlaps.
-    fixed = _to_fixed(points, width_px, height_px)
-    cv2.polylines(mask, [fixed], True, 255, thickness=1, lineType=cv2.LINE_8, shift=_SHIFT)
-    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
-    mask.setflags(write=False)
-    return mask
+    return _mask_in(points, width_px, height_px, (0, 0, width_px, height_px))
+
+
+@lru_cache(maxsize=16)
+def zone_mask_window(points: tuple[PointRel, ...], width_px: int, height_px: int) -> tuple[Mask, Window]:
+    """(mask, bbox): `zone_mask` cropped to `polygon_bbox_px`, computed in the bbox alone.
+
+    The same pixels as the crop of the full mask (the bbox holds all of it, and the dilation
+    sees nothing outside it), at the cost of the bbox: a polygon that changes every frame (a
+    foreground blob) costs its own size, not a whole frame, and the small cache keeps bbox-sized
+    masks, not frames. Read-only.
+    """
+    bbox = polygon_bbox_px(points, width_px, height_px)
+    return _mask_in(points, width_px, height_px, bbox), bbox
 
 
 def box_pixels(box: BoxRel, width_px: int, height_px: int) -> tuple[int, int, int, int]:

@@ -8,7 +8,7 @@ output is checked too: a zone pixel that survives encoding is a leak whatever th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,33 +21,19 @@ from agent.core.redact import regions_mask
 from agent.core.zones import Mask, box_pixels
 from agent.geometry import BoxRel, PointRel
 from agent.lab.decisions import fixture_frames, output_frames, read_decisions
-from agent.lab.fixtures import load_truth
+from agent.lab.figures import LABEL_OF
+from agent.lab.fixtures import load_truth, read_labels
+from agent.lab.leaks import LEAK_TOL, OUTPUT_MIN_LUMA, SOURCE_MIN_LUMA, LabelScore, source_pixels
 from agent.media.video import fit_into
 from agent.vocab import Style
 
 COVERED_MIN = 0.8
 
 
-# Decoded-pixel leak test, on the luma of each pixel for "black or not" (chroma
-# is subsampled 4:2:0 and rings at zone edges) and on every channel for "is it
-# the source". Measured on the five fixtures with x264 CRF 23 (the replay's
-# encoder settings): inside correctly masked zones the decoded luma stays
-# <= 17 (ringing next to bright edges; single channels reach 42), while leaked
-# source pixels come back within a few levels of the source (rarely more than
-# 30 in one channel, at 1-px edge leaks that 4:2:0 smears). So a truth-zone
-# pixel counts as leaked when its decoded luma is >= OUTPUT_MIN_LUMA (about 2x
-# the ringing seen) and every channel is within LEAK_TOL of the source. A
-# source pixel darker than SOURCE_MIN_LUMA cannot be told apart from black; it
-# is counted as indeterminate, not checked. The decoded count is a lower bound
-# (an edge leak smeared by the codec is only partly counted); the geometric
-# count is exact for what the decisions claim, the decoded one checks the claim.
-LEAK_TOL = 32
-
-
-SOURCE_MIN_LUMA = 40
-
-
-OUTPUT_MIN_LUMA = 32
+# The decoded-pixel rule (LEAK_TOL, SOURCE_MIN_LUMA, OUTPUT_MIN_LUMA) has one home,
+# agent.lab.leaks, shared by the zone and person figures. The decoded count is a lower bound
+# (an edge leak smeared by the codec is only partly counted); the geometric count is exact for
+# what the decisions claim, the decoded one checks the claim.
 
 
 @dataclass
@@ -90,6 +76,13 @@ class EvalReport:
     output_expected: int = 0
     output_decoded: int | None = None
     output_problems: list[str] = field(default_factory=list)
+    # Drawn fixtures only (truth with label images): person leaks, over-masking of the still scene.
+    labels: LabelScore | None = None
+    static_scene: bool = False
+
+    @property
+    def person_leaks(self) -> int | None:
+        return self.labels.person_leaks if self.labels is not None else None
 
     @property
     def zone_pixels_leaked(self) -> int:
@@ -110,6 +103,7 @@ class EvalReport:
             and self.withhold_misses == 0
             and not self.missing_decisions
             and not self.output_problems
+            and not self.person_leaks
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +140,11 @@ class EvalReport:
             # Face recall: ground-truth faces with >= COVERED_MIN of the box masked (withheld = masked).
             "face_recall": round(self.faces.covered / self.faces.boxes, 6) if has_faces else None,
             "persons": self.persons.to_json() if self.persons.boxes else None,
+            # Frames in which any ground-truth person pixel is visible in the decoded output
+            # (agent.lab.leaks); None for fixtures without person masks.
+            "person_leak_frames": self.person_leaks,
+            "person_leak": self.labels.to_json() if self.labels is not None else None,
+            "static_scene": self.static_scene if self.labels is not None else None,
             "integrity": {
                 "missing_decisions": self.missing_decisions[:50],
                 "unexpected_decisions": self.unexpected_decisions[:50],
@@ -190,19 +189,15 @@ def _coverage(cov: _Coverage, boxes: Sequence[Sequence[float]], reg: Mask | None
 
 
 def decoded_leaks(src: Image, out: Image, truth: Mask, skip: Mask | None) -> tuple[int, int, int, int]:
-    """Per-pixel leak test on decoded output (see LEAK_TOL). Returns (leaked, checked, dark, skipped)."""
+    """Per-pixel leak test on decoded output (agent.lab.leaks). Returns (leaked, checked, dark, skipped)."""
     inside = truth > 0
     skipped = 0
     if skip is not None:
         styled = inside & (skip > 0)
         skipped = int(np.count_nonzero(styled))
         inside &= ~styled
-    bright = cv2.cvtColor(src, cv2.COLOR_BGR2GRAY) >= SOURCE_MIN_LUMA
-    not_black = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY) >= OUTPUT_MIN_LUMA
-    diff = np.abs(out.astype(np.int16) - src.astype(np.int16)).max(axis=2)
-    leaked = inside & bright & not_black & (diff <= LEAK_TOL)
-    checked = inside & bright
-    return (int(np.count_nonzero(leaked)), int(np.count_nonzero(checked)),
+    passes, bright = source_pixels(src, out)
+    return (int(np.count_nonzero(inside & passes)), int(np.count_nonzero(inside & bright)),
             int(np.count_nonzero(inside & ~bright)), skipped)
 
 
@@ -223,6 +218,9 @@ def evaluate(fixture_dir: Path, replay_dir: Path, *, decode: bool = True) -> Eva
     n = int(truth["frames"])
     rep.frames_in = n
     rep.unexpected_decisions = sorted(f for f in decisions if f >= n)
+    if "labels" in truth:
+        rep.labels = LabelScore()
+        rep.static_scene = bool(truth["labels"].get("static_scene"))
 
     released: dict[int, tuple[int, Mask, Mask | None]] = {}  # out_index -> frame, truth mask, styled mask
     next_out = 0
@@ -234,6 +232,7 @@ def evaluate(fixture_dir: Path, replay_dir: Path, *, decode: bool = True) -> Eva
         rep.must_withhold_frames += must
         tmask = _truth_mask(zones, w, h)
         d = decisions.get(i)
+        lab = read_labels(fixture_dir, fr) if rep.labels is not None and d is not None else None
         if d is None:
             rep.missing_decisions.append(i)
             if must:
@@ -251,6 +250,8 @@ def evaluate(fixture_dir: Path, replay_dir: Path, *, decode: bool = True) -> Eva
                 rep.over_px_outside_objects += w * h - int(np.count_nonzero(objs))
             _coverage(rep.faces, fr["faces"], None, w, h)
             _coverage(rep.persons, fr["persons"], None, w, h)
+            if rep.labels is not None and lab is not None:
+                rep.labels.released(i, lab == LABEL_OF["person"], lab == LABEL_OF["pet"], _private(tmask, fr), None)
             continue
         rep.frames_released += 1
         if must:
@@ -267,6 +268,9 @@ def evaluate(fixture_dir: Path, replay_dir: Path, *, decode: bool = True) -> Eva
             rep.over_px_outside_objects += int(np.count_nonzero(cv2.bitwise_and(over, cv2.bitwise_not(objs))))
         _coverage(rep.faces, fr["faces"], reg, w, h)
         _coverage(rep.persons, fr["persons"], reg, w, h)
+        if rep.labels is not None and lab is not None:
+            rep.labels.released(i, lab == LABEL_OF["person"], lab == LABEL_OF["pet"], _private(tmask, fr), reg,
+                                _causes(d.regions, w, h))
         oi = d.out_index if d.out_index is not None else next_out
         if oi != next_out:
             rep.output_problems.append(f"frame {i} has out_index {oi}, expected {next_out} (released frames in order)")
@@ -280,6 +284,20 @@ def evaluate(fixture_dir: Path, replay_dir: Path, *, decode: bool = True) -> Eva
     elif decode and released:
         rep.output_problems.append(f"{video} is missing but {len(released)} frames were released")
     return rep
+
+
+def _causes(regions: Sequence[MaskRegion], w: int, h: int) -> dict[str, Mask]:
+    """The decision's regions grouped by what they are (detections by label)."""
+    groups: dict[str, list[MaskRegion]] = {}
+    for r in regions:
+        groups.setdefault(f"detection:{r.name}" if r.kind == "detection" else r.kind, []).append(r)
+    return {k: regions_mask(tuple(v), w, h) for k, v in groups.items()}
+
+
+def _private(zones_mask: Mask, fr: Mapping[str, Any]) -> Mask:
+    """The frame's private pixels: mask zones and ground-truth private objects (boxes)."""
+    w, h = int(fr["width_px"]), int(fr["height_px"])
+    return cv2.bitwise_or(zones_mask, _box_mask([o["box"] for o in fr.get("private_objects", [])], w, h))
 
 
 def _gt_boxes(fr: Mapping[str, Any]) -> list[Sequence[float]]:
@@ -327,6 +345,11 @@ def _check_decoded(
         rep.decoded_skipped_styled_px += sk
         if lk and i not in rep.leak_frames:
             rep.leak_frames.append(i)
+        if rep.labels is not None:
+            person = read_labels(fixture_dir, frames[i]) == LABEL_OF["person"]
+            if person.shape != src.shape[:2]:
+                person = _fit_mask(person.astype(np.uint8) * 255, ew, eh) > 0
+            rep.labels.decoded_frame(i, src, out, person, skip > 0 if skip is not None else None)
     # Frames in the video beyond those the decisions released are unexplained output.
     extra = sum(1 for _ in out_iter)
     rep.output_decoded = decoded + extra
@@ -357,6 +380,8 @@ def format_report(rep: EvalReport) -> str:
                       (f"persons covered (>={COVERED_MIN:.0%})", rep.persons)):
         if cov.boxes:
             lines.append(f"  {name:24} {cov.covered:>5}/{cov.boxes:<4}   ({100 * cov.covered / cov.boxes:.1f}%)")
+    if rep.labels is not None:
+        lines += _label_lines(rep.labels, rep.static_scene, flag)
     if rep.withhold_miss_frames:
         lines.append(f"  missed frames: {rep.withhold_miss_frames[:20]}")
     if rep.leak_frames:
@@ -367,3 +392,26 @@ def format_report(rep: EvalReport) -> str:
         lines.append(f"  FAIL: {p}")
     lines.append("  result: " + ("OK" if rep.ok else "FAIL"))
     return "\n".join(lines)
+
+
+def _label_lines(lb: LabelScore, static: bool, flag: Callable[[bool], str]) -> list[str]:
+    leaks = lb.person_leaks
+    if leaks is None:
+        shown = "not checked (no decoded output)"
+    elif not lb.person_frames:
+        shown = f"{leaks:>5}        (nobody in this fixture)"
+    else:
+        share = f"{100 * leaks / lb.person_frames:.1f}% of " if lb.person_frames else ""
+        shown = (f"{leaks:>5}/{lb.person_frames:<4}   ({share}frames with a person show a person pixel"
+                 f" in the decoded output)   {flag(leaks == 0)}")
+    goal = "; goal <= 2%" if static else ""
+    causes = ", ".join(f"{k} {100 * v / lb.static_px:.2f}%"
+                       for k, v in sorted(lb.static_px_by_cause.items(), key=lambda kv: -kv[1])) if lb.static_px else ""
+    out = [
+        f"  {'person leak frames':24} {shown}",
+        f"  {'over-masking (still)':24} {100 * lb.over_masking_static:>9.2f}%   (of the pixels that are neither a "
+        f"person nor private{goal}){': ' + causes if causes else ''}",
+    ]
+    if lb.pet_px:
+        out.append(f"  {'pet masked':24} {100 * lb.pet_px_masked / lb.pet_px:>9.2f}%   (a pet must stay visible)")
+    return out

@@ -13,6 +13,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ import cv2
 import numpy as np
 
 from agent.core.datatypes import Image
+from agent.core.zones import Mask
 from agent.errors import FixtureError
 from agent.lab.decisions import read_json_object
+from agent.lab.figures import LABELS, draw_figures
 from agent.lab.scenarios import (
     CAMERA_ID,
     FACE_MIN_VISIBLE,
@@ -48,6 +51,10 @@ log = logging.getLogger(__name__)
 OVERLAP_MIN_PX2 = 0.5
 
 
+# Fast lossless PNG: Huffman coding only (deflate's matching finds little in noisy frames).
+_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+
+
 TRUTH_FORMAT = """\
 truth.json:
   scenario, width_px, height_px (first frame), fps, frames (count), source (as in config.yaml),
@@ -56,6 +63,8 @@ truth.json:
                faces: [[x0,y0,x1,y1] relative], persons: [[x0,y0,x1,y1]],
                private_objects: [{label, box}], must_withhold, zone_occupied: {zone: bool}}],
   canary (canary scenario only): zone, seed, box_px, pattern, canary_probe_hex, probe_origin
+  labels (drawn scenarios only): values {"1": "person", ...}, static_scene (no person in any frame);
+    then per frame: labels (masks/NNNNN.png), people/moving [{name, label, box, px}], light_gain
 """
 
 
@@ -139,6 +148,12 @@ def _background(bg: Background, w: int, h: int) -> _Bg:
 
 def render(spec: FrameSpec, zones: Sequence[ZoneSpec]) -> tuple[Image, dict[str, Any]]:
     """Draw one frame and return it with its truth (without frame index and time)."""
+    img, truth, _ = render_labelled(spec, zones)
+    return img, truth
+
+
+def render_labelled(spec: FrameSpec, zones: Sequence[ZoneSpec]) -> tuple[Image, dict[str, Any], Mask | None]:
+    """Draw one frame; also its label image (figures.LABELS values) when the frame has drawn figures."""
     w, h = spec.width_px, spec.height_px
     bg = _background(spec.background, w, h)
     img = bg.image.copy()
@@ -184,12 +199,58 @@ def render(spec: FrameSpec, zones: Sequence[ZoneSpec]) -> tuple[Image, dict[str,
             area = polygon_box_overlap([(x * w, y * h) for x, y in z.points], vis)
             if area >= OVERLAP_MIN_PX2:
                 occupied[z.name] = True
+    labels: Mask | None = None
+    extra: dict[str, Any] = {}
+    if spec.figures:
+        labels, drawn = draw_figures(img, bg.image, spec.figures)
+        extra = {"people": [], "moving": [], "light_gain": spec.light_gain}
+        for d in drawn:
+            if d.box_px is None:
+                continue
+            box = _rel(d.box_px, w, h)
+            entry: dict[str, Any] = {"name": d.name, "box": box, "px": d.px}
+            if d.label == "person":
+                persons.append(box)
+                extra["people"].append(entry)
+                if d.face_box_px is not None and d.face_visible >= FACE_MIN_VISIBLE:
+                    faces.append(_rel(d.face_box_px, w, h))
+                for z in zones:
+                    if polygon_box_overlap([(x * w, y * h) for x, y in z.points], d.box_px) >= OVERLAP_MIN_PX2:
+                        occupied[z.name] = True
+            else:
+                extra["moving"].append({"label": d.label, **entry})
+    if spec.light_gain != 1.0:
+        img = cv2.convertScaleAbs(img, alpha=spec.light_gain)  # rounds and saturates (img is never negative)
+    if spec.noise_sd > 0:
+        lit = img.astype(np.int16) + _noise(spec.noise_sd, spec.noise_seed, w, h)
+        img = np.clip(lit, 0, 255).astype(np.uint8)
     must = any(occupied[z.name] for z in zones if z.action == "withhold")
     truth = {
         "width_px": w, "height_px": h, "faces": faces, "persons": persons, "private_objects": objects,
-        "must_withhold": must, "zone_occupied": occupied,
+        "must_withhold": must, "zone_occupied": occupied, **extra,
     }
-    return img, truth
+    return img, truth, labels
+
+
+@lru_cache(maxsize=4)
+def _noise_bank(sd: float, w: int, h: int) -> np.ndarray:
+    bank = np.rint(np.random.default_rng(11).normal(0.0, sd, size=(h + _NOISE_PAD, w + _NOISE_PAD, 3)))
+    out = bank.astype(np.int16)
+    out.setflags(write=False)
+    return out
+
+
+_NOISE_PAD = 64
+
+
+def _noise(sd: float, seed: int, w: int, h: int) -> np.ndarray:
+    """Camera noise for one frame: a window of one Gaussian field, moved per frame by `seed`.
+
+    Cutting a window out of one field is ~10x cheaper than drawing a new field each frame, and
+    neighbouring frames still get unrelated noise at every pixel (the window moves by >= 1 px).
+    """
+    dy, dx = np.random.default_rng([seed, 11]).integers(0, _NOISE_PAD, size=2)
+    return _noise_bank(sd, w, h)[dy : dy + h, dx : dx + w]
 
 
 def _add_face(faces: list[list[float]], b: BoxPx, w: int, h: int) -> None:
@@ -234,6 +295,12 @@ def _config_yaml(sc: Scenario, source: str, fps: float) -> str:
         f'    source: "{source}"',
         f"    fps: {fps:g}",
     ]
+    if sc.privacy_room is not None:
+        lines += [
+            "    # This scene shows how people and faces are masked, so the room is declared not private;",
+            "    # by default (`auto`) the bed makes it a bedroom, where a person withholds the whole frame.",
+            f"    privacy_room: {sc.privacy_room}",
+        ]
     if sc.zones:
         lines.append("    zones:")
         for z in sc.zones:
@@ -283,15 +350,28 @@ def _write_scenario(sc: Scenario, out_dir: Path, p: Params) -> Path:
         )
         if not writer.isOpened():
             raise FixtureError(f"cannot open an mp4v writer for {out_dir / 'video.mp4'}")
+    labelled = sc.labelled or any(f.figures for f in sc.frames)
+    if labelled:
+        masks_dir = out_dir / "masks"
+        masks_dir.mkdir(exist_ok=True)
+        for old in masks_dir.glob("*.png"):
+            old.unlink()
     try:
         for i, spec in enumerate(sc.frames):
-            img, truth = render(spec, sc.zones)
+            img, truth, labels = render_labelled(spec, sc.zones)
+            if labelled:
+                if labels is None:  # an empty frame of a drawn scenario: all still scene
+                    labels = np.zeros(img.shape[:2], np.uint8)
+                    truth.update(people=[], moving=[], light_gain=spec.light_gain)
+                truth["labels"] = f"masks/{i:05d}.png"
+                if not cv2.imwrite(str(out_dir / truth["labels"]), labels, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                    raise FixtureError(f"cannot write the label image of frame {i} into {out_dir / 'masks'}")
             if sc.canary is not None:
                 x0, y0, x1, y1 = sc.canary.box_px
                 img[y0:y1, x0:x1] = canary_pattern(sc.canary.seed, i, sc.canary.box_px)
             if writer is not None:
                 writer.write(img)
-            elif not cv2.imwrite(str(out_dir / "frames" / f"{i:05d}.png"), img, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            elif not cv2.imwrite(str(out_dir / "frames" / f"{i:05d}.png"), img, _PNG):
                 raise FixtureError(f"cannot write frame {i} of fixture {name} into {out_dir / 'frames'}")
             per_frame.append({"frame": i, "t_s": round(i / p.fps, 6), **truth})
     finally:
@@ -314,6 +394,15 @@ def _write_scenario(sc: Scenario, out_dir: Path, p: Params) -> Path:
         "zones": [z.to_json() for z in sc.zones],
         "per_frame": per_frame,
     }
+    if labelled:
+        doc["labels"] = {
+            "values": {str(k): v for k, v in LABELS.items()},
+            "notes": "masks/NNNNN.png is frame NNNNN's label image (8-bit grey, same size as the frame): "
+            "each pixel holds the value of what is drawn there (0: the still scene). Drawn figures are exact: "
+            "the mask is the set of pixels the figure wrote. people/moving list each figure's visible box and "
+            "pixel count; persons lists the people's visible boxes too.",
+            "static_scene": not any(fr.get("people") for fr in per_frame),
+        }
     if sc.canary is not None:
         probes, origin = _canary_probes(sc.canary.seed, len(sc.frames), sc.canary.box_px)
         doc["canary"] = {
@@ -339,6 +428,19 @@ def make_fixtures(root: Path, names: Sequence[str] | None = None, params: Params
     return [make_scenario(n, root / n, params) for n in chosen]
 
 
+def read_labels(fixture_dir: Path, frame_truth: dict[str, Any]) -> Mask:
+    """The label image of one frame of a drawn fixture (figures.LABELS values), checked against its size."""
+    rel = frame_truth.get("labels")
+    if not isinstance(rel, str) or not rel.startswith("masks/") or "/" in rel[6:] or ".." in rel:
+        raise FixtureError(f"{fixture_dir}: frame {frame_truth.get('frame')} names no label image under masks/")
+    path = fixture_dir / rel
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    w, h = frame_truth["width_px"], frame_truth["height_px"]
+    if img is None or img.dtype != np.uint8 or img.shape != (h, w):
+        raise FixtureError(f"label image {path} is missing or is not an 8-bit {w}x{h} grey PNG")
+    return np.asarray(img)
+
+
 def load_truth(fixture_dir: Path) -> dict[str, Any]:
     """Read and sanity-check `truth.json` of a fixture directory."""
     path = fixture_dir / "truth.json"
@@ -355,4 +457,8 @@ def load_truth(fixture_dir: Path) -> dict[str, Any]:
         for key in ("width_px", "height_px", "must_withhold", "faces", "persons"):
             if key not in fr:
                 raise FixtureError(f"{path}: per_frame[{i}] lacks {key!r}")
+        if "labels" in doc:
+            for key in ("labels", "people", "moving"):
+                if key not in fr:
+                    raise FixtureError(f"{path}: per_frame[{i}] of a drawn fixture lacks {key!r}")
     return doc

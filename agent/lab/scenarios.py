@@ -8,27 +8,28 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 import cv2
 import numpy as np
 
 from agent.core.datatypes import Image
 from agent.errors import FixtureError
+from agent.lab.scenes import DRAWN_SCENARIOS
 from agent.lab.shared_data import shared_file
+from agent.lab.specs import (  # noqa: F401  (DEFAULT_*, ZoneSpec: re-exported for the CLI and fixtures)
+    DEFAULT_FPS,
+    DEFAULT_SECONDS,
+    DEFAULT_SEED,
+    DEFAULT_SIZE,
+    Background,
+    CanarySpec,
+    FrameSpec,
+    Params,
+    Placement,
+    Scenario,
+    ZoneSpec,
+)
 from agent.lab.truth import photo_truth
-
-DEFAULT_SIZE = (640, 480)
-
-
-DEFAULT_SECONDS = 7.0
-
-
-DEFAULT_FPS = 10.0
-
-
-DEFAULT_SEED = 20261127
-
 
 CAMERA_ID = "cam"
 
@@ -125,93 +126,6 @@ def sprite_image(name: str, height_px: int) -> Image:
 
 
 @dataclass(frozen=True, slots=True)
-class Background:
-    """A photo scaled to cover the frame (times `zoom`), then cropped at `pan` (0..1 of the slack)."""
-
-    photo: str
-    zoom: float = 1.0
-    pan_x: float = 0.5
-    pan_y: float = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """A sprite pasted with its top-left corner at (x_px, y_px), scaled to `height_px`."""
-
-    sprite: str
-    x_px: int
-    y_px: int
-    height_px: int
-
-
-@dataclass(frozen=True, slots=True)
-class FrameSpec:
-    width_px: int
-    height_px: int
-    background: Background
-    placements: tuple[Placement, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ZoneSpec:
-    name: str
-    points: tuple[tuple[float, float], ...]
-    action: str
-    style: str = "solid"
-    # Only for withhold zones; None keeps the config default (`analysis.motion.hold_s`).
-    hold_s: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "name": self.name,
-            "points": [[x, y] for x, y in self.points],
-            "action": self.action,
-            "style": self.style,
-        }
-        if self.hold_s is not None:
-            doc["hold_s"] = self.hold_s
-        return doc
-
-
-@dataclass(frozen=True, slots=True)
-class Params:
-    width_px: int = DEFAULT_SIZE[0]
-    height_px: int = DEFAULT_SIZE[1]
-    seconds: float = DEFAULT_SECONDS
-    fps: float = DEFAULT_FPS
-    seed: int = DEFAULT_SEED
-
-    def __post_init__(self) -> None:
-        if not (32 <= self.width_px <= 4096 and 32 <= self.height_px <= 4096):
-            raise FixtureError(f"fixture size {self.width_px}x{self.height_px} must be 32..4096 on each side")
-        if not (math.isfinite(self.fps) and 1 <= self.fps <= 60):
-            raise FixtureError(f"fixture fps {self.fps} must be 1..60")
-        if not (math.isfinite(self.seconds) and 1 <= self.seconds <= 600):
-            raise FixtureError(f"fixture length {self.seconds} s must be 1..600 s")
-
-    @property
-    def frames(self) -> int:
-        return max(2, round(self.seconds * self.fps))
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    name: str
-    description: str
-    zones: tuple[ZoneSpec, ...]
-    frames: tuple[FrameSpec, ...]
-    png: bool = False
-    canary: CanarySpec | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CanarySpec:
-    zone: str
-    seed: int
-    box_px: tuple[int, int, int, int]
-
-
-@dataclass(frozen=True, slots=True)
 class Track:
     """Sprite keyframes (t as a fraction of the clip, x/y of the top-left and height, relative)."""
 
@@ -261,7 +175,7 @@ def _bedroom_walk(p: Params) -> Scenario:
     face = Track("astronaut", ((0.0, 0.02, 0.04, 0.22), (1.0, 0.42, 0.12, 0.22)))
     frames = _frames(p, lambda t: Background("coco_val2017_000000000632.jpg"), (person, face))
     return Scenario("bedroom_walk", "bedroom; bed masked; a person stands still in a withhold zone; a face moves",
-                    zones, frames)
+                    zones, frames, privacy_room="none")
 
 
 def _demo(p: Params) -> Scenario:
@@ -284,7 +198,7 @@ def _demo(p: Params) -> Scenario:
     face = Track("astronaut", ((0.0, 0.02, 0.04, 0.22), (1.0, 0.42, 0.12, 0.22)))
     frames = _frames(p, lambda t: Background("coco_val2017_000000000632.jpg"), (person, face))
     return Scenario("demo", "the demo: bed masked; a person walks through a withhold zone and out; a face moves",
-                    zones, frames)
+                    zones, frames, privacy_room="none")
 
 
 def _bathroom(p: Params) -> Scenario:
@@ -332,7 +246,7 @@ def _resize(p: Params) -> Scenario:
     face = Track("astronaut", ((0.0, 0.05, 0.15, 0.3), (1.0, 0.3, 0.3, 0.3)))
     frames = _frames(p, lambda t: Background("coco_val2017_000000001993.jpg"), (face,), size)
     return Scenario("resize", "PNG sequence whose resolution changes twice; mask zones touch frame edges",
-                    zones, frames, png=True)
+                    zones, frames, png=True, privacy_room="none")
 
 
 def _faces(p: Params) -> Scenario:
@@ -367,4 +281,5 @@ SCENARIOS: Mapping[str, Callable[[Params], Scenario]] = {
     "resize": _resize,
     "faces": _faces,
     "demo": _demo,
+    **DRAWN_SCENARIOS,
 }

@@ -180,6 +180,21 @@ def _legend_rows(zones: Sequence[PreviewZone]) -> list[str]:
     return [f"{z.name}: {z.action}, {z.style}" for z in zones]
 
 
+def camera_notes(camera_id: str, *, scene: str | None = None, private_room: str | None = None) -> list[str]:
+    """Legend lines about the camera itself: its private room and a learned scene it no longer matches.
+
+    `scene` is what tamper keeps (`moved`, `unreadable`, None when fine); `private_room` the room
+    the policy treats the camera as (`bathroom`, `bedroom`), None when it is none."""
+    notes = []
+    if private_room:
+        notes.append(f"private room: {private_room} (people withhold the frame)")
+    if scene == "moved":
+        notes.append(f"moved: run privacy-agent camera relearn {camera_id}")
+    elif scene == "unreadable":
+        notes.append(f"stored scene unreadable: run privacy-agent camera relearn {camera_id}")
+    return notes
+
+
 def _place_legend(occupied: np.ndarray, box_w: int, box_h: int, band_w: int, band_h: int) -> tuple[int, int]:
     """Top-left of the legend: the corner where it hides the least of the zones (ties: bottom-right)."""
     h, w = occupied.shape[:2]
@@ -191,11 +206,12 @@ def _place_legend(occupied: np.ndarray, box_w: int, box_h: int, band_w: int, ban
 
 
 def _draw_legend(out: np.ndarray, zones: Sequence[PreviewZone], occupied: np.ndarray, scale: float,
-                 band_w: int, band_h: int) -> tuple[tuple[int, int, int, int] | None, tuple[str, ...]]:
-    if not zones:
+                 band_w: int, band_h: int, notes: Sequence[str] = ()
+                 ) -> tuple[tuple[int, int, int, int] | None, tuple[str, ...]]:
+    if not zones and not notes:
         return None, ()
     h, w = out.shape[:2]
-    rows = _legend_rows(zones)
+    rows = _legend_rows(zones) + list(notes)
     thick = _thickness(scale)
     sizes = [cv2.getTextSize(r, _FONT, scale, thick) for r in rows]
     th = max(s[0][1] for s in sizes)
@@ -210,15 +226,17 @@ def _draw_legend(out: np.ndarray, zones: Sequence[PreviewZone], occupied: np.nda
     # Opaque background: the legend must read the same over a white wall or a dark room.
     cv2.rectangle(out, (x0, y0), (x1, y1), _LEGEND_BG, -1)
     for i, row in enumerate(rows):
-        colour = colour_of(i)
+        colour = colour_of(i) if i < len(zones) else _WITHHELD_TEXT  # notes about the camera: white
         top = y0 + pad + i * row_h
         cv2.rectangle(out, (x0 + pad, top), (x0 + pad + swatch - 1, top + th - 1), colour, -1)
         cv2.putText(out, row, (x0 + 2 * pad + swatch, top + th), _FONT, scale, colour, thick, cv2.LINE_AA)
     return (x0, y0, x1, y1), tuple(rows)
 
 
-def render_zones(view: RedactedFrame | Withheld, zones: Sequence[PreviewZone]) -> tuple[np.ndarray, PreviewLayout]:
-    """Draw zones over the frame as it leaves the hub: outlines, names, a 0.1 grid and a legend.
+def render_zones(view: RedactedFrame | Withheld, zones: Sequence[PreviewZone],
+                 notes: Sequence[str] = ()) -> tuple[np.ndarray, PreviewLayout]:
+    """Draw zones over the frame as it leaves the hub: outlines, names, a 0.1 grid and a legend
+    (ending with `notes` about the camera, `camera_notes`: its private room, a moved view).
 
     `view` is the redacted frame (its mask zones already filled by redaction, drawn as they are)
     or a `Withheld` notice (a grey canvas saying so). Zones are outlined in their colour, never
@@ -247,5 +265,5 @@ def render_zones(view: RedactedFrame | Withheld, zones: Sequence[PreviewZone]) -
         cv2.putText(out, z.name, (x0, y0), _FONT, scale, colour_of(i), thick, cv2.LINE_AA)
         labels.append((max(0, x0 - 2), max(0, y0 - th - 4), min(w - 1, x0 + tw + 2), min(h - 1, y0 + 4)))
     notice = draw_withheld_notice(out, view) if isinstance(view, Withheld) else None
-    legend_box, rows = _draw_legend(out, zones, occupied, scale, band_w, band_h)
+    legend_box, rows = _draw_legend(out, zones, occupied, scale, band_w, band_h, notes)
     return out, PreviewLayout(xs, ys, legend_box, rows, scale, tuple(labels), notice is not None, notice)

@@ -9,12 +9,14 @@ Invariants:
 - Fragmented MP4 (`empty_moov`) needs no seeking, so a streaming writer works.
 - A resolution change mid-stream is handled by scaling the already-redacted
   frame into the encoder's size with black letterbox bars (never raw pixels).
+- The codec is the run's `EncoderChoice` (`agent.media.encoders`: libx264 or the hardware
+  h264_v4l2m2m), with its options from `video:` set in one place (`configure_stream`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
@@ -23,13 +25,13 @@ import av
 import cv2
 import numpy as np
 
+from agent.config import VideoConfig
 from agent.core.datatypes import Image
 from agent.core.redact import RedactedFrame, require_redacted
 from agent.errors import SinkError, SourceError
+from agent.media.encoders import MP4_FRAG, SOFTWARE, EncoderChoice, configure_stream
 
 log = logging.getLogger(__name__)
-
-_FRAG = "frag_keyframe+empty_moov+default_base_moof"
 
 
 def _even(v: int) -> int:
@@ -59,9 +61,8 @@ class VideoEncoder:
         width_px: int,
         height_px: int,
         fps: float,
-        codec: str = "libx264",
-        preset: str = "ultrafast",
-        crf: int = 23,
+        codec: str = SOFTWARE,
+        settings: VideoConfig | None = None,
     ) -> None:
         self.width_px = width_px
         self.height_px = height_px
@@ -70,13 +71,9 @@ class VideoEncoder:
         self._closed = False
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(10)
         try:
-            self._container = av.open(out, mode="w", format="mp4", options={"movflags": _FRAG})
+            self._container = av.open(out, mode="w", format="mp4", options={"movflags": MP4_FRAG})
             self._stream: av.VideoStream = self._container.add_stream(codec, rate=rate)  # type: ignore[assignment]
-            self._stream.width = self._enc_w
-            self._stream.height = self._enc_h
-            self._stream.pix_fmt = "yuv420p"
-            if codec == "libx264":
-                self._stream.options = {"preset": preset, "tune": "zerolatency", "crf": str(crf)}
+            configure_stream(self._stream, codec, self._enc_w, self._enc_h, settings or VideoConfig())
         except (av.FFmpegError, OSError, ValueError) as e:
             raise SinkError(f"cannot start {codec} encoder: {e}") from e
 
@@ -114,6 +111,20 @@ class VideoEncoder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+EncoderFactory = Callable[[BinaryIO, int, int, float], VideoEncoder]
+
+
+def encoder_factory(choice: EncoderChoice | None, settings: VideoConfig | None = None) -> EncoderFactory:
+    """Encoders for a sink: the run's chosen codec with the config's `video:` options.
+    `choice` None (tools and tests without a run): libx264."""
+    codec = choice.codec if choice is not None else SOFTWARE
+
+    def make(out: BinaryIO, width_px: int, height_px: int, fps: float) -> VideoEncoder:
+        return VideoEncoder(out, width_px, height_px, fps, codec, settings)
+
+    return make
 
 
 def video_frames(path: Path) -> Iterator[Image]:

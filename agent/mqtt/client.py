@@ -67,6 +67,21 @@ def _rc_failed(rc: Any) -> bool:
         return True
 
 
+def tls_context(ca_file: str | Path | None) -> ssl.SSLContext:
+    """The TLS settings of every broker connection (and of `doctor`'s handshake check)."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
+    except (ssl.SSLError, OSError) as e:
+        # A CA file that holds no certificate (an empty file, a key, a DER file) raises here, in
+        # OpenSSL's words; the installer needs the file's name and what to do instead.
+        raise MqttError(f"mqtt.ca_file {ca_file}: not a readable PEM CA certificate "
+                        f"({getattr(e, 'reason', None) or getattr(e, 'strerror', None) or e})") from e
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # check_hostname and CERT_REQUIRED are the defaults of create_default_context; there
+    # is deliberately no switch to turn them off.
+    return ctx
+
+
 class MqttClient:
     """One broker connection. Thread-safe for publish/subscribe."""
 
@@ -103,11 +118,7 @@ class MqttClient:
         if username is not None:
             c.username_pw_set(username, password)
         if tls:
-            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            # check_hostname and CERT_REQUIRED are the defaults of create_default_context; there
-            # is deliberately no switch to turn them off.
-            c.tls_set_context(ctx)
+            c.tls_set_context(tls_context(ca_file))
         c.reconnect_delay_set(reconnect_min_s, reconnect_max_s)  # type: ignore[arg-type]
         c.max_inflight_messages_set(100)
         if availability:

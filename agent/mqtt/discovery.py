@@ -8,7 +8,13 @@ One retained device-based discovery message lists every entity:
 - an `event` entity for access challenges (`event_types`: challenge, approved, granted,
   denied, expired, refused);
 - per household device of the roster: a diagnostic `sensor` "epoch keys left (days)", from the
-  hub's retained `P/epochs_left` (`agent.mqtt.epochs`); unknown while the device has no list.
+  hub's retained `P/epochs_left` (`agent.mqtt.epochs`); unknown while the device has no list;
+- with `health_interval_s`, the hub's health (`agent.mqtt.health`): a heartbeat (timestamp), a
+  `problem` binary sensor, disk free (data_size, MB), queued clips and the encoder in use, and
+  per camera fps, analysis lag (duration, s), frames queued between stages, and the top withhold
+  reason with every reason's count as attributes, its view (`ok`, `moved`: waiting for `camera
+  relearn`, ...) and its private room (`none`, `bathroom`, `bedroom`). Each has `expire_after` (three intervals), so
+  a hub that stops reporting shows unavailable even while its broker connection stays up.
 All entities share the hub's availability topic. An empty retained payload removes the device.
 The hub re-publishes discovery when Home Assistant announces `online` on `homeassistant/status`.
 
@@ -22,9 +28,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent import __version__
+from agent.core.health import SCENE_STATES
 from agent.mqtt.client import Message, MqttClient
 from agent.mqtt.hub import CAMERA_STATES, HA_EVENT_TYPES
 from agent.topics import ONLINE, Topics, check_level
+
+#: Home Assistant marks a health sensor unavailable after this many report intervals without one.
+EXPIRE_INTERVALS = 3
 
 COUNTERS: tuple[tuple[str, str], ...] = (
     ("passed", "frames passed"),
@@ -38,9 +48,9 @@ def node_id(hub_key_id: str) -> str:
 
 
 def discovery_payload(topics: Topics, hub_key_id: str, cameras: Sequence[tuple[str, str]],
-                      devices: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+                      devices: Sequence[tuple[str, str]] = (), health_interval_s: float | None = None) -> dict[str, Any]:
     """The device discovery document. `cameras` are (id, display name) pairs, `devices` the
-    household devices as (key id, name) pairs."""
+    household devices as (key id, name) pairs; `health_interval_s` adds the health sensors."""
     node = node_id(hub_key_id)
     cmps: dict[str, dict[str, Any]] = {}
     for cam_id, cam_name in cameras:
@@ -100,6 +110,8 @@ def discovery_payload(topics: Topics, hub_key_id: str, cameras: Sequence[tuple[s
             "entity_category": "diagnostic",
             "icon": "mdi:key-chain-variant",
         }
+    if health_interval_s is not None:
+        cmps.update(health_components(topics, node, cameras, health_interval_s))
     return {
         "device": {
             "identifiers": [node],
@@ -117,16 +129,74 @@ def discovery_payload(topics: Topics, hub_key_id: str, cameras: Sequence[tuple[s
     }
 
 
+def health_components(topics: Topics, node: str, cameras: Sequence[tuple[str, str]],
+                      interval_s: float) -> dict[str, dict[str, Any]]:
+    """The health sensors (`agent.mqtt.health` publishes what they read)."""
+    expire = int(interval_s * EXPIRE_INTERVALS) + 1
+
+    def sensor(key: str, name: str, topic: str, template: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+        return key, {"platform": "sensor", "name": name, "unique_id": f"{node}_{key}", "state_topic": topic,
+                     "value_template": template, "expire_after": expire, **extra}
+
+    hub_t = topics.health
+    out = dict([
+        sensor("health_heartbeat", "Heartbeat", hub_t, "{{ value_json.heartbeat }}", device_class="timestamp",
+               entity_category="diagnostic", icon="mdi:heart-pulse"),
+        sensor("health_disk_free", "Disk free", hub_t, "{{ value_json.disk_free_mb | default(None) }}",
+               device_class="data_size", unit_of_measurement="MB", state_class="measurement",
+               entity_category="diagnostic"),
+        sensor("health_queued_clips", "Clips queued", hub_t, "{{ value_json.queued_clips | default(None) }}",
+               unit_of_measurement="clips", state_class="measurement", entity_category="diagnostic",
+               icon="mdi:tray-full"),
+        sensor("health_encoder", "Encoder", hub_t, "{{ value_json.encoder | default('unknown') }}",
+               entity_category="diagnostic", icon="mdi:video-box"),
+    ])
+    out["health_problem"] = {
+        "platform": "binary_sensor", "name": "Pipeline problem", "unique_id": f"{node}_health_problem",
+        "state_topic": hub_t, "value_template": "{{ 'OFF' if value_json.healthy else 'ON' }}",
+        "payload_on": "ON", "payload_off": "OFF", "device_class": "problem", "expire_after": expire,
+        "entity_category": "diagnostic",
+    }
+    for cam_id, cam_name in cameras:
+        t = topics.camera_health(cam_id)
+        out.update([
+            sensor(f"{cam_id}_fps", f"{cam_name} frame rate", t, "{{ value_json.fps | default(None) }}",
+                   unit_of_measurement="fps", state_class="measurement", icon="mdi:speedometer"),
+            sensor(f"{cam_id}_analysis_lag", f"{cam_name} analysis lag", t,
+                   "{{ value_json.analysis_lag_s | default(None) }}", device_class="duration",
+                   unit_of_measurement="s", state_class="measurement", entity_category="diagnostic"),
+            sensor(f"{cam_id}_queued_frames", f"{cam_name} frames queued", t,
+                   "{{ value_json.queued_frames | default(None) }}", unit_of_measurement="frames",
+                   state_class="measurement", entity_category="diagnostic"),
+            # The reason that withheld most frames; every reason's count is in the attributes
+            # (reasons such as zone names are open-ended, so they cannot each be an entity).
+            sensor(f"{cam_id}_withheld_reason", f"{cam_name} withheld for", t,
+                   "{{ value_json.top_withheld_reason | default('none') }}", json_attributes_topic=t,
+                   json_attributes_template="{{ value_json.withheld_by_reason | tojson }}",
+                   entity_category="diagnostic", icon="mdi:eye-off"),
+            # A moved camera stays withheld until its owner relearns it: the homeowner must see why.
+            sensor(f"{cam_id}_scene", f"{cam_name} view", t, "{{ value_json.scene | default('ok') }}",
+                   device_class="enum", options=list(SCENE_STATES), json_attributes_topic=t,
+                   json_attributes_template="{{ {'note': value_json.scene_note} | tojson }}",
+                   icon="mdi:camera-switch"),
+            sensor(f"{cam_id}_private_room", f"{cam_name} private room", t,
+                   "{{ value_json.private_room | default('none') }}", device_class="enum",
+                   options=["none", "bathroom", "bedroom"], icon="mdi:shower"),
+        ])
+    return out
+
+
 class Discovery:
     """Publishes (and re-publishes) discovery for one hub."""
 
     def __init__(self, client: MqttClient, hub_key_id: str, cameras: Sequence[tuple[str, str]],
-                 devices: Sequence[tuple[str, str]] = ()) -> None:
+                 devices: Sequence[tuple[str, str]] = (), health_interval_s: float | None = None) -> None:
         self.client = client
         self.topics = client.topics
         self.hub_key_id = hub_key_id
         self.cameras = list(cameras)
         self.devices = list(devices)
+        self.health_interval_s = health_interval_s
 
     @property
     def topic(self) -> str:
@@ -137,7 +207,8 @@ class Discovery:
         self.client.add_connect_hook(self.publish)
 
     def publish(self) -> None:
-        payload = json.dumps(discovery_payload(self.topics, self.hub_key_id, self.cameras, self.devices), sort_keys=True)
+        payload = json.dumps(discovery_payload(self.topics, self.hub_key_id, self.cameras, self.devices,
+                                               self.health_interval_s), sort_keys=True)
         self.client.publish(self.topic, payload, qos=1, retain=True)
 
     def remove(self) -> None:

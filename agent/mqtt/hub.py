@@ -1,7 +1,8 @@
 """The hub side of MQTT: access flow, signed mode changes, audit checkpoints, state and events.
 
 `HubAccessService` wires the pure state machine (`agent.access`) to a broker connection:
-- subscribes to requests, decisions and signed mode changes;
+- subscribes to requests, decisions, signed mode changes, deletions and relearns (a camera moved
+  on purpose: recorded, then handed to the camera through `relearner`, then answered);
 - runs each message through the state machine under one lock (so a challenge is consumed
   atomically, before anything else can see it);
 - RECORDS FIRST: the audit entries and the per-device counters (`DATA/mqtt/access-state.json`,
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import access as A
-from agent.access.audit import AuditLog, Checkpoint
+from agent.access.audit import AuditLog, Checkpoint, read_entries
 from agent.access.state import STATE_FILE, Counters, load_state, save_state
 from agent.clock import Clock, SystemClock
 from agent.core.datatypes import Event
@@ -72,6 +73,16 @@ ClipLookup = Callable[[Sequence[str]], Mapping[str, A.ClipMeta]]
 Deleter = Callable[[A.DeleteOrder], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
 
+def _grants_until_ms(audit: AuditLog, ttl_s: int) -> int:
+    """When the newest grant in the audit log expires (its entry's time plus the grant TTL)."""
+    try:
+        entries, _ = read_entries(audit.path) if audit.path.exists() else ([], [])
+    except AgentError as e:
+        log.error("cannot read the audit log for active grants: %s", e)
+        return 0
+    return max((e.wall_ms + ttl_s * 1000 for e in entries if e.kind == "access_grant"), default=0)
+
+
 class HubAccessService:
     def __init__(
         self,
@@ -89,6 +100,7 @@ class HubAccessService:
         clip_lookup: ClipLookup | None = None,
         switch_on: Callable[[], bool] | None = None,
         deleter: Deleter | None = None,
+        relearner: Callable[[A.RelearnOrder], object] | None = None,
     ) -> None:
         self.client = client
         self.topics: Topics = client.topics
@@ -103,6 +115,7 @@ class HubAccessService:
         self._clip_lookup = clip_lookup
         self._switch_on = switch_on or (lambda: False)
         self._deleter = deleter
+        self._relearner = relearner
         self._lock = threading.RLock()
         self._state_path = Path(state_dir) / STATE_FILE
         roster = roster_loader()
@@ -117,6 +130,9 @@ class HubAccessService:
         self.unauthenticated = 0
         self._result_cond = threading.Condition(self._lock)
         self._proof_times: list[float] = []
+        # Wall ms until which a grant this hub issued is valid (the privacy LED, `grant_active`),
+        # from the audit log first: a restart does not end a grant.
+        self._grant_until_ms = _grants_until_ms(audit, self.policy.grant_ttl_s)
 
     # --- persistence -------------------------------------------------------------------
 
@@ -133,6 +149,7 @@ class HubAccessService:
         self.client.subscribe(t.access_challenge_filter, self._on_retained_challenge)
         self.client.subscribe(t.audit_proof_request, self._on_proof_request)
         self.client.subscribe(t.delete_request_filter, self._on_delete_request)
+        self.client.subscribe(t.relearn_request, self._on_relearn)
         self.client.add_connect_hook(self.republish)
 
     def _on_retained_challenge(self, m: Message) -> None:
@@ -314,6 +331,36 @@ class HubAccessService:
                 r = self._carry_out(order, r)
             self._publish(r)
 
+    def _on_relearn(self, m: Message) -> None:
+        """An owner's signed relearn: recorded first, then handed to the camera, then answered."""
+        if not m.payload:
+            return
+        with self._lock:
+            self._refresh_roster()
+            now_ms = self._now_ms()
+            state, r, order = A.on_relearn(self.state, m.payload, hub=self.hub, now_mono_s=self.clock.monotonic(),
+                                           now_wall_ms=now_ms, known_cameras=self.known_cameras)
+            if r.status == "duplicate" or not self._record(state, r):
+                if r.status == "duplicate":
+                    self._note(r)
+                return
+            if order is not None:
+                status, reason = "applied", ""
+                if self._relearner is None:
+                    status, reason = "refused", "this hub runs no camera"
+                else:
+                    try:
+                        self._relearner(order)
+                    except (AgentError, OSError) as e:
+                        # Recorded, not carried out: the camera stays withheld; the owner asks again.
+                        log.error("relearn of camera %s failed: %s", order.camera, e)
+                        status, reason = "refused", f"the hub could not ask the camera to relearn: {e}"
+                msg = A.relearn_result_message(self.hub, order.request_id, order.device, order.camera, order.counter,
+                                               status, reason, now_ms)
+                r = dataclasses.replace(r, status="relearn" if status == "applied" else "refused", reason=reason,
+                                        outbound=(A.Outbound("relearn_result", order.device, msg),))
+            self._publish(r)
+
     def _carry_out(self, order: A.DeleteOrder, r: A.Result) -> A.Result:
         deleted: list[dict[str, Any]] = []
         pending: list[dict[str, Any]] = []
@@ -412,7 +459,13 @@ class HubAccessService:
                                            mode=None))
             return False
         self.state = state
+        if r.status == "granted":  # read a little after the machine's own clock: the LED errs towards lit
+            self._grant_until_ms = max(self._grant_until_ms, self._now_ms() + self.policy.grant_ttl_s * 1000)
         return True
+
+    def grant_active(self, now_wall_s: float) -> bool:
+        """Whether a grant this hub issued (since it started) is still within its expiry. Read-only."""
+        return now_wall_s * 1000 < self._grant_until_ms
 
     def _publish(self, r: A.Result) -> None:
         for o in r.outbound:
@@ -450,6 +503,8 @@ class HubAccessService:
             return t.mode_result(o.key)
         if o.channel == "delete_receipt":
             return t.delete_receipt(o.key)
+        if o.channel == "relearn_result":
+            return t.relearn_result(o.key)
         raise MqttError(f"unknown outbound channel {o.channel!r}")
 
     def _ha_event(self, event_type: str, r: A.Result) -> None:

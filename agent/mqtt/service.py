@@ -26,6 +26,7 @@ from agent import __version__
 from agent import access as A
 from agent.access.audit import AuditLog, audit_dir
 from agent.access.recorder import EventRecorder, record_boot
+from agent.analysis.scenestore import write_request
 from agent.clock import Clock, SystemClock
 from agent.config import LoadedConfig, load_config
 from agent.core.datatypes import Event
@@ -80,13 +81,18 @@ class HubMqtt:
             known_cameras=frozenset(c.id for c in cams), on_mode=self._set_mode,
             clip_lookup=self._lookup_clips, switch_on=lambda: switch_engaged(data),
             deleter=self._delete,
+            # Recorded in the audit log already: the request file only tells `run` (now or at
+            # its next start) to relearn the camera between two frames.
+            relearner=lambda order: write_request(data, order.camera, order.device,
+                                                  int(self.clock.wall() * 1000), recorded=True),
         )
         self._service.append(self.access)
         # Household devices' epoch key lists (`P/epochs/<device>`), installed into DATA/keys/epochs/.
         self.epochs = HubEpochService(self.client, data, self.audit, lambda: load_roster(data), self.clock)
         self.discovery = (
             Discovery(self.client, self.hub.key_id, [(c.id, c.name or c.id) for c in cams],
-                      devices=_household_devices(data)) if cfg.discovery else None
+                      devices=_household_devices(data), health_interval_s=cfg.health_interval_s)
+            if cfg.discovery else None
         )
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None

@@ -79,6 +79,11 @@ def build() -> dict[str, Any]:
     camera_state = A.camera_state_message(HUB, "porch", "masked", seq=T0_WALL_MS, issued_ms=T0_WALL_MS)
     _, r3 = A.on_mode_set(state, mode, hub=HUB, now_mono_s=2.0, now_wall_ms=T0_WALL_MS + 3000)
     mode_result = next(o.payload for o in r3.outbound if o.channel == "mode_result")
+    relearn = A.make_relearn(ALICE, HUB.key_id, "porch", bytes([3]) * 16, 4, 1, T0_WALL_MS)
+    _, r4, order = A.on_relearn(state, relearn, hub=HUB, now_mono_s=3.0, now_wall_ms=T0_WALL_MS + 4000)
+    assert r4.status == "relearn" and order is not None, r4.reason
+    relearn_result = A.relearn_result_message(HUB, order.request_id, order.device, order.camera, order.counter,
+                                              "applied", "", T0_WALL_MS + 4000)
 
     def v(name: str, msg_type: str, data: bytes, signer_pk: bytes, valid: bool, note: str = "") -> dict[str, Any]:
         return {"name": name, "type": msg_type, "valid": valid, "note": note,
@@ -117,6 +122,8 @@ def build() -> dict[str, Any]:
             v("mode_result", "mode_result", mode_result, hub_pk, True),
             v("mode_state", "mode_state", mode_state, hub_pk, True),
             v("camera_state", "camera_state", camera_state, hub_pk, True),
+            v("relearn", "relearn", relearn, alice_pk, True, "request_id = 0x03 * 16"),
+            v("relearn_result", "relearn_result", relearn_result, hub_pk, True),
             v("type_confusion", "decision", confused, alice_pk, False,
               "a decision body signed under the mode_set domain"),
             v("challenge_as_decision", "decision", challenge, hub_pk, False, "body type is challenge"),

@@ -185,3 +185,14 @@ def test_outbox_bound_drops_oldest_and_says_so(tmp_path: Path) -> None:
     ob2 = Outbox(tmp_path / "ob.sqlite", FakeClock(), max_rows=5)  # survives a restart
     assert ob2.stream == ids[0].split(":")[0] and ob2._dropped_total == 3
     ob2.close()
+
+
+def test_a_ca_file_without_a_certificate_is_a_clear_error(tmp_path: Path) -> None:
+    from agent.mqtt.client import tls_context
+
+    bad = tmp_path / "ca.crt"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(MqttError, match=r"mqtt.ca_file .*ca.crt: not a readable PEM CA certificate"):
+        tls_context(bad)
+    with pytest.raises(MqttError, match="not a readable PEM"):
+        tls_context(tmp_path / "missing.crt")

@@ -1,7 +1,7 @@
 """The owner's commands: the hub's keys and the roster, clips (`open`, `verify`, `outbox`),
 access decisions, the audit log, and a device's epoch keys (`owner epochs`, `owner shred`).
 
-One module per concern (`keys`, `clips`, `access`, `deletion`, `epochs`); this module builds the `owner` group and
+One module per concern (`keys`, `clips`, `access`, `deletion`, `epochs`, `relearn`); this module builds the `owner` group and
 registers them in help order.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from agent.cli.owner import access, clips, deletion, epochs, keys
+from agent.cli.owner import access, clips, deletion, epochs, keys, relearn
 from agent.cli.parsing import command_group
 
 
@@ -20,5 +20,6 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     access.register_owner(osub)
     epochs.register_owner(osub)
     deletion.register(osub)
+    relearn.register(osub)
     clips.register(sub)
     access.register_audit(sub)

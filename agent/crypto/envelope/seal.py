@@ -11,7 +11,7 @@ comes from libsodium unless a test injects `clip_key`/`clip_id` for vectors.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import nacl.bindings as sodium
@@ -63,6 +63,10 @@ def wrap_key(recipient: Recipient, clip_id: bytes, key: bytes) -> Stanza:
     epoch = recipient.epoch if isinstance(recipient, EpochRecipient) else None
     sealed = SealedBox(recipient.box_pk).encrypt(WRAP_LABEL + clip_id + key)
     return Stanza(recipient.key_id, bytes(sealed), epoch)
+
+
+def _as_is(piece: memoryview) -> memoryview:
+    return piece
 
 
 def _unique(recipients: Sequence[Recipient]) -> dict[str, Recipient]:
@@ -121,7 +125,7 @@ class ClipWriter:
         raw = self.header.encode()
         self._hdig = header_digest_of(raw)
         # Pending plaintext as pieces (copied once, by join, into the chunk pushed).
-        self._buf: list[bytes] = []
+        self._buf: list[bytes | memoryview] = []
         self._buf_len = 0
         self._hasher = BackgroundHasher(b"epa1-chunks")
         self._count = 0
@@ -154,9 +158,13 @@ class ClipWriter:
         mv = memoryview(data).cast("B")
         n = len(mv)
         pos = 0
+        # Immutable input (PyAV hands over bytes) is held by reference until its chunk is pushed:
+        # one copy per byte (the join) instead of two. Anything else is copied now: its owner may
+        # reuse the buffer once write() returns.
+        keep: Callable[[memoryview], bytes | memoryview] = _as_is if isinstance(data, bytes) else bytes
         if self._buf_len:
             take = min(CHUNK_BYTES - self._buf_len, n)
-            self._buf.append(bytes(mv[:take]))
+            self._buf.append(keep(mv[:take]))
             self._buf_len += take
             pos = take
             if self._buf_len == CHUNK_BYTES:
@@ -166,7 +174,7 @@ class ClipWriter:
             self._push(bytes(mv[pos : pos + CHUNK_BYTES]), TAG_MESSAGE)
             pos += CHUNK_BYTES
         if pos < n:
-            self._buf.append(bytes(mv[pos:]))
+            self._buf.append(keep(mv[pos:]))
             self._buf_len += n - pos
         return n
 

@@ -50,7 +50,8 @@ from agent.crypto.keys import (
     resolve_recipients,
 )
 from agent.errors import ConfigError, EnvelopeError, SinkError
-from agent.media.video import VideoEncoder
+from agent.media.encoders import EncoderChoice
+from agent.media.video import EncoderFactory, VideoEncoder, encoder_factory
 from agent.storage.deletion import AuditFn, EventPurger
 from agent.storage.outbox import ClipNotRecorded, Outbox, Uploader
 from agent.storage.sinks.epochs import EpochKeyring
@@ -62,11 +63,7 @@ log = logging.getLogger(__name__)
 THUMB_MAX_PX = 160
 META_FORMAT = "epa1-clip-meta"
 
-EncoderFactory = Callable[[BinaryIO, int, int, float], VideoEncoder]
-
-
-def _default_encoder(out: BinaryIO, w: int, h: int, fps: float) -> VideoEncoder:
-    return VideoEncoder(out, w, h, fps)
+_default_encoder = encoder_factory(None)
 
 
 def _thumbnail(frame: RedactedFrame) -> str | None:
@@ -367,9 +364,7 @@ def build_uploaders(loaded: LoadedConfig, sink_cfgs: Sequence[SinkConfig], hub: 
         if isinstance(s, DirectorySinkConfig):
             up = DirectoryUploader(loaded.resolve(s.path), hub, require_mount=s.require_mount)
         elif isinstance(s, S3SinkConfig):
-            key_id, secret = s.access_key_id, s.secret_access_key
-            if s.credentials_file is not None:
-                key_id, secret = read_credentials_file(loaded.resolve(s.credentials_file))
+            key_id, secret = s3_keys(loaded, s)
             up = S3Uploader(
                 s.bucket, hub, endpoint=s.endpoint, prefix=s.prefix, region=s.region,
                 access_key_id=key_id, secret_access_key=secret,
@@ -378,6 +373,14 @@ def build_uploaders(loaded: LoadedConfig, sink_cfgs: Sequence[SinkConfig], hub: 
             raise ConfigError(f"unknown sink type {s!r}")
         ups[up.name] = up
     return ups
+
+
+def s3_keys(loaded: LoadedConfig, s: S3SinkConfig) -> tuple[str | None, str | None]:
+    """The S3 sink's keys: from the config, its `credentials_file` (SinkError if unreadable), or
+    (None, None) for boto3's own chain (environment variables, ~/.aws)."""
+    if s.credentials_file is not None:
+        return read_credentials_file(loaded.resolve(s.credentials_file))
+    return s.access_key_id, s.secret_access_key
 
 
 def camera_recipients(loaded: LoadedConfig, camera_id: str) -> tuple[DevicePublic, ...]:
@@ -398,6 +401,7 @@ def camera_recipients(loaded: LoadedConfig, camera_id: str) -> tuple[DevicePubli
 def build_clip_sinks(
     loaded: LoadedConfig, camera_id: str, fps: float, on_event: EventCallback, clock: Clock, *,
     audit: AuditFn | None = None, purger: Callable[[], EventPurger | None] = lambda: None,
+    encoder: EncoderChoice | None = None,
 ) -> list[ClipSink]:
     """One ClipSink per distinct `segment_s` among the encrypted sinks of the config. `audit`
     (the hub's audit log) lets a full disk evict the oldest queued clips; without it a full disk
@@ -425,6 +429,7 @@ def build_clip_sinks(
                 uploaders=build_uploaders(loaded, cfgs, hub.public), clock=clock, on_event=on_event,
                 camera_name=cam.name, stream_label=label, epoch_keys=keyring,
                 min_free_bytes=loaded.config.retention.min_free_mb * MIB, audit=audit, purger=purger,
+                encoder_factory=encoder_factory(encoder, loaded.config.video),
             )
         )
     log.info("camera %s: encrypted clips for %d recipient(s)", camera_id, len(recips))

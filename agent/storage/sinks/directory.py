@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.core.redact import RedactedFrame, require_redacted
 from agent.errors import SinkError
-from agent.media.video import VideoEncoder
+from agent.media.video import EncoderFactory, VideoEncoder, encoder_factory
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,15 @@ log = logging.getLogger(__name__)
 class PlaintextDirectorySink:
     plaintext = True
 
-    def __init__(self, root: Path, camera_id: str, fps: float, segment_s: float = 10.0) -> None:
+    def __init__(self, root: Path, camera_id: str, fps: float, segment_s: float = 10.0,
+                 make_encoder: EncoderFactory | None = None) -> None:
         self.name = f"directory:{root}"
         self._dir = root / camera_id
         self._camera_id = camera_id
         self._fps = fps
         self._segment_s = segment_s
         self._enc: VideoEncoder | None = None
+        self._make_encoder = make_encoder or encoder_factory(None)
         self._file: object = None
         self._partial: Path | None = None
         self._seg_start_s = 0.0
@@ -57,7 +59,7 @@ class PlaintextDirectorySink:
         except OSError as e:
             raise SinkError(f"cannot create segment {self._partial}: {e.strerror or e}") from e
         self._file = fh
-        self._enc = VideoEncoder(fh, frame.width_px, frame.height_px, self._fps)
+        self._enc = self._make_encoder(fh, frame.width_px, frame.height_px, self._fps)
         self._seg_start_s = frame.t_s
         self._seg_frames = 0
         self._seq += 1

@@ -13,6 +13,8 @@ from agent.clock import Clock
 from agent.config import DirectorySinkConfig, LoadedConfig
 from agent.core.events import EventCallback
 from agent.core.ports import Sink
+from agent.media.encoders import EncoderChoice
+from agent.media.video import encoder_factory
 from agent.storage.deletion import AuditFn, EventPurger
 from agent.storage.sinks.directory import PlaintextDirectorySink
 
@@ -29,18 +31,22 @@ def plaintext_sinks(loaded: LoadedConfig) -> list[str]:
 
 
 def build_sinks(loaded: LoadedConfig, camera_id: str, fps: float, on_event: EventCallback, clock: Clock, *,
-                audit: AuditFn | None = None, purger: Callable[[], EventPurger | None] = lambda: None) -> list[Sink]:
-    """The camera's sinks. `audit`/`purger`: see `build_clip_sinks` (a full disk's eviction)."""
+                audit: AuditFn | None = None, purger: Callable[[], EventPurger | None] = lambda: None,
+                encoder: EncoderChoice | None = None) -> list[Sink]:
+    """The camera's sinks. `audit`/`purger`: see `build_clip_sinks` (a full disk's eviction). `encoder`:
+    the run's choice (`agent.media.encoders.select_encoder`); None: libx264."""
     sinks: list[Sink] = []
     encrypted = []
     for s in loaded.config.sinks:
         if isinstance(s, DirectorySinkConfig) and s.plaintext:
-            sinks.append(PlaintextDirectorySink(loaded.resolve(s.path), camera_id, fps, s.segment_s))
+            sinks.append(PlaintextDirectorySink(loaded.resolve(s.path), camera_id, fps, s.segment_s,
+                                                encoder_factory(encoder, loaded.config.video)))
         else:
             encrypted.append(s)
     if encrypted:
         # Encrypted clips (issue 4): one ClipSink per distinct segment_s, sharing the outbox.
         from agent.storage.sinks.clips import build_clip_sinks
 
-        sinks.extend(build_clip_sinks(loaded, camera_id, fps, on_event, clock, audit=audit, purger=purger))
+        sinks.extend(build_clip_sinks(loaded, camera_id, fps, on_event, clock, audit=audit, purger=purger,
+                                      encoder=encoder))
     return sinks

@@ -32,7 +32,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from agent.crypto.envelope import ClipInfo, verify_clip
 from agent.crypto.keys import HubPublic, read_secret_file
@@ -241,6 +241,26 @@ def read_credentials_file(path: Path) -> tuple[str, str]:
         ) from None
 
 
+def s3_client(*, endpoint: str | None, region: str, access_key_id: str | None, secret_access_key: str | None,
+              timeout_s: float, attempts: int = 2) -> Any:
+    """The boto3 S3 client every S3 sink and `doctor` use (no keys: boto3's own credential chain)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        # Retries here are short; the outbox owns long-term retry with backoff.
+        config=Config(
+            connect_timeout=min(timeout_s, 10.0), read_timeout=timeout_s,
+            retries={"max_attempts": attempts, "mode": "standard"},
+        ),
+    )
+
+
 class S3Uploader:
     """PUT sealed clips to an S3-compatible bucket (boto3)."""
 
@@ -257,26 +277,13 @@ class S3Uploader:
         name: str | None = None,
         timeout_s: float = 30.0,
     ) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.bucket = bucket
         self.prefix = prefix
         self.hub = hub
         self.name = name or f"s3:{endpoint or 'aws'}/{bucket}/{prefix}"
         try:
-            self._client = boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name=region,
-                aws_access_key_id=access_key_id,
-                aws_secret_access_key=secret_access_key,
-                # Retries here are short; the outbox owns long-term retry with backoff.
-                config=Config(
-                    connect_timeout=min(timeout_s, 10.0), read_timeout=timeout_s,
-                    retries={"max_attempts": 2, "mode": "standard"},
-                ),
-            )
+            self._client = s3_client(endpoint=endpoint, region=region, access_key_id=access_key_id,
+                                     secret_access_key=secret_access_key, timeout_s=timeout_s)
         except Exception as e:
             raise SinkError(f"cannot set up the S3 client for bucket {bucket!r}: {e}") from e
 

@@ -1,0 +1,282 @@
+"""A camera's learned scene on disk, and the owner's requests to learn it again.
+
+Layout (`DATA/state/scene/<camera>/`, 0700; every file 0600, written atomically):
+- `<name>.scene`: one learned array (the tamper edge reference, ...): a magic line, the SHA-256
+  of the payload, then the payload (NumPy `.npy`, read with `allow_pickle=False`). A file that
+  is too large, truncated, fails its checksum or holds another shape or dtype raises
+  `SceneStateError`: the analyzer withholds the camera and names the file (fail closed), it
+  never quietly learns a new scene in its place.
+- `moved`: present while the tamper analyzer says the camera was moved: a restart does not
+  clear it, only a relearn does.
+- `relearn`: a pending relearn request (JSON: id, who asked, when, and whether the hub's audit
+  log has it already). `camera relearn` (local) and the hub's MQTT side (an owner's signed
+  `relearn`) write it; `run` picks it up (`RelearnWatcher`), records it in the audit log if it
+  is not there yet (record, then act), tells the camera's pipeline to relearn between frames,
+  then removes it. Without `run` the next start honours it.
+
+Why files and not memory: a restart, or a power cycle by someone who turned the camera, must
+not learn the new view as the right one. Relearning is never automatic; it is the owner's act.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from agent.errors import SceneStateError
+from agent.fsutil import PRIVATE_FILE_MODE, atomic_write, make_private_dirs
+from agent.jsonlimits import loads_bounded
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"epa-scene/1\n"
+_DIGEST_BYTES = 32
+#: The largest stored array a camera may have (a 160x120 float32 reference is 77 kB).
+MAX_SCENE_BYTES = 4 << 20
+_MAX_REQUEST_BYTES = 4096
+_REQUEST = "relearn"
+_MOVED = "moved"
+
+
+def scene_dir(data_dir: Path, camera_id: str) -> Path:
+    return Path(data_dir) / "state" / "scene" / camera_id
+
+
+def relearn_hint(camera_id: str) -> str:
+    return f"run `privacy-agent camera relearn {camera_id} --config CONFIG` once the view is right"
+
+
+class SceneStore:
+    """One camera's stored scene. Methods raise `SceneStateError` (reading) or OSError (writing)."""
+
+    def __init__(self, data_dir: Path, camera_id: str) -> None:
+        self.camera_id = camera_id
+        self.dir = scene_dir(data_dir, camera_id)
+
+    def _path(self, name: str) -> Path:
+        return self.dir / f"{name}.scene"
+
+    def load(self, name: str, shape: tuple[int, ...], dtype: str) -> np.ndarray | None:
+        """The stored array, None when there is none (first start). Anything else wrong raises."""
+        path = self._path(name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_SCENE_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise SceneStateError(f"stored scene {path} cannot be read ({e.strerror or e}); "
+                                  f"{relearn_hint(self.camera_id)}") from None
+        what = f"stored scene {path}"
+        if len(data) > MAX_SCENE_BYTES:
+            raise SceneStateError(f"{what} is larger than {MAX_SCENE_BYTES} bytes; {relearn_hint(self.camera_id)}")
+        head = len(_MAGIC) + _DIGEST_BYTES
+        if not data.startswith(_MAGIC) or len(data) < head:
+            raise SceneStateError(f"{what} is not a scene file; {relearn_hint(self.camera_id)}")
+        payload = data[head:]
+        if hashlib.sha256(payload).digest() != data[len(_MAGIC):head]:
+            raise SceneStateError(f"{what} is corrupt (checksum); {relearn_hint(self.camera_id)}")
+        try:
+            arr = np.load(io.BytesIO(payload), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise SceneStateError(f"{what} is corrupt ({e}); {relearn_hint(self.camera_id)}") from None
+        if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != np.dtype(dtype) \
+                or not np.isfinite(arr).all():
+            raise SceneStateError(f"{what} holds {getattr(arr, 'dtype', '?')}{getattr(arr, 'shape', '')}, "
+                                  f"not {dtype}{shape}; {relearn_hint(self.camera_id)}")
+        return arr
+
+    def save(self, name: str, arr: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+        payload = buf.getvalue()
+        make_private_dirs(self.dir)
+        atomic_write(self._path(name), _MAGIC + hashlib.sha256(payload).digest() + payload, PRIVATE_FILE_MODE)
+
+    @property
+    def moved(self) -> bool:
+        return (self.dir / _MOVED).exists()
+
+    def set_moved(self, moved: bool, detail: Mapping[str, Any] | None = None) -> None:
+        path = self.dir / _MOVED
+        if moved:
+            make_private_dirs(self.dir)
+            atomic_write(path, json.dumps(dict(detail or {}), sort_keys=True).encode(), PRIVATE_FILE_MODE)
+        else:
+            path.unlink(missing_ok=True)
+
+
+# -- relearn requests -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RelearnRequest:
+    camera_id: str
+    request_id: str
+    by: str  # "local" or the owner device's key id
+    requested_ms: int
+    #: True when the hub's audit log has it already (an owner's signed MQTT request).
+    recorded: bool
+
+
+def write_request(data_dir: Path, camera_id: str, by: str, now_ms: int, *, recorded: bool) -> RelearnRequest:
+    """Ask for a relearn: durable (fsynced) before this returns. Raises OSError."""
+    req = RelearnRequest(camera_id, secrets.token_hex(8), by, now_ms, recorded)
+    d = scene_dir(data_dir, camera_id)
+    make_private_dirs(d)
+    body = {"id": req.request_id, "by": by, "requested_ms": now_ms, "recorded": recorded}
+    atomic_write(d / _REQUEST, json.dumps(body, sort_keys=True).encode(), PRIVATE_FILE_MODE)
+    return req
+
+
+def read_request(data_dir: Path, camera_id: str) -> RelearnRequest | None:
+    """The pending request, None if none. A file that cannot be read or parsed raises."""
+    path = scene_dir(data_dir, camera_id) / _REQUEST
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_REQUEST_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SceneStateError(f"relearn request {path} cannot be read: {e.strerror or e}") from None
+    try:
+        doc = loads_bounded(data, max_bytes=_MAX_REQUEST_BYTES, max_depth=2, what=f"relearn request {path}")
+        if not isinstance(doc, dict) or set(doc) != {"id", "by", "requested_ms", "recorded"}:
+            raise ValueError("expected exactly id, by, requested_ms, recorded")
+        rid, by, at, rec = doc["id"], doc["by"], doc["requested_ms"], doc["recorded"]
+        if not (isinstance(rid, str) and isinstance(by, str) and len(by) <= 64 and isinstance(at, int)
+                and isinstance(rec, bool)):
+            raise ValueError("wrong field types")
+    except ValueError as e:
+        raise SceneStateError(f"relearn request {path} is malformed ({e}); ask again with "
+                              "`privacy-agent camera relearn`") from None
+    return RelearnRequest(camera_id, rid, by, at, rec)
+
+
+def clear_request(data_dir: Path, camera_id: str, request_id: str) -> None:
+    """Remove the request if it is still `request_id` (a newer one stays for the next poll)."""
+    try:
+        current = read_request(data_dir, camera_id)
+    except SceneStateError:
+        current = None
+    if current is not None and current.request_id == request_id:
+        (scene_dir(data_dir, camera_id) / _REQUEST).unlink(missing_ok=True)
+
+
+class Relearnable(Protocol):
+    camera_id: str
+
+    def request_relearn(self) -> None: ...
+
+
+class RelearnWatcher:
+    """`run`'s side of relearning: hands pending requests to the cameras' pipelines.
+
+    `poll_once()` before the cameras start honours requests made while `run` was not running;
+    `start()` then polls every `interval_s`. `record(kind, fields)` appends to the hub's audit
+    log (None when the hub has no log); it runs before the pipeline is told (record, then act),
+    and a request it cannot record stays pending and is not acted on.
+    """
+
+    def __init__(self, data_dir: Path, pipelines: Mapping[str, Relearnable],
+                 record: Callable[[str, Mapping[str, Any]], object] | None,
+                 on_problem: Callable[[str, str], None] | None = None, interval_s: float = 1.0) -> None:
+        self._data_dir = Path(data_dir)
+        self._pipes = dict(pipelines)
+        self._record = record
+        self._on_problem = on_problem or (lambda cam, msg: log.error("camera %s: %s", cam, msg))
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reported: set[str] = set()
+
+    def poll_once(self) -> list[RelearnRequest]:
+        """Honour every pending request; returns those handed to a pipeline."""
+        done = []
+        for cam, pipe in self._pipes.items():
+            try:
+                req = read_request(self._data_dir, cam)
+            except SceneStateError as e:
+                if cam not in self._reported:
+                    self._reported.add(cam)
+                    self._on_problem(cam, str(e))
+                continue
+            if req is None:
+                continue
+            try:
+                if not req.recorded and self._record is not None:
+                    self._record("camera_relearned", {"camera": cam, "by": req.by, "via": "local",
+                                                      "request_id": req.request_id})
+                pipe.request_relearn()
+                clear_request(self._data_dir, cam, req.request_id)
+            except Exception as e:  # noqa: BLE001 - a request that cannot be recorded is not acted on
+                if cam not in self._reported:
+                    self._reported.add(cam)
+                    self._on_problem(cam, f"relearn request not honoured: {type(e).__name__}: {e}")
+                continue
+            self._reported.discard(cam)
+            done.append(req)
+        return done
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self._interval_s):
+                self.poll_once()
+
+        self._thread = threading.Thread(target=loop, name="relearn-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+
+def _file_ok(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SCENE_BYTES + 1)
+    except OSError:
+        return False
+    head = len(_MAGIC) + _DIGEST_BYTES
+    return (len(data) <= MAX_SCENE_BYTES and data.startswith(_MAGIC)
+            and hashlib.sha256(data[head:]).digest() == data[len(_MAGIC):head])
+
+
+def _bad_files(store: SceneStore) -> list[Path]:
+    return [p for p in (sorted(store.dir.glob("*.scene")) if store.dir.is_dir() else []) if not _file_ok(p)]
+
+
+def stored_scene_state(data_dir: Path, camera_id: str) -> str | None:
+    """What the stored scene says without running the camera: "unreadable", "moved" or None."""
+    store = SceneStore(data_dir, camera_id)
+    if _bad_files(store):
+        return "unreadable"
+    return "moved" if store.moved else None
+
+
+def scene_problems(data_dir: Path, camera_ids: list[str]) -> list[str]:
+    """For `doctor`: every camera whose stored scene is unreadable or that waits for a relearn."""
+    out = []
+    for cam in camera_ids:
+        store = SceneStore(data_dir, cam)
+        for path in _bad_files(store):
+            out.append(f"camera {cam}: stored scene {path} is unreadable or corrupt; {relearn_hint(cam)}")
+        if store.moved:
+            out.append(f"camera {cam}: moved (its view no longer matches the learned scene) and withheld; "
+                       f"check the zones with `privacy-agent zones preview`, then {relearn_hint(cam)}")
+        try:
+            read_request(data_dir, cam)
+        except SceneStateError as e:
+            out.append(f"camera {cam}: {e}")
+    return out

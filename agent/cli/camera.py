@@ -1,0 +1,84 @@
+"""The homeowner's `camera relearn ID`: after moving a camera on purpose, learn its view again.
+
+A camera the tamper check saw moved stays withheld, across restarts, until its owner says the new
+view is right: here on the hub, or with an owner-signed `relearn` over MQTT (`owner relearn`).
+This command writes a durable relearn request into the data dir
+(`agent.analysis.scenestore.write_request`) and returns; it works whether `run` is running or
+not. `run` records the request in the hub's audit log (`camera_relearned`, by `local`) before the
+camera's pipeline relearns between two frames, or at its next start. The audit log has one
+writer, `run`, so this command never appends to it itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from agent.analysis.scenestore import scene_problems, write_request
+from agent.cli.doctor import CHECKS, CheckResult
+from agent.cli.parsing import command_group
+from agent.clock import SystemClock
+from agent.config import LoadedConfig, load_config
+from agent.errors import DataDirBusy, ExitCode, SinkError
+from agent.storage.lock import DataDirLock
+
+
+def _run_is_running(data_dir: Path) -> bool:
+    try:
+        with DataDirLock(data_dir, "camera relearn"):
+            return False
+    except DataDirBusy:
+        return True
+
+
+def cmd_camera_relearn(args: argparse.Namespace) -> int:
+    loaded = load_config(args.config)
+    cam = loaded.config.camera(args.camera)  # an unknown id is an error naming the known ones
+    data_dir = loaded.data_dir
+    try:
+        write_request(data_dir, cam.id, "local", int(SystemClock().wall() * 1000), recorded=False)
+    except OSError as e:
+        raise SinkError(f"cannot write the relearn request into {data_dir}: {e.strerror or e}") from None
+    when = ("the running agent relearns it within a second" if _run_is_running(data_dir)
+            else "the agent is not running: its next start relearns it")
+    print(f"camera {cam.id}: relearn requested; {when}, after recording it in the audit log. Check the "
+          f"zones first with `privacy-agent zones preview --camera {cam.id}`: they must sit on the new view.")
+    return ExitCode.OK
+
+
+def check_scenes(loaded: LoadedConfig | None) -> list[CheckResult]:
+    """`doctor`: each camera's stored scene (readable, not moved) and pending relearn request."""
+    if loaded is None:
+        return []
+    cams = [c.id for c in loaded.config.cameras]
+    problems = scene_problems(loaded.data_dir, cams)
+    if not problems:
+        return [CheckResult("learned scenes", "ok", f"{len(cams)} camera(s): none moved, every stored scene readable")]
+    out = []
+    for p in problems:
+        cam_text, _, detail = p.partition(": ")
+        what, _, fix = detail.rpartition("; ")
+        # A moved camera is the check working (withheld until its owner relearns); a file that
+        # cannot be read is a fault to fix.
+        out.append(CheckResult(f"{cam_text} scene", "warn" if "moved" in what else "fail", what or detail,
+                               fix or "privacy-agent camera relearn CAMERA --config CONFIG"))
+    return out
+
+
+CHECKS.append(check_scenes)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    csub = command_group(sub, "camera", "camera tools: relearn a camera's view after moving it on purpose")
+    r = csub.add_parser(
+        "relearn",
+        help="learn a camera's view again after moving it on purpose (clears 'moved')",
+        description="A camera whose view no longer matches the scene it learned (turned, re-mounted) is "
+        "withheld, also across restarts, until its owner says the new view is right. This records a "
+        "relearn request in the data dir: a running `privacy-agent run` records it in the audit log and "
+        "relearns between two frames; otherwise the next start does. Over MQTT an owner device does the "
+        "same with `privacy-agent owner relearn`.",
+    )
+    r.add_argument("camera", help="camera id")
+    r.add_argument("--config", required=True, help="path to config.yaml")
+    r.set_defaults(func=cmd_camera_relearn)

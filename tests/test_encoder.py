@@ -1,0 +1,178 @@
+"""The H.264 encoder choice (`video.encoder`): hardware with a probe, fallback to libx264, and a
+clear refusal for an explicit encoder that cannot work. The hardware encoder cannot run here (no
+V4L2 M2M device), so its probe is stubbed behind the probe interface; libx264's probe is real."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import pytest
+from videokit import walker_frames, write_video
+
+from agent.cli.main import main
+from agent.config import VideoConfig
+from agent.media import encoders
+from agent.media.encoders import (
+    HARDWARE,
+    SOFTWARE,
+    EncoderChoice,
+    EncoderProbeFailed,
+    EncoderUnavailable,
+    configure_stream,
+    probe_encode,
+    select_encoder,
+    start_encoder,
+)
+
+BOTH = {HARDWARE, SOFTWARE}
+
+
+class Probe:
+    """Records the codecs probed; the ones in `broken` fail with a reason."""
+
+    def __init__(self, broken: dict[str, str] | None = None) -> None:
+        self.broken = broken or {}
+        self.calls: list[str] = []
+
+    def __call__(self, codec: str) -> None:
+        self.calls.append(codec)
+        if codec in self.broken:
+            raise EncoderProbeFailed(self.broken[codec])
+
+
+def test_auto_uses_the_hardware_encoder_when_its_probe_works() -> None:
+    probe = Probe()
+    choice = select_encoder("auto", probe, BOTH)
+    assert choice == EncoderChoice(HARDWARE, "auto: the hardware encoder's probe encode worked")
+    assert probe.calls == [HARDWARE]
+
+
+def test_auto_falls_back_to_libx264_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    probe = Probe({HARDWARE: "probe failed: Device or resource busy"})
+    with caplog.at_level(logging.WARNING, logger="agent.media.encoders"):
+        choice = select_encoder("auto", probe, BOTH)
+    assert choice.codec == SOFTWARE and "Device or resource busy" in choice.reason and choice.reason.startswith("auto")
+    assert probe.calls == [HARDWARE, SOFTWARE]
+    assert any("hardware H.264 encoder not used" in r.getMessage() and "busy" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_auto_without_the_hardware_codec_in_the_build_does_not_probe_it() -> None:
+    probe = Probe()
+    choice = select_encoder("auto", probe, {SOFTWARE})
+    assert choice.codec == SOFTWARE and "not in this PyAV build" in choice.reason
+    assert probe.calls == [SOFTWARE]
+
+
+def test_explicit_libx264_never_probes_the_hardware_encoder() -> None:
+    probe = Probe({HARDWARE: "must not be asked"})
+    assert select_encoder("libx264", probe, BOTH) == EncoderChoice(SOFTWARE, "video.encoder is libx264")
+    assert probe.calls == [SOFTWARE]
+
+
+def test_explicit_hardware_encoder_that_fails_its_probe_is_a_start_error() -> None:
+    probe = Probe({HARDWARE: "no V4L2 device (/dev/video*): this board has no hardware H.264 encoder"})
+    with pytest.raises(EncoderUnavailable) as e:
+        select_encoder("h264_v4l2m2m", probe, BOTH)
+    msg = str(e.value)
+    assert msg.startswith("video.encoder: h264_v4l2m2m cannot be used") and "/dev/video" in msg
+    assert "video.encoder: auto" in msg and "\n" not in msg
+    assert probe.calls == [HARDWARE]  # no silent switch to libx264
+    with pytest.raises(EncoderUnavailable, match="not in this PyAV build"):
+        select_encoder("h264_v4l2m2m", Probe(), {SOFTWARE})
+    assert select_encoder("h264_v4l2m2m", Probe(), BOTH).codec == HARDWARE
+
+
+def test_no_working_encoder_at_all_is_an_error() -> None:
+    probe = Probe({HARDWARE: "busy", SOFTWARE: "probe failed: broken build"})
+    with pytest.raises(EncoderUnavailable, match="no H.264 encoder works.*broken build.*busy"):
+        select_encoder("auto", probe, BOTH)
+
+
+def test_the_real_libx264_probe_passes_and_a_missing_codec_fails() -> None:
+    probe_encode(SOFTWARE)
+    assert select_encoder("libx264").codec == SOFTWARE
+    with pytest.raises(EncoderProbeFailed, match="probe failed"):
+        probe_encode("no_such_codec_here")
+
+
+def test_a_probe_that_hangs_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    monkeypatch.setattr(encoders, "_encode_black_frames", lambda codec: release.wait(10))
+    try:
+        with pytest.raises(EncoderProbeFailed, match="did not finish"):
+            probe_encode(SOFTWARE, timeout_s=0.01)
+    finally:
+        release.set()
+
+
+def test_stream_options_per_encoder() -> None:
+    settings = VideoConfig(preset="veryfast", crf=30, bitrate_kbps=3000)
+    sw = SimpleNamespace()
+    configure_stream(sw, SOFTWARE, 320, 240, settings)  # type: ignore[arg-type]
+    assert sw.options == {"preset": "veryfast", "tune": "zerolatency", "crf": "30"} and sw.pix_fmt == "yuv420p"
+    hw = SimpleNamespace()
+    configure_stream(hw, HARDWARE, 320, 240, settings)  # type: ignore[arg-type]
+    assert hw.bit_rate == 3_000_000 and hw.pix_fmt == "yuv420p" and not hasattr(hw, "options")
+
+
+def test_start_encoder_records_the_choice_as_an_event() -> None:
+    seen = []
+    choice = start_encoder("auto", seen.append, 1.5, Probe({HARDWARE: "busy"}))
+    assert choice.codec in BOTH
+    assert [e.kind for e in seen] == ["encoder_selected"]
+    assert seen[0].details["codec"] == choice.codec and seen[0].details["reason"] == choice.reason
+
+
+CONFIG = """\
+detection: {{enabled: false}}
+video: {{encoder: {encoder}, crf: 28}}
+cameras: [{{id: cam, source: v.mp4}}]
+sinks: [{{type: directory, path: segs, plaintext: true, segment_s: 1}}]
+"""
+
+
+def _config(tmp_path: Path, encoder: str) -> Path:
+    write_video(tmp_path / "v.mp4", walker_frames(12))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(CONFIG.format(encoder=encoder))
+    return cfg
+
+
+def test_run_encodes_with_the_chosen_encoder_and_records_why(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "libx264")
+    assert main(["run", "--config", str(cfg)]) == 0
+    events = [json.loads(line) for line in (tmp_path / "data" / "events.jsonl").read_text().splitlines()]
+    chosen = [e for e in events if e["kind"] == "encoder_selected"]
+    assert len(chosen) == 1 and chosen[0]["details"]["codec"] == "libx264"
+    seg = sorted((tmp_path / "segs" / "cam").glob("*.mp4"))[0]
+    with av.open(str(seg)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+
+
+def test_run_refuses_an_explicit_encoder_that_cannot_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_device(codec: str) -> None:
+        if codec == HARDWARE:
+            raise EncoderProbeFailed("no V4L2 device (/dev/video*): this board has no hardware H.264 encoder")
+
+    monkeypatch.setattr(encoders, "probe_encode", no_device)
+    cfg = _config(tmp_path, "h264_v4l2m2m")
+    assert main(["run", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "video.encoder: h264_v4l2m2m cannot be used" in err and "Traceback" not in err
+    assert not (tmp_path / "segs").exists()
+
+
+def test_run_with_an_unknown_camera_is_an_error_naming_the_known_ones(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, "auto")
+    assert main(["run", "--config", str(cfg), "--camera", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "no camera with id 'nosuch'" in err and "known: cam" in err
+    assert not (tmp_path / "data").exists()  # nothing started
