@@ -3,8 +3,8 @@
 
 Each camera decodes, analyses with both default models, encodes H.264 and writes encrypted clips
 (the default sink) to a directory. The first camera carries the Python runtime and libraries
-(OpenCV, ONNX Runtime, FFmpeg, ...); each further camera adds its own model sessions, queues,
-decoder and encoder. Prints peak RSS for each
+(OpenCV, ONNX Runtime, FFmpeg, ...) and the model sessions, which cameras with the same detection
+settings share; each further camera adds its queues, decoder and encoder. Prints peak RSS for each
 count, the marginal cost per camera, and the baseline of the same run: a process that only
 imports the agent. Each measurement runs in a fresh child process.
 

@@ -61,8 +61,13 @@ def _scanline_fill(points: tuple[PointRel, ...], width_px: int, height_px: int, 
     lo, hi = np.minimum(y1, y2)[:, None], np.maximum(y1, y2)[:, None]
     crosses = (lo <= cy[None, :]) & (cy[None, :] < hi)
     dy = (y2 - y1)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xi = x1[:, None] + (cy[None, :] - y1[:, None]) * (x2 - x1)[:, None] / dy
+    # The share of the edge at each row first, then the crossing: on a crossing row
+    # |cy - y1| <= |dy|, so the share lies in [0, 1] even for an edge only a hair from
+    # horizontal, where (cy - y1) * (x2 - x1) / dy would lose it to underflow. Rows the edge
+    # does not cross may divide by zero or overflow; they are replaced by inf just below.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        share = np.clip((cy[None, :] - y1[:, None]) / dy, 0.0, 1.0)
+        xi = x1[:, None] + share * (x2 - x1)[:, None]
     xi = np.where(crosses, xi, np.inf)
     xi.sort(axis=0)
     ww, wh = wx1 - wx0, wy1 - wy0

@@ -13,10 +13,18 @@ Invariants:
   to the frame.
 - Bad input (empty, wrong dtype, wrong channel count) raises `AnalysisError`;
   the analysis stage turns any raise into WITHHOLD.
+- At most `INFERENCE_SLOTS` (one per core) inferences run at once in the process,
+  whatever the number of cameras and models: ONNX Runtime keeps the working memory of
+  every run in flight, so the eight lanes of four cameras inside `run` together held
+  eight runs' worth (four cameras' shared detectors: 89 MiB, against 54 MiB bounded)
+  for no more throughput than the cores give. A lane waiting for a slot is waiting
+  for a core.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
@@ -33,6 +41,18 @@ from agent.detect.session import open_session
 from agent.errors import ModelError
 from agent.geometry import BoxRel
 from models.install import ManifestEntry
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+#: Inferences that may run at once in this process (see the module docstring).
+INFERENCE_SLOTS = max(1, _cores())
+_inference_slots = threading.BoundedSemaphore(INFERENCE_SLOTS)
 
 
 @runtime_checkable
@@ -146,7 +166,8 @@ class OnnxDetector:
         img = as_bgr(image_bgr)
         w, h = self.input_size_for(img.shape[1], img.shape[0])
         blob, box = prepare(img, self.spec, w, h, self.antialias)
-        outs = self.session.run(self.output_names, {self.input_name: blob})
+        with _inference_slots:
+            outs = self.session.run(self.output_names, {self.input_name: blob})
         return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outs, strict=True)}, box
 
     def detect(self, image_bgr: npt.NDArray[np.uint8]) -> tuple[Detection, ...]:

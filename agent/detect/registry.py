@@ -4,10 +4,20 @@ Invariant: no discovery, no entry points. A plugin exists only if it is
 listed here, so what can run on the hub is visible in one place. Loading goes
 through `load_detector()`, which verifies the model file (size, sha256)
 before ONNX Runtime sees it.
+
+Cameras with the same detection settings share one detector (its ONNX Runtime session):
+detectors keep no per-camera state (a camera's carried results, cadence and failures live
+in its own `DetectionAnalyzer`), ONNX Runtime's `run` is safe to call from several threads
+at once, and one session per model instead of one per camera saves about 20 MiB for each
+further camera. Sharing never skips a check: the file is verified on
+every load, and a detector is reused only for the same verified file (name, sha256, path)
+and the same settings. The cache holds detectors weakly: once no camera uses one, it goes.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -57,5 +67,20 @@ def load_detector(
     labels_path = None
     for dep in entry.depends_on():
         labels_path = model_path(dep, cache=cache, manifest=m)
-    return plugin(entry, path, onnx=onnx, thresholds=thresholds, wanted=wanted,
-                  input_size=input_size, labels_path=labels_path)
+    onnx = onnx or OnnxRuntimeConfig()
+    key = (entry, str(path), str(labels_path), plugin, onnx.model_dump_json(),
+           tuple(sorted((thresholds or {}).items())), None if wanted is None else tuple(sorted(wanted)), input_size)
+    with _shared_lock:
+        shared = _shared.get(key)
+        if shared is not None:
+            return shared
+        # Built under the lock: two cameras starting at once must not both build a session.
+        det = plugin(entry, path, onnx=onnx, thresholds=thresholds, wanted=wanted,
+                     input_size=input_size, labels_path=labels_path)
+        _shared[key] = det
+        return det
+
+
+#: Loaded detectors by (verified file, settings), shared by every camera that asks for the same.
+_shared: weakref.WeakValueDictionary[tuple[object, ...], OnnxDetector] = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()

@@ -60,6 +60,8 @@ def session_options(cfg: OnnxRuntimeConfig) -> ort.SessionOptions:
     so.graph_optimization_level = _OPT_LEVEL[cfg.graph_optimization]
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.enable_mem_pattern = cfg.memory_pattern
+    # The CPU arena stays on: without it both default models cost 19 instead of 14.6 ms per
+    # 720p frame, and malloc's fragmentation held more memory than the arena does.
     # Some exported models list their weights as graph inputs; ONNX Runtime warns about each
     # one at load. Errors still surface as exceptions.
     so.log_severity_level = 3
