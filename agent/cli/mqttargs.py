@@ -14,18 +14,22 @@ import datetime as dt
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.config import MqttConfig
 from agent.crypto.keys import HubPublic, load_hub_public
 from agent.errors import (
+    AccessError,
     ConfigError,
     KeyFileError,
 )
 from agent.fsutil import atomic_write
 from agent.mqtt.client import Message, MqttClient
 from agent.topics import DEFAULT_PREFIX, Topics
+
+T = TypeVar("T")
 
 
 def add_broker_args(p: argparse.ArgumentParser) -> None:
@@ -92,6 +96,25 @@ class Inbox:
         with self.cond:
             self.messages.append(m)
             self.cond.notify_all()
+
+    def first(self, parse: Callable[[bytes], T], accept: Callable[[T], bool], timeout_s: float) -> T | None:
+        """Waits up to `timeout_s` for the first message that `parse` takes (it raises `AccessError`
+        on anything not signed by the hub: the broker is untrusted, so such a message is never the
+        answer) and `accept` keeps. Returns it, or None."""
+
+        def found() -> T | None:
+            for m in self.messages:
+                try:
+                    r = parse(m.payload)
+                except AccessError:
+                    continue
+                if accept(r):
+                    return r
+            return None
+
+        with self.cond:
+            self.cond.wait_for(lambda: found() is not None, timeout_s)
+            return found()
 
 
 def broker_topics(args: argparse.Namespace) -> Topics:

@@ -157,6 +157,17 @@ class PersonRuleConfig(StrictModel):
     style: Style = Field(default=Style.SOLID, description="How person pixels are replaced.")
 
 
+def object_label_names(v: list[str], no_people: str) -> list[str]:
+    """COCO object class names as the config gives them, normalised (`Teddy Bear` -> `teddy_bear`).
+    Faces and persons have rules of their own, so a list of objects may not name them."""
+    out = [x.strip().lower().replace(" ", "_") for x in v]
+    if any(not x for x in out):
+        raise ValueError("labels must be non-empty names")
+    if "face" in out or "person" in out:
+        raise ValueError(no_people)
+    return out
+
+
 class PrivateObjectsConfig(StrictModel):
     enabled: bool = Field(
         default=True,
@@ -182,12 +193,7 @@ class PrivateObjectsConfig(StrictModel):
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: list[str]) -> list[str]:
-        out = [x.strip().lower().replace(" ", "_") for x in v]
-        if any(not x for x in out):
-            raise ValueError("labels must be non-empty names")
-        if "face" in out or "person" in out:
-            raise ValueError("face and person have their own settings (faces, persons); list objects only")
-        return out
+        return object_label_names(v, "face and person have their own settings (faces, persons); list objects only")
 
 
 class ForegroundConfig(StrictModel):
@@ -239,12 +245,7 @@ class ForegroundConfig(StrictModel):
     @field_validator("harmless_labels")
     @classmethod
     def _labels(cls, v: list[str]) -> list[str]:
-        out = [x.strip().lower().replace(" ", "_") for x in v]
-        if any(not x for x in out):
-            raise ValueError("labels must be non-empty names")
-        if "face" in out or "person" in out:
-            raise ValueError("a face or person never explains foreground as harmless")
-        return out
+        return object_label_names(v, "a face or person never explains foreground as harmless")
 
 
 class SceneCutConfig(StrictModel):

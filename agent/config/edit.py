@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,29 +78,24 @@ def snippet_text(camera_id: str, zones: Sequence[NewZone], action: str) -> str:
     return head + (body if zones else "[]\n")
 
 
-def merge_into_config(path: Path, camera_id: str, new_zones: Sequence[NewZone], action: str) -> str:
-    """The config file's text with `new_zones` appended to the camera's zones (comments kept)."""
+def edit_camera(path: Path, camera_id: str, change: Callable[[CommentedMap], None]) -> str:
+    """The config file's text after `change` edited the camera's mapping in place: the one editor of
+    the homeowner's file (`zones discover --apply`, the homeowner's page). Comments, quotes and the
+    file's indentation are kept, so a diff shows only what `change` did."""
     text = path.read_text(encoding="utf-8")
     # Round-trip the homeowner's file as written: quoted scalars stay quoted (`source: "frames/*.jpg"`),
-    # so everything outside the added zones comes back byte for byte and a diff shows only the zones.
+    # so everything outside the edit comes back byte for byte.
     loader = YAML(typ="rt")
     loader.preserve_quotes = True
     try:
         root, indent, block_seq_indent = load_yaml_guess_indent(text, yaml=loader)
     except Exception as e:  # noqa: BLE001  (ruamel raises many types; the loader already reported details)
-        raise ConfigError(f"{path}: cannot parse for merging: {e}") from None
+        raise ConfigError(f"{path}: cannot parse for editing: {e}") from None
     cams = root.get("cameras") if isinstance(root, CommentedMap) else None
     cam = next((c for c in cams or [] if isinstance(c, CommentedMap) and c.get("id") == camera_id), None)
     if cam is None:
-        raise ConfigError(f"{path}: no camera with id {camera_id!r} to add zones to")
-    zones = cam.get("zones")
-    if zones is None:
-        zones = CommentedSeq()
-        cam["zones"] = zones
-    if not isinstance(zones, CommentedSeq):
-        raise ConfigError(f"{path}: cameras[{camera_id}].zones is not a list")
-    for z in new_zones:
-        zones.append(_zone_map(z, action))
+        raise ConfigError(f"{path}: no camera with id {camera_id!r}")
+    change(cam)
     y = YAML(typ="rt")
     y.preserve_quotes = True
     # ruamel's guess: `indent` is where a sequence item's content starts, `block_seq_indent` where its dash is.
@@ -109,8 +104,23 @@ def merge_into_config(path: Path, camera_id: str, new_zones: Sequence[NewZone], 
     with tempfile.SpooledTemporaryFile(mode="w+") as buf:
         y.dump(root, buf)
         buf.seek(0)
-        merged = buf.read()
-    return str(merged)
+        return str(buf.read())
+
+
+def merge_into_config(path: Path, camera_id: str, new_zones: Sequence[NewZone], action: str) -> str:
+    """The config file's text with `new_zones` appended to the camera's zones (comments kept)."""
+
+    def append(cam: CommentedMap) -> None:
+        zones = cam.get("zones")
+        if zones is None:
+            zones = CommentedSeq()
+            cam["zones"] = zones
+        if not isinstance(zones, CommentedSeq):
+            raise ConfigError(f"{path}: cameras[{camera_id}].zones is not a list")
+        for z in new_zones:
+            zones.append(_zone_map(z, action))
+
+    return edit_camera(path, camera_id, append)
 
 
 def write_config_atomically(path: Path, text: str) -> Path:

@@ -15,19 +15,16 @@ Invariants:
 from __future__ import annotations
 
 import math
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.util import load_yaml_guess_indent
 
 from agent.config import LoadedConfig, config_hash, parse_config_text
-from agent.config.edit import _mapping_indent, write_config_atomically
+from agent.config.edit import edit_camera, write_config_atomically
 from agent.core.policy import CameraPolicy, camera_policy
 from agent.errors import ConfigError
 
@@ -95,51 +92,35 @@ def _rounded(v: float) -> float | int:
 
 def zones_text(path: Path, camera_id: str, zones: list[PageZone]) -> str:
     """The config file's text with the camera's zones replaced by `zones` (comments kept)."""
-    text = path.read_text(encoding="utf-8")
-    loader = YAML(typ="rt")
-    loader.preserve_quotes = True
-    try:
-        root, indent, block_seq_indent = load_yaml_guess_indent(text, yaml=loader)
-    except Exception as e:  # noqa: BLE001 - ruamel raises many types; the config loads, so this is rare
-        raise ConfigError(f"{path.name}: cannot parse for editing: {e}") from None
-    cams = root.get("cameras") if isinstance(root, CommentedMap) else None
-    cam = next((c for c in cams or [] if isinstance(c, CommentedMap) and c.get("id") == camera_id), None)
-    if cam is None:
-        raise ConfigError(f"{path.name}: no camera with id {camera_id!r}")
-    old = cam.get("zones")
-    old_by_name = {z.get("name"): z for z in old if isinstance(z, CommentedMap)} if isinstance(old, list) else {}
-    new = CommentedSeq()
-    for z in zones:
-        m = old_by_name.get(z.was) if z.was is not None else None
-        if m is None:
-            m = CommentedMap()
-        # Only what changed is assigned: an untouched value keeps its quotes and layout, and a
-        # default the file never spelled out (`action: mask`, `style: solid`) is not added.
-        if m.get("name") != z.name:
-            m["name"] = z.name
-        points = [[_rounded(x), _rounded(y)] for x, y in z.points]
-        if _plain(m.get("points")) != points:
-            m["points"] = _flow([_flow(list(xy)) for xy in points])
-        for key, value, default in (("action", z.action, "mask"), ("style", z.style, "solid")):
-            if key in m or value != default:
-                if m.get(key) != value:
-                    m[key] = value
-        new.append(m)
-    if isinstance(old, CommentedSeq) and not old.fa.flow_style():
-        # Keep the list object (and the comments attached to it); replace its items.
-        old.clear()
-        old.extend(new)
-    else:
-        cam["zones"] = new
-    y = YAML(typ="rt")
-    y.preserve_quotes = True
-    # The `--apply` editor's indentation guess: both edits write the homeowner's file alike.
-    y.indent(mapping=_mapping_indent(text), sequence=indent or 2, offset=block_seq_indent or 0)
-    y.width = 4096
-    with tempfile.SpooledTemporaryFile(mode="w+") as buf:
-        y.dump(root, buf)
-        buf.seek(0)
-        return str(buf.read())
+
+    def replace_zones(cam: CommentedMap) -> None:
+        old = cam.get("zones")
+        old_by_name = {z.get("name"): z for z in old if isinstance(z, CommentedMap)} if isinstance(old, list) else {}
+        new = CommentedSeq()
+        for z in zones:
+            m = old_by_name.get(z.was) if z.was is not None else None
+            if m is None:
+                m = CommentedMap()
+            # Only what changed is assigned: an untouched value keeps its quotes and layout, and a
+            # default the file never spelled out (`action: mask`, `style: solid`) is not added.
+            if m.get("name") != z.name:
+                m["name"] = z.name
+            points = [[_rounded(x), _rounded(y)] for x, y in z.points]
+            if _plain(m.get("points")) != points:
+                m["points"] = _flow([_flow(list(xy)) for xy in points])
+            for key, value, default in (("action", z.action, "mask"), ("style", z.style, "solid")):
+                if key in m or value != default:
+                    if m.get(key) != value:
+                        m[key] = value
+            new.append(m)
+        if isinstance(old, CommentedSeq) and not old.fa.flow_style():
+            # Keep the list object (and the comments attached to it); replace its items.
+            old.clear()
+            old.extend(new)
+        else:
+            cam["zones"] = new
+
+    return edit_camera(path, camera_id, replace_zones)
 
 
 def config_messages(e: ConfigError) -> list[str]:

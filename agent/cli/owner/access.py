@@ -350,19 +350,8 @@ def cmd_owner_mode(args: argparse.Namespace) -> int:
         client.subscribe(client.topics.mode_result(ident.key_id), results, wait_s=args.timeout)
         client.publish_wait(client.topics.mode_set, data, timeout_s=args.timeout)
 
-        def mine() -> A.ModeResult | None:
-            for m in results.messages:
-                try:
-                    r = A.parse_mode_result(m.payload, hub)
-                except AccessError:
-                    continue
-                if r.device == ident.key_id and r.counter == counter:
-                    return r
-            return None
-
-        with results.cond:
-            results.cond.wait_for(lambda: mine() is not None, args.timeout)
-            res = mine()
+        res = results.first(lambda p: A.parse_mode_result(p, hub),
+                            lambda r: r.device == ident.key_id and r.counter == counter, args.timeout)
         if res is not None and res.status == "applied":
             # Confirmed only by the signed mode state itself, not by the answer alone.
             with inbox.cond:

@@ -94,17 +94,7 @@ def cmd_owner_delete(args: argparse.Namespace) -> int:
         print(f"delete request {rid.hex()} sent: cameras {', '.join(scope.cameras) or '-'}, clips "
               f"{len(scope.clips)}, {format_ms(scope.from_ms)} .. {format_ms(scope.to_ms)}")
 
-        def receipt() -> tuple[A.DeleteReceipt, bytes] | None:
-            for m in inbox.messages:
-                try:
-                    return A.parse_delete_receipt(m.payload, hub), m.payload
-                except AccessError:
-                    continue
-            return None
-
-        with inbox.cond:
-            inbox.cond.wait_for(lambda: receipt() is not None, args.wait)
-            got = receipt()
+        got = inbox.first(lambda p: (A.parse_delete_receipt(p, hub), p), lambda _r: True, args.wait)
     finally:
         client.stop()
     if got is None:

@@ -44,19 +44,8 @@ def cmd_owner_relearn(args: argparse.Namespace) -> int:
         client.subscribe(client.topics.relearn_result(ident.key_id), results, wait_s=args.timeout)
         client.publish_wait(client.topics.relearn_request, data, timeout_s=args.timeout)
 
-        def mine() -> A.RelearnResult | None:
-            for m in results.messages:
-                try:
-                    r = A.parse_relearn_result(m.payload, hub)
-                except AccessError:
-                    continue  # not signed by this hub: never taken as the answer
-                if r.request_id == request_id.hex() and r.device == ident.key_id:
-                    return r
-            return None
-
-        with results.cond:
-            results.cond.wait_for(lambda: mine() is not None, args.timeout)
-            res = mine()
+        res = results.first(lambda p: A.parse_relearn_result(p, hub),
+                            lambda r: r.request_id == request_id.hex() and r.device == ident.key_id, args.timeout)
     finally:
         client.stop()
     if res is None:
