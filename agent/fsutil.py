@@ -7,7 +7,7 @@ for the homeowner. Three layers hold that, each enough on its own for what it co
 - the entry points run commands under `private_umask()`, so nothing is created group- or
   world-readable by accident (a library's default mode, a file a later change forgets);
 - the helpers here create with explicit modes (`atomic_write`, `make_private_dirs`,
-  `open_private_append`, `write_new_private`);
+  `open_private_append`, `create_private`, `write_private`);
 - `tighten_private_tree` takes group and other bits off a data directory made by an older
   version (or loosened by hand) when a command opens it for writing.
 """

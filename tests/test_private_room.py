@@ -126,3 +126,57 @@ def test_real_models_both_ways(tmp_path: Path, tmp_path_factory: pytest.TempPath
         assert d.action is Action.WITHHOLD and "room:bathroom:person" in d.reasons, d.reasons
     for d in ds[16:]:  # gone again (once the carried person box has been replaced by a new run)
         assert d.action is Action.MASK and "room:bathroom:person" not in d.reasons, d.reasons
+
+
+def test_a_preview_of_a_private_room_withholds_a_person_as_run_time_does() -> None:
+    # `zones preview` draws what `decide_preview` returns: under `auto`, the room the detectors
+    # saw on the preview frame must count, or the picture would show a person in a bathroom
+    # masked only by a box where the frame itself is withheld.
+    from agent.core.policy import decide_preview
+
+    d = decide_preview(pol("auto"), FRAME, Mode.HOME, an(SINK, PERSON, room="bathroom"))
+    assert d.action is Action.WITHHOLD and "room:bathroom:person" in d.reasons
+    d = decide_preview(pol("auto"), FRAME, Mode.HOME, an(SINK, room="bathroom"))
+    assert d.action is Action.MASK and d.reasons[0] == "room:bathroom"
+
+
+def test_the_latched_room_survives_a_restart_until_relearn(tmp_path: Path) -> None:
+    # A bathroom whose sink is behind a towel after a power cycle is still a bathroom: under
+    # `auto` the latch is kept in the camera's scene store (as `moved` is), and only the owner's
+    # relearn forgets it.
+    from detect_support import FakeDetector
+
+    from agent.analysis.factory import build_detection_analyzer
+    from agent.analysis.scenestore import SceneStore
+    from agent.config import DetectionConfig
+    from agent.detect.base import Detector
+
+    class Fixtures(FakeDetector):
+        def __init__(self) -> None:
+            super().__init__("yolox_nano", frozenset({"sink"}))
+            self.found: tuple[Detection, ...] = (SINK,)
+
+        def detect(self, image_bgr: np.ndarray) -> tuple[Detection, ...]:
+            return self.found
+
+    objects = Fixtures()
+
+    def load(role: str, model: str) -> Detector:
+        return objects  # type: ignore[return-value]
+
+    def analyzer(store: SceneStore | None):  # type: ignore[no-untyped-def]
+        return build_detection_analyzer(DetectionConfig(), "cam", FakeClock(), lambda _e: None, loader=load,
+                                        roles=("objects",), store=store)
+
+    frame = Frame("cam", 0, 0.0, 0.0, np.zeros((90, 160, 3), np.uint8))
+    store = SceneStore(tmp_path, "cam")
+    assert analyzer(store).analyze(frame).room == "bathroom"
+    objects.found = ()  # the sink is out of view after the restart
+    assert analyzer(store).analyze(frame).room == "bathroom"
+    assert analyzer(None).analyze(frame).room is None  # a replay stores and keeps nothing
+    again = analyzer(store)
+    again.relearn()
+    assert again.analyze(frame).room is None and store.room is None
+    # An unreadable record counts as the strictest room.
+    (store.dir / "room").write_text("garbage")
+    assert analyzer(store).analyze(frame).room == "bathroom"

@@ -103,3 +103,17 @@ def test_read_clean_skips_damaged_frames_for_tools_that_only_look() -> None:
     assert read_clean(Flaky(3)) is not None  # type: ignore[arg-type]
     with pytest.raises(SourceError, match="damaged frames in a row"):
         read_clean(Flaky(10), limit=4)  # type: ignore[arg-type]
+
+
+def test_a_camera_password_never_reaches_a_message() -> None:
+    # Source errors become `source_error` / `source_lost` events: events.jsonl, the event outbox
+    # and the broker. They name the camera without the password in its URL.
+    from agent.media.sources import public_spec
+
+    spec = "rtsp://admin:s3cret@127.0.0.1:9/stream"
+    assert public_spec(spec) == "rtsp://127.0.0.1:9/stream"
+    assert public_spec("rtsp://cam.lan/live") == "rtsp://cam.lan/live"
+    assert public_spec("/dev/video0") == "/dev/video0"
+    with pytest.raises(SourceError) as e:
+        open_source(spec)
+    assert "s3cret" not in str(e.value) and "admin" not in str(e.value) and "127.0.0.1:9" in str(e.value)

@@ -41,11 +41,9 @@ from agent.access.wire import (
     hex_field,
     int_field,
     message_digest,
-    parse_message,
     sign_message,
-    verify_signed,
 )
-from agent.crypto.keys import DEFAULT_EPOCH_S, DeviceIdentity, HubIdentity
+from agent.crypto.keys import DEFAULT_EPOCH_S, DeviceIdentity, HubIdentity, Roster
 from agent.errors import AccessError
 
 _REQUEST_KEYS = ("type", "v", "hub", "request_id", "scope", "counter", "roster_version", "signed_ms")
@@ -195,15 +193,10 @@ def parse_delete_receipt(data: bytes, hub: Any) -> DeleteReceipt:
                          tuple(b["pending"]), tuple(ranges), int_field(b["issued_ms"], "delete_receipt: issued_ms"))
 
 
-def parse_delete_request(data: bytes, hub_id: str, roster: Any) -> tuple[str, str, Scope]:
+def parse_delete_request(data: bytes, hub_id: str, roster: Roster) -> tuple[str, str, Scope]:
     """Device side: (request id, signing owner device, scope) of a delete request, verified against
-    the roster the device holds. Used to shred epochs on every household device."""
-    m = parse_message(data, "delete_request")
-    entry = roster.find(m.signer)
-    if entry is None or entry.role != "owner" or roster.is_revoked(m.signer):
+    the roster the device holds, as the hub verifies it. Used to shred epochs on every household device."""
+    m, entry, b = authenticate_device_message(roster, data, "delete_request", _REQUEST_KEYS, hub_id)
+    if entry.role != "owner":
         raise AccessError(f"delete_request: {m.signer} is not an owner device of the roster")
-    verify_signed(m, "delete_request", entry.device.sign_pk, "delete_request")
-    b = exact_keys(dict(m.body), _REQUEST_KEYS, "delete_request")
-    if b["hub"] != hub_id:
-        raise AccessError("delete_request: for another hub")
     return hex_field(b["request_id"], 32, "request_id"), m.signer, Scope.from_json(b["scope"], "delete_request: scope")

@@ -37,7 +37,7 @@ def build_analyzers(loaded: LoadedConfig, cam: CameraConfig, policy: CameraPolic
         # the object model works a few frames ahead while faces run on every frame.
         for role in ROLES:
             det = build_detection_analyzer(loaded.config.detection, cam.id, clock, on_event, camera=cam.detection,
-                                           base_dir=loaded.path.parent, roles=(role,))
+                                           base_dir=loaded.path.parent, roles=(role,), store=store)
             if det.slots:
                 analyzers.append(det)
     if policy.foreground is not None:

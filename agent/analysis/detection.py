@@ -49,6 +49,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -60,6 +61,9 @@ from agent.core.datatypes import Analysis, Detection, Event, Frame
 from agent.core.events import emit_safely
 from agent.detect.base import Detector
 from agent.errors import AnalysisError, ModelError
+
+if TYPE_CHECKING:
+    from agent.analysis.scenestore import SceneStore
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +137,7 @@ class DetectionAnalyzer:
     """
 
     def __init__(self, cfg: DetectionConfig, camera_id: str, clock: Clock, on_event: EventSink,
-                 loader: Loader, roles: tuple[str, ...] = ROLES) -> None:
+                 loader: Loader, roles: tuple[str, ...] = ROLES, store: SceneStore | None = None) -> None:
         unknown = set(roles) - set(ROLES)
         if unknown:
             raise AnalysisError(f"unknown detection roles {sorted(unknown)}")
@@ -153,7 +157,10 @@ class DetectionAnalyzer:
         self._prev_t_s: float | None = None
         self._frame_interval_s: float | None = None
         self._thumb: np.ndarray | None = None
-        self.room: str | None = None  # latched private-room kind (see the module docstring)
+        # The latched private-room kind (see the module docstring). With a store (`run`) it outlives
+        # the process: a restart with the fixtures out of view must not un-latch it.
+        self._store = store
+        self.room: str | None = store.room if store is not None else None
         self.scene_cuts = 0
         for slot in self.slots:
             self._load(slot)
@@ -302,6 +309,7 @@ class DetectionAnalyzer:
                 if kind is not None and (self.room is None or kind == "bathroom"):
                     if self.room != kind:
                         log.info("camera %s: a %s is in view: private room (%s)", self.camera_id, d.label, kind)
+                        self._keep_room(kind)
                     self.room = kind
         return Analysis(
             detections=tuple(detections),
@@ -344,6 +352,20 @@ class DetectionAnalyzer:
         return True
 
     # --- asynchronous runs (objects.asynchronous) ----------------------------------
+
+    def _keep_room(self, kind: str | None) -> None:
+        if self._store is None:
+            return
+        try:
+            self._store.set_room(kind)
+        except OSError as e:
+            # The latch still holds for this run; only a restart before the disk recovers loses it.
+            log.error("camera %s: cannot record the private room (%s): %s", self.camera_id, kind, e)
+
+    def relearn(self) -> None:
+        """The owner says the view is right: the room is learned again from what is now in view."""
+        self.room = None
+        self._keep_room(None)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Let a running asynchronous job finish: ONNX Runtime aborts the process if the

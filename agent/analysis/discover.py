@@ -25,7 +25,7 @@ from agent.detect.registry import load_detector
 from agent.errors import ConfigError, SourceError
 from agent.geometry import BoxRel, PointRel
 from agent.media.preview import Withheld, canvas, draw_withheld_notice
-from agent.media.sources import SourceOpener, read_clean
+from agent.media.sources import SourceOpener, public_spec, read_clean
 from agent.vocab import Style, ZoneAction
 
 _GROUP_IOU = 0.3  # detections of one object in different frames overlap at least this much
@@ -92,7 +92,7 @@ def sample_frames(loaded: LoadedConfig, cam: CameraConfig, source: str | None, c
     finally:
         src.close()
     if not frames:
-        raise SourceError(f"source {source or cam.source}: no frames to discover zones in")
+        raise SourceError(f"source {public_spec(source or cam.source)}: no frames to discover zones in")
     return frames
 
 

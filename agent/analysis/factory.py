@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.analysis.detection import ROLES, DetectionAnalyzer, EventSink, Loader
+from agent.analysis.scenestore import SceneStore
 from agent.clock import Clock
 from agent.config import CameraDetectionConfig, DetectionConfig, effective_detection
 from agent.detect.base import Detector
@@ -50,12 +51,14 @@ def default_loader(cfg: DetectionConfig, base_dir: Path | None = None) -> Loader
 def build_detection_analyzer(cfg: DetectionConfig, camera_id: str, clock: Clock, on_event: EventSink, *,
                              camera: CameraDetectionConfig | None = None,
                              base_dir: Path | None = None,
-                             loader: Loader | None = None, roles: tuple[str, ...] = ROLES) -> DetectionAnalyzer:
+                             loader: Loader | None = None, roles: tuple[str, ...] = ROLES,
+                             store: SceneStore | None = None) -> DetectionAnalyzer:
     """The analyzer for one camera. `camera` = `CameraConfig.detection`; `base_dir` = the config
     file's directory (for a relative `model_cache`); `loader` is for tests; `roles` limits it to
     some of the detectors (the pipeline builds one analyzer per role, each on its own lane)."""
     eff = effective_detection(cfg, camera)
-    analyzer = DetectionAnalyzer(eff, camera_id, clock, on_event, loader or default_loader(eff, base_dir), roles)
+    analyzer = DetectionAnalyzer(eff, camera_id, clock, on_event, loader or default_loader(eff, base_dir), roles,
+                                 store)
     if eff.on_model_missing == "refuse_start" and analyzer.missing_models:
         raise ModelError(
             f"camera {camera_id!r}: refusing to start (detection.on_model_missing: refuse_start): "

@@ -8,6 +8,8 @@ Layout (`DATA/state/scene/<camera>/`, 0700; every file 0600, written atomically)
   never quietly learns a new scene in its place.
 - `moved`: present while the tamper analyzer says the camera was moved: a restart does not
   clear it, only a relearn does.
+- `room`: the private room the object detector latched under `privacy_room: auto` (`bathroom`
+  or `bedroom`): a restart does not clear it either, only a relearn does.
 - `relearn`: a pending relearn request (JSON: id, who asked, when, and whether the hub's audit
   log has it already). `camera relearn` (local) and the hub's MQTT side (an owner's signed
   `relearn`) write it; `run` picks it up (`RelearnWatcher`), records it in the audit log if it
@@ -46,6 +48,7 @@ MAX_SCENE_BYTES = 4 << 20
 _MAX_REQUEST_BYTES = 4096
 _REQUEST = "relearn"
 _MOVED = "moved"
+_ROOM = "room"
 
 
 def scene_dir(data_dir: Path, camera_id: str) -> Path:
@@ -106,6 +109,29 @@ class SceneStore:
     @property
     def moved(self) -> bool:
         return (self.dir / _MOVED).exists()
+
+    @property
+    def room(self) -> str | None:
+        """The private room the detector latched (`bathroom`, `bedroom`), kept across restarts:
+        a bathroom whose sink is behind a towel after a power cycle is still a bathroom. A file
+        that cannot be read or holds anything else counts as the strictest kind (fail closed)."""
+        path = self.dir / _ROOM
+        try:
+            kind = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeError):
+            return "bathroom"
+        return kind if kind in ("bathroom", "bedroom") else "bathroom"
+
+    def set_room(self, kind: str | None) -> None:
+        """Record the latched room (None: forget it, on the owner's relearn). Raises OSError."""
+        path = self.dir / _ROOM
+        if kind is None:
+            path.unlink(missing_ok=True)
+            return
+        make_private_dirs(self.dir)
+        atomic_write(path, kind.encode("ascii"), PRIVATE_FILE_MODE)
 
     def set_moved(self, moved: bool, detail: Mapping[str, Any] | None = None) -> None:
         path = self.dir / _MOVED

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.config import DirectorySinkConfig, LoadedConfig, at_key
+from agent.config import LoadedConfig, at_key, is_plaintext
 from agent.errors import AgentError
 from agent.media.sources import SourceOpener, read_clean
 
@@ -72,7 +72,7 @@ def _recipient_problems(loaded: LoadedConfig) -> list[tuple[Sequence[int | str],
                 # A value that looks like a key and is not one, or a path to a .pub file that is missing.
                 what = "does not parse" if v.startswith("epa1pub:") else "cannot be read"
                 out.append(([*loc, k], f"recipient {v!r} {what}: {e}"))
-    encrypted = [i for i, s in enumerate(cfg.sinks) if not (isinstance(s, DirectorySinkConfig) and s.plaintext)]
+    encrypted = [i for i, s in enumerate(cfg.sinks) if not is_plaintext(s)]
     if not encrypted:
         return out
     try:

@@ -22,10 +22,11 @@ from agent.cli.configcheck import config_warnings
 from agent.cli.parsing import command_group
 from agent.clock import SystemClock
 from agent.config import LoadedConfig, load_config
+from agent.core.datatypes import Analysis
 from agent.core.modes import ModeController, read_override, read_switch, write_override
-from agent.core.policy import camera_policy
+from agent.core.policy import camera_policy, room_state
 from agent.errors import AgentError, SinkError, SourceError
-from agent.media.sources import SourceOpener, read_clean
+from agent.media.sources import SourceOpener, public_spec, read_clean
 from agent.storage.sinks.factory import plaintext_sinks
 from agent.vocab import Mode
 
@@ -55,7 +56,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK (sha256 {loaded.sha256[:16]})")
     for cam in cfg.cameras:
         zones = ", ".join(f"{z.name} ({z.action}, {z.style})" for z in cam.zones) or "no zones"
-        print(f"  camera {cam.id}: source {cam.source}; {zones}")
+        print(f"  camera {cam.id}: source {public_spec(cam.source)}; {zones}")
     warnings = [f"{w} writes plaintext (unencrypted) video" for w in plaintext_sinks(loaded)]
     warnings += config_warnings(loaded)
     for warn in warnings:
@@ -114,7 +115,7 @@ def cmd_zones_preview(args: argparse.Namespace) -> int:
     detected = preview_detections(loaded, cam, policy, preview_frame(policy, img), SystemClock())
     view = redacted_view(img, policy, mode, detected)
     notes = camera_notes(cam.id, scene=stored_scene_state(loaded.data_dir, cam.id),
-                         private_room=_private_room(cam, detected))
+                         private_room=room_state(policy, detected or Analysis()))
     out, _layout = render_zones(view, zones, notes)
     out_path = Path(args.out)
     _write_image(out_path, out)
@@ -124,18 +125,6 @@ def cmd_zones_preview(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"  {note}")
     return ExitCode.OK
-
-
-def _private_room(cam: object, detected: object) -> str | None:
-    """The private room the camera is treated as: `privacy_room` when set, for `auto` the room its
-    detectors saw on this frame (a bed, a toilet or a sink), None for none."""
-    room = getattr(cam, "privacy_room", None)
-    if room in ("bathroom", "bedroom"):
-        return str(room)
-    if room in (None, "auto"):
-        seen = getattr(detected, "room", None)
-        return str(seen) if seen in ("bathroom", "bedroom") else None
-    return None
 
 
 MODE_CHOICES = (*(x.value for x in Mode), "auto")

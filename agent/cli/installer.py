@@ -82,6 +82,7 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     audit = open_hub_audit(data_dir, clock)
     if audit is not None:
         events.subscribe(EventRecorder(audit))
+    record = audit.append if audit is not None else None  # what the sinks, page and expiry audit with
     encoder = start_encoder(cfg.video.encoder, events, clock.monotonic())  # once per run; explicit + broken: stops
     # Said once, on stderr, where the person who started `run` looks (and systemd's journal
     # keeps it); a log line as well would only say the same thing twice.
@@ -120,7 +121,7 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             CameraPipeline(
                 policy,
                 build_analyzers(loaded, cam, policy, clock, events, keep_scene=True),
-                build_sinks(loaded, cam.id, fps, events, clock, audit=audit.append if audit is not None else None,
+                build_sinks(loaded, cam.id, fps, events, clock, audit=record,
                             purger=lambda: hub.outbox if hub is not None else None, encoder=encoder),
                 modes.current,
                 events,
@@ -135,14 +136,14 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     # Relearn requests (`camera relearn`, an owner's signed MQTT request): those made while `run`
     # was not running are honoured before the first frame, later ones between frames.
     relearn = RelearnWatcher(data_dir, {p.camera_id: p for p, _ in pipes},
-                             audit.append if audit is not None else None,
+                             record,
                              lambda cam, msg: events(Event("scene_problem", cam, msg, clock.monotonic(), {})))
     relearn.poll_once()
     relearn.start()
     indicator = start_indicator(cfg.hardware, [p for p, _ in pipes], hub.access if hub is not None else None, events, clock)
     web = start_web(loaded, [p for p, _ in pipes], modes.current, events, clock,  # None unless web.enabled
                     lambda: getattr(getattr(hub, "access", None), "state", None),
-                    audit=audit.append if audit is not None else None)
+                    audit=record)
     stopping: list[float] = []  # monotonic time of the first stop signal
 
     def stop(signum: int, _frame: object) -> None:
@@ -166,7 +167,7 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
     threads = [threading.Thread(target=work, args=po, name=f"cam-{po[0].camera_id}", daemon=True) for po in pipes]
     # Retention: expiry at start and every 10 minutes, finishing deletions a sink could not take yet.
-    expiry = ExpiryTicker.start_for(loaded, clock, audit.append if audit is not None else None,
+    expiry = ExpiryTicker.start_for(loaded, clock, record,
                                     events=lambda: hub.outbox if hub is not None else None)
     monitor = service_monitor(loaded, pipes, threads, hub, events, clock, encoder.codec)
     try:

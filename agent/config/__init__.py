@@ -85,6 +85,7 @@ from agent.config.sinks import (
     DirectorySinkConfig,
     S3SinkConfig,
     SinkConfig,
+    is_plaintext,
 )
 from agent.config.video import (
     EncoderSetting,
@@ -111,6 +112,7 @@ __all__ = [
     "Day",
     "DetectionConfig",
     "DirectorySinkConfig",
+    "is_plaintext",
     "FALLBACK_THRESHOLD",
     "FaceDetectionConfig",
     "ForegroundConfig",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeGuard
 
 from pydantic import (
     Field,
@@ -98,3 +98,8 @@ class S3SinkConfig(StrictModel):
 
 
 SinkConfig = Annotated[DirectorySinkConfig | S3SinkConfig, Field(discriminator="type")]
+
+
+def is_plaintext(sink: DirectorySinkConfig | S3SinkConfig) -> TypeGuard[DirectorySinkConfig]:
+    """A test sink that writes redacted MP4 unencrypted; every other sink gets sealed clips."""
+    return isinstance(sink, DirectorySinkConfig) and sink.plaintext

@@ -156,9 +156,10 @@ def recording_provider(pipelines: Sequence[ReleasesFrames], clock: Clock,
 
 
 def start_indicator(cfg: HardwareConfig, pipelines: Sequence[ReleasesFrames], access: HasGrants | None,
-                    on_event: EventCallback, clock: Clock, *, streaming: Provider = _never,
-                    line: OutputLine | None = None) -> PrivacyIndicator | None:
-    """For `run`: the LED of `hardware.indicator_led`, ticking on its own thread; None without one."""
+                    on_event: EventCallback, clock: Clock, *, line: OutputLine | None = None) -> PrivacyIndicator | None:
+    """For `run`: the LED of `hardware.indicator_led`, ticking on its own thread; None without one.
+    `run` streams nothing but what it records (the homeowner's page shows released frames, which
+    are recording already), so its LED has no separate streaming input."""
     led = cfg.indicator_led
     if led is None and line is None:
         return None
@@ -166,5 +167,5 @@ def start_indicator(cfg: HardwareConfig, pipelines: Sequence[ReleasesFrames], ac
         assert led is not None
         line = GpiodOutputLine(led.chip, led.line, led.active_low)
     grants: Provider = _never if access is None else (lambda: access.grant_active(clock.wall()))
-    return PrivacyIndicator(line, clock, recording=recording_provider(pipelines, clock), streaming=streaming,
+    return PrivacyIndicator(line, clock, recording=recording_provider(pipelines, clock),
                             grant_active=grants, on_event=on_event).start()

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 
 from agent.clock import Clock, SystemClock
 from agent.core import redact
-from agent.core.datatypes import Decision, Event, Frame
+from agent.core.datatypes import Analysis, Decision, Event, Frame
 from agent.core.events import EventCallback
 from agent.core.lanes import AnalysisRunner, PendingAnalysis
 from agent.core.policy import CameraPolicy, decide
@@ -275,19 +275,17 @@ class CameraPipeline:
             self._note_withhold(decision)
         return decision, out
 
-    def _note_scene(self, analysis: object) -> None:
-        """Keep the scene signals health and the homeowner's page show (tamper's faults, the room)."""
-        faults = getattr(analysis, "faults", ())
+    def _note_scene(self, analysis: Analysis) -> None:
+        """Keep the scene signal health and the homeowner's page show (tamper's faults)."""
+        faults = analysis.faults
         scene = next((state for fault, state in _SCENE_FAULTS.items() if fault in faults), None)
         # A frame whose analysis did not come back says nothing about the scene: keep the last word.
         if scene is not None or not any(f.startswith("analysis_") for f in faults):
             self.scene_state = scene
-        room = getattr(analysis, "room", None)
-        if isinstance(room, str) or room is None:
-            self.private_room = room or self.private_room
 
     def _note_room(self, d: Decision) -> None:
-        rooms = [r.split(":")[1] for r in d.reasons if r.startswith("room:") and r.count(":") >= 1]
+        # `decide` names the room (configured, or seen under `auto`) in every decision it reaches.
+        rooms = [r.split(":")[1] for r in d.reasons if r.startswith("room:")]
         if rooms:
             self.private_room = rooms[0]
 

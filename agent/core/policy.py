@@ -314,8 +314,11 @@ def decide_preview(policy: CameraPolicy, frame: Frame, mode: Mode, detected: Ana
     if detected is None:
         analysis = Analysis(zone_activity=zones, detections_age_s=0.0)
     else:
+        # The room the detectors saw on this frame too: in a private room a person withholds the
+        # whole preview, as the frame would be withheld at run time.
         analysis = Analysis(detections=detected.detections, zone_activity=zones, faults=detected.faults,
-                            detections_age_s=0.0 if detected.detections_age_s is None else detected.detections_age_s)
+                            detections_age_s=0.0 if detected.detections_age_s is None else detected.detections_age_s,
+                            room=detected.room)
     return decide(policy, frame, analysis, mode)
 
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from agent.core.datatypes import Decision, Frame, Image, MaskRegion
-from agent.core.zones import Mask, rect_pixels, zone_mask_window
+from agent.core.zones import Mask, polygon_mask_window, rect_pixels, zone_mask_window
 from agent.errors import PrivacyViolation
 from agent.geometry import PointRel
 from agent.vocab import Action, Style
@@ -102,13 +102,15 @@ def _stylize(out: Image, original: Image, m: Mask, style: Style, bbox: tuple[int
     cv2.copyTo(fill, m, sub)
 
 
-def region_raster(points: tuple[PointRel, ...], width_px: int, height_px: int) -> tuple[Mask, tuple[int, int, int, int]]:
-    """(bbox-sized mask, bbox) of one region: the one rasterisation redaction and evaluation share."""
+def region_raster(points: tuple[PointRel, ...], width_px: int, height_px: int,
+                  cached: bool = True) -> tuple[Mask, tuple[int, int, int, int]]:
+    """(bbox-sized mask, bbox) of one region: the one rasterisation redaction and evaluation share.
+    `cached`: the polygon repeats from frame to frame (a zone, not a foreground blob)."""
     rect = rect_pixels(points, width_px, height_px)
     if rect is not None:
         x0, y0, x1, y1 = rect
         return _ones((y1 - y0, x1 - x0)), rect
-    return zone_mask_window(points, width_px, height_px)
+    return (zone_mask_window if cached else polygon_mask_window)(points, width_px, height_px)
 
 
 _BLACK: dict[tuple[int, ...], Image] = {}
@@ -127,11 +129,11 @@ def _ones(shape: tuple[int, int]) -> Mask:
     return np.full(shape, 255, np.uint8)
 
 
-def _solid_polygon(out: Image, points: tuple[PointRel, ...], w: int, h: int) -> None:
+def _solid_polygon(out: Image, points: tuple[PointRel, ...], w: int, h: int, cached: bool) -> None:
     # Rasterised and stamped in the polygon's bbox alone: cv2.copyTo with a mask is ~200x faster
     # than numpy boolean indexing, and a blob that changes every frame costs its own size (a
     # full-frame mask per polygon per frame was most of redaction's time with the foreground layer).
-    m, (x0, y0, x1, y1) = zone_mask_window(points, w, h)
+    m, (x0, y0, x1, y1) = (zone_mask_window if cached else polygon_mask_window)(points, w, h)
     # A view into one cached black frame: bbox shapes change every frame and would churn the cache.
     cv2.copyTo(_black(out.shape)[y0:y1, x0:x1], m, out[y0:y1, x0:x1])
 
@@ -152,9 +154,9 @@ def apply(frame: Frame, decision: Decision) -> RedactedFrame | None:
                 x0, y0, x1, y1 = rect
                 out[y0:y1, x0:x1] = 0
             else:
-                _solid_polygon(out, r.points, w, h)
+                _solid_polygon(out, r.points, w, h, cached=r.kind == "zone")
             continue
-        m, bbox = region_raster(r.points, w, h)
+        m, bbox = region_raster(r.points, w, h, cached=r.kind == "zone")
         _stylize(out, frame.image, m, r.style, bbox)
     return RedactedFrame(frame.camera_id, frame.index, frame.t_s, out, decision, _MINT)
 
@@ -163,7 +165,7 @@ def regions_mask(regions: tuple[MaskRegion, ...], width_px: int, height_px: int)
     """Union mask of regions, rasterised exactly as `apply` does (for evaluation and previews)."""
     out = np.zeros((height_px, width_px), np.uint8)
     for r in regions:
-        m, (x0, y0, x1, y1) = region_raster(r.points, width_px, height_px)
+        m, (x0, y0, x1, y1) = region_raster(r.points, width_px, height_px, cached=r.kind == "zone")
         sub = out[y0:y1, x0:x1]
         cv2.bitwise_or(sub, m, dst=sub)
     return out

@@ -110,17 +110,20 @@ def zone_mask(points: tuple[PointRel, ...], width_px: int, height_px: int) -> Ma
     return _mask_in(points, width_px, height_px, (0, 0, width_px, height_px))
 
 
-@lru_cache(maxsize=16)
-def zone_mask_window(points: tuple[PointRel, ...], width_px: int, height_px: int) -> tuple[Mask, Window]:
+def polygon_mask_window(points: tuple[PointRel, ...], width_px: int, height_px: int) -> tuple[Mask, Window]:
     """(mask, bbox): `zone_mask` cropped to `polygon_bbox_px`, computed in the bbox alone.
 
     The same pixels as the crop of the full mask (the bbox holds all of it, and the dilation
     sees nothing outside it), at the cost of the bbox: a polygon that changes every frame (a
-    foreground blob) costs its own size, not a whole frame, and the small cache keeps bbox-sized
-    masks, not frames. Read-only.
+    foreground blob) costs its own size, not a whole frame. Read-only.
     """
     bbox = polygon_bbox_px(points, width_px, height_px)
     return _mask_in(points, width_px, height_px, bbox), bbox
+
+
+#: The homeowner's zones repeat every frame: cached. A polygon seen once (a foreground blob) goes
+#: through `polygon_mask_window` itself, so a frame's dozens of blobs never push the zones out.
+zone_mask_window = lru_cache(maxsize=16)(polygon_mask_window)
 
 
 def box_pixels(box: BoxRel, width_px: int, height_px: int) -> tuple[int, int, int, int]:

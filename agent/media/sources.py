@@ -39,6 +39,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 
@@ -57,7 +58,9 @@ class VideoCaptureSource:
     """
 
     def __init__(self, spec: str, live: bool, fps_hint: float | None) -> None:
-        self._spec = spec
+        # Every message and the source's description name it without its password: they go to
+        # events.jsonl, the event outbox and the broker (`source_error`, `source_lost`).
+        self._spec = public_spec(spec)
         target: str | int = spec
         if spec.startswith("/dev/video") and spec[len("/dev/video"):].isdigit():
             target = int(spec[len("/dev/video"):])
@@ -66,12 +69,12 @@ class VideoCaptureSource:
         self._cap = cv2.VideoCapture(target)
         if not self._cap.isOpened():
             self._cap.release()
-            raise SourceError(f"source {spec}: cannot open or decode (not a video, corrupt, or unreachable)")
+            raise SourceError(f"source {self._spec}: cannot open or decode (not a video, corrupt, or unreachable)")
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if not (0 < fps <= 240):
             fps = fps_hint or 10.0
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self.info = SourceInfo(spec, live, fps, count if count > 0 and not live else None)
+        self.info = SourceInfo(self._spec, live, fps, count if count > 0 and not live else None)
         self._read = 0
 
     def read(self) -> Image | None:
@@ -125,6 +128,15 @@ def read_clean(src: FrameSource, limit: int = MAX_FAILED_READS) -> Image | None:
         except FrameDecodeError:
             continue
     raise SourceError(f"source {src.info.description}: {limit} damaged frames in a row")
+
+
+def public_spec(spec: str) -> str:
+    """`spec` as it may be shown, logged or published: an IP camera's URL without the user and
+    password it carries (`rtsp://admin:secret@cam/...` -> `rtsp://cam/...`)."""
+    parts = urlsplit(spec)
+    if not parts.scheme or "@" not in parts.netloc:
+        return spec
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def is_live(spec: str) -> bool:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 
 from agent.clock import Clock
-from agent.config import DirectorySinkConfig, LoadedConfig
+from agent.config import LoadedConfig, is_plaintext
 from agent.errors import AgentError
 from agent.storage.deletion import (
     AuditFn,
@@ -38,7 +38,7 @@ def encrypted_uploaders(loaded: LoadedConfig) -> dict[str, Uploader]:
     from agent.crypto.keys import load_hub_identity
     from agent.storage.sinks.clips import build_uploaders
 
-    cfgs = [s for s in loaded.config.sinks if not (isinstance(s, DirectorySinkConfig) and s.plaintext)]
+    cfgs = [s for s in loaded.config.sinks if not is_plaintext(s)]
     if not cfgs:
         return {}
     return build_uploaders(loaded, cfgs, load_hub_identity(loaded.data_dir).public)

@@ -13,7 +13,7 @@ from pathlib import Path
 from agent.cli.doctor.result import CheckResult
 from agent.config import LoadedConfig
 from agent.errors import AgentError
-from agent.media.sources import SourceOpener, read_clean
+from agent.media.sources import SourceOpener, public_spec, read_clean
 
 
 def check_sources(loaded: LoadedConfig | None) -> list[CheckResult]:
@@ -24,7 +24,7 @@ def check_sources(loaded: LoadedConfig | None) -> list[CheckResult]:
     for cam in loaded.config.cameras:
         opener = SourceOpener(cam.source, loaded.path.parent, cam.fps)
         if opener.live:
-            out.append(CheckResult(f"camera {cam.id} source", "warn", f"{cam.source}: live source not probed",
+            out.append(CheckResult(f"camera {cam.id} source", "warn", f"{public_spec(cam.source)}: live source not probed",
                                    "run `privacy-agent run` and watch events for source_lost"))
             continue
         try:
@@ -74,11 +74,11 @@ def check_keys(loaded: LoadedConfig | None) -> list[CheckResult]:
     """Hub identity present with safe permissions; every camera has recipients that load."""
     if loaded is None:
         return []
-    from agent.config import DirectorySinkConfig
+    from agent.config import is_plaintext
     from agent.crypto.keys import load_hub_identity
     from agent.storage.sinks.clips import camera_recipients
 
-    encrypted = [s for s in loaded.config.sinks if not (isinstance(s, DirectorySinkConfig) and s.plaintext)]
+    encrypted = [s for s in loaded.config.sinks if not is_plaintext(s)]
     if not encrypted:
         return []
     out = []
@@ -138,10 +138,10 @@ def check_epochs(loaded: LoadedConfig | None) -> list[CheckResult]:
         return []
     import datetime as dt
 
-    from agent.config import DirectorySinkConfig
+    from agent.config import is_plaintext
     from agent.crypto.keys import load_epoch_lists, load_roster
 
-    if all(isinstance(s, DirectorySinkConfig) and s.plaintext for s in loaded.config.sinks):
+    if all(is_plaintext(s) for s in loaded.config.sinks):
         return []
     settings = loaded.config.retention
     bad = "fail" if settings.missing_epoch_key == "withhold" else "warn"

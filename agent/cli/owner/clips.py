@@ -266,7 +266,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_outbox(args: argparse.Namespace) -> int:
     from agent.access.recorder import EventRecorder, open_hub_audit
     from agent.clock import SystemClock
-    from agent.config import DirectorySinkConfig, load_config
+    from agent.config import is_plaintext, load_config
     from agent.core.events import EventLog
     from agent.crypto.keys import load_hub_identity
     from agent.storage.lock import DataDirLock
@@ -296,7 +296,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         ob = Outbox(loaded.data_dir, clock, events)
         try:
             ob.recover()
-            cfgs = [s for s in loaded.config.sinks if not (isinstance(s, DirectorySinkConfig) and s.plaintext)]
+            cfgs = [s for s in loaded.config.sinks if not is_plaintext(s)]
             ups = build_uploaders(loaded, cfgs, load_hub_identity(loaded.data_dir).public)
             res = ob.drain(ups, force=True)
         finally:

@@ -122,7 +122,10 @@ def cmd_owner_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_deletions_sync(args: argparse.Namespace) -> int:
-    """Every other household device: shred epochs for every signed deletion the hub carried out."""
+    """Every other household device: shred epochs for every deletion an owner signed (checked against
+    the roster), whether or not the hub has carried it out yet: the owner's signature is the
+    request, and the keys are the last copy that can open the clips, so the device acts on it
+    alone (a hub that refused a stale-roster request still gets the owner's intent done here)."""
     identity_path = Path(args.identity)
     load_device_identity(identity_path)  # a clear error for a wrong file, before the broker
     hub = hub_key(args)

@@ -36,7 +36,7 @@ import cv2
 import nacl.utils
 
 from agent.clock import Clock
-from agent.config import DirectorySinkConfig, LoadedConfig, S3SinkConfig, SinkConfig
+from agent.config import DirectorySinkConfig, LoadedConfig, S3SinkConfig, SinkConfig, is_plaintext
 from agent.core.events import EventCallback
 from agent.core.redact import RedactedFrame, require_redacted
 from agent.crypto.envelope import CLIP_ID_BYTES, ClipWriter, stream_id_for
@@ -407,7 +407,7 @@ def build_clip_sinks(
     (the hub's audit log) lets a full disk evict the oldest queued clips; without it a full disk
     withholds. `purger`: the MQTT event outbox, whose events of evicted clips go with them."""
     encrypted = [
-        s for s in loaded.config.sinks if not (isinstance(s, DirectorySinkConfig) and s.plaintext)
+        s for s in loaded.config.sinks if not is_plaintext(s)
     ]
     if not encrypted:
         return []

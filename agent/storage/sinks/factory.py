@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 from agent.clock import Clock
-from agent.config import DirectorySinkConfig, LoadedConfig
+from agent.config import DirectorySinkConfig, LoadedConfig, is_plaintext
 from agent.core.events import EventCallback
 from agent.core.ports import Sink
 from agent.media.encoders import EncoderChoice
@@ -26,7 +26,7 @@ def plaintext_sinks(loaded: LoadedConfig) -> list[str]:
     return [
         f"sinks[{i}] ({s.type}: {s.path})"
         for i, s in enumerate(loaded.config.sinks)
-        if isinstance(s, DirectorySinkConfig) and s.plaintext
+        if is_plaintext(s)
     ]
 
 
