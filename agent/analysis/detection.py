@@ -38,7 +38,8 @@ Invariants (each has a test):
   latches, because a private room does not stop being one when the
   fixture is hidden for a while (a person in front of the toilet, a towel
   over the sink): un-latching would release frames of exactly the moments
-  the room is in use.
+  the room is in use. In `run` the latch is kept in the camera's scene store,
+  so a restart does not un-latch it either; only the owner's relearn does.
 - Time comes only from the injected clock; no sleeping, no wall time.
 """
 
