@@ -17,7 +17,7 @@ Each camera count gets two runs on the same streams, each in a fresh process:
 Figures come from the window after `--warmup` seconds (connection, model loading). Per camera:
 frames received (fps, against the 15 fps served), released, withheld for lag (`lag`) or busy
 analysis (`analysis_busy`, `analysis_timeout`), capture-to-sealed latency (median, p95: from the
-frame leaving the source to its encoded bytes being in the encrypting writer); per run: process CPU
+frame leaving the source to the sink's write returning, the frame encoded); per run: process CPU
 ms per frame and where it goes (exclusive thread CPU per stage), RSS peak and steady (median).
 Targets (x86, 2 cores): 4 cameras with 0 frames withheld for lag and p95 < 1 s; one camera's
 process <= 200 MiB peak, each further camera < 100 MiB.
@@ -51,7 +51,7 @@ BENCH = Path(__file__).resolve().parent
 SHARED = REPO.parent / "shared"
 AGENT = [sys.executable, "-m", "agent"]
 SYSTEM_PY = "/usr/bin/python3"
-APT_PACKAGES = ["python3-gi", "gir1.2-gstreamer-1.0", "gir1.2-gst-rtsp-server-1.0", "gstreamer1.0-plugins-base",
+APT_PACKAGES = ["python3-gi", "gir1.2-gstreamer-1.0", "gir1.2-gst-plugins-base-1.0", "gir1.2-gst-rtsp-server-1.0", "gstreamer1.0-plugins-base",
                 "gstreamer1.0-plugins-good", "gstreamer1.0-plugins-bad"]
 FPS = 15
 SIZE = (1280, 720)

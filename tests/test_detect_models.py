@@ -324,3 +324,18 @@ def test_session_options_come_from_config(caplog: pytest.LogCaptureFixture) -> N
     assert "NoSuchProvider is not available" in caplog.text
     with pytest.raises(ModelError, match="none of the configured providers"):
         sess_mod.providers(OnnxRuntimeConfig(providers=["NoSuchProvider"]), "m")
+
+
+def test_sessions_share_one_cpu_arena_and_keep_no_copy_of_the_model(cache: Path) -> None:
+    """Every session is built on the process's one CPU arena, and a rewritten model (YOLOX, YuNet
+    with fitted inputs) is not kept in memory by ONNX Runtime's wrapper once the session exists."""
+    assert sess_mod.shared_cpu_arena()
+    opts = sess_mod.session_options(OnnxRuntimeConfig())
+    assert opts.get_session_config_entry("session.use_env_allocators") == "1"
+    objects = load_detector("yolox_nano", kind="objects", cache=cache)
+    faces = load_detector("yunet_s_dynamic", kind="face", cache=cache)
+    for det in (objects, faces):
+        assert isinstance(det, OnnxDetector)
+        assert getattr(det.session, "_model_bytes", None) is None
+    img = np.full((360, 640, 3), 120, np.uint8)
+    assert objects.detect(img) == () and faces.detect(img) == ()  # both run on the shared arena

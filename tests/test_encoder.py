@@ -176,3 +176,42 @@ def test_run_with_an_unknown_camera_is_an_error_naming_the_known_ones(tmp_path: 
     err = capsys.readouterr().err
     assert "no camera with id 'nosuch'" in err and "known: cam" in err
     assert not (tmp_path / "data").exists()  # nothing started
+
+
+def test_the_muxer_hands_over_a_fragment_every_second_not_a_whole_clip() -> None:
+    """Encoded video reaches the (encrypting) writer at least every second, key frame or not: the
+    muxer never holds a whole clip unencrypted in memory, and the fragments still play."""
+    import io
+
+    from agent.core import redact
+    from agent.core.datatypes import Decision, Frame
+    from agent.media.video import VideoEncoder
+    from agent.vocab import Action
+
+    class Writes(io.RawIOBase):
+        def __init__(self) -> None:
+            self.data = bytearray()
+            self.sizes_at: list[int] = []
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: object) -> int:
+            mv = memoryview(b)  # type: ignore[arg-type]
+            self.data += mv
+            return len(mv)
+
+    out = Writes()
+    enc = VideoEncoder(out, 320, 240, 15.0)  # type: ignore[arg-type]
+    frames = walker_frames(60)
+    for i, img in enumerate(frames):
+        f = Frame("cam", i, i / 15, 0.0, img)
+        rf = redact.apply(f, Decision("cam", i, i / 15, Action.PASS))
+        assert rf is not None
+        enc.write(rf)
+        out.sizes_at.append(len(out.data))
+    enc.close()
+    # Key frames come every 250 frames: without a fragment per second nothing would be written yet.
+    assert out.sizes_at[29] > 0 and out.sizes_at[44] > out.sizes_at[29]
+    with av.open(io.BytesIO(bytes(out.data))) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 60

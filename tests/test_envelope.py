@@ -75,6 +75,94 @@ def test_streaming_writes_match_one_shot_layout() -> None:
     assert not w.seekable() and w.writable()
 
 
+def test_writes_of_every_size_and_buffers_reused_after_write() -> None:
+    """Writes straddling chunks and batches, whole chunks from the caller's buffer, and a bytearray
+    the caller overwrites after each write() all give the one-shot clip's plaintext."""
+    import io
+
+    payload = os.urandom(13 * env.CHUNK_BYTES + 777)  # more than three batches of records
+    sizes = [1, env.CHUNK_BYTES - 1, env.CHUNK_BYTES, 2 * env.CHUNK_BYTES + 5, 3, 200_000, 32768]
+    out = io.BytesIO()
+    w = env.ClipWriter(out, HUB, [OWNER.public], STREAM, 0)
+    scratch = bytearray(max(sizes))
+    pos = i = 0
+    while pos < len(payload):
+        n = min(sizes[i % len(sizes)], len(payload) - pos)
+        view = memoryview(scratch)[:n]
+        view[:] = payload[pos : pos + n]
+        kind = i % 3
+        w.write(view if kind == 0 else bytes(view) if kind == 1 else bytearray(view))
+        view[:] = b"\xff" * n  # the caller reuses its buffer at once
+        pos += n
+        i += 1
+    info = w.finish(META)
+    data = out.getvalue()
+    assert open_(data) == payload
+    assert info.size_bytes == len(data)
+    assert env.verify_clip(data, HUB.public).clip_hash == info.clip_hash
+    assert info.chunk_count == 15
+
+
+def test_batched_hash_matches_pynacl() -> None:
+    """The seal's direct libsodium calls give PyNaCl's bytes: the hash of a batch of records equals
+    PyNaCl's generichash over the same bytes, and a record pushed into a buffer pulls with PyNaCl."""
+    from agent.crypto.envelope import rawsodium
+
+    data = os.urandom(300_000)
+    h = rawsodium.Blake2b(b"epa1-chunks".ljust(16, b"\x00"), 32)
+    h.update(rawsodium.pointer(data), 1000)
+    h.update(rawsodium.pointer(memoryview(data)[1000:]), len(data) - 1000)
+    st = sodium.crypto_generichash_blake2b_init(person=b"epa1-chunks".ljust(16, b"\x00"), digest_size=32)
+    sodium.crypto_generichash_blake2b_update(st, data)
+    assert h.digest() == sodium.crypto_generichash_blake2b_final(st)
+
+    key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
+    push = sodium.crypto_secretstream_xchacha20poly1305_state()
+    hdr = sodium.crypto_secretstream_xchacha20poly1305_init_push(push, key)
+    out = bytearray(1000 + rawsodium.ABYTES + 8)
+    rawsodium.push_into(push, rawsodium.pointer(out) + 8, rawsodium.pointer(data), 1000, b"ad", env.TAG_FINAL)
+    pull = sodium.crypto_secretstream_xchacha20poly1305_state()
+    sodium.crypto_secretstream_xchacha20poly1305_init_pull(pull, hdr, key)
+    plain, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(pull, bytes(out[8:]), b"ad")
+    assert (plain, tag) == (data[:1000], env.TAG_FINAL)
+    assert out[:8] == bytes(8)
+    with pytest.raises(MalformedEnvelope):
+        rawsodium.push_into(push, rawsodium.pointer(out), rawsodium.pointer(data), -1, b"", env.TAG_MESSAGE)
+
+
+def test_failed_output_write_stops_the_writer_cleanly() -> None:
+    """A disk that fails mid-clip: write() raises the OSError, abort() stops the hash thread and
+    wipes the pending plaintext; a writer dropped without finish or abort leaves no thread."""
+    import gc
+    import threading
+
+    class Full:
+        def __init__(self, room: int) -> None:
+            self.room = room
+
+        def write(self, b: bytes) -> int:
+            if len(b) > self.room:
+                raise OSError(28, "No space left on device")
+            self.room -= len(b)
+            return len(b)
+
+    before = {t.ident for t in threading.enumerate()}
+    w = env.ClipWriter(Full(600_000), HUB, [OWNER.public], STREAM, 0)  # type: ignore[arg-type]
+    with pytest.raises(OSError):
+        for _ in range(40):
+            w.write(os.urandom(50_000))
+    w.abort()
+    assert bytes(w._pt) == bytes(len(w._pt))
+    dropped = env.ClipWriter(Full(10**9), HUB, [OWNER.public], STREAM, 0)  # type: ignore[arg-type]
+    dropped.write(os.urandom(5 * env.CHUNK_BYTES))
+    del dropped
+    gc.collect()
+    for t in threading.enumerate():
+        if t.ident not in before:
+            t.join(timeout=5)
+    assert not [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+
+
 def test_every_recipient_opens_and_header_lists_them() -> None:
     data, info = seal(b"x" * 100, recipients=(OWNER.public, PARTNER.public))
     assert open_(data, OWNER) == open_(data, PARTNER) == b"x" * 100

@@ -359,3 +359,35 @@ def test_tune_process_turns_off_opencv_threads_and_is_idempotent() -> None:
     tune_process()
     tune_process()
     assert cv2.getNumThreads() == 1
+
+
+def test_heap_trimmer_trims_on_its_interval_and_stops() -> None:
+    """`run` keeps a trimmer going: it calls malloc_trim on its interval, a trim that fails turns it
+    off (memory merely stays cached), and on glibc the real malloc_trim is found and callable."""
+    import platform
+
+    from agent.core.process import HeapTrimmer, glibc_trim
+
+    calls: list[int] = []
+    t = HeapTrimmer(lambda: calls.append(1), every_s=0.01).start()
+    deadline = threading.Event()
+    deadline.wait(0.3)
+    t.stop()
+    n = len(calls)
+    assert n >= 3 and t.trims == n
+    deadline.wait(0.05)
+    assert len(calls) == n  # stopped
+
+    def boom() -> None:
+        raise OSError("no")
+
+    bad = HeapTrimmer(boom, every_s=10)
+    bad.tick()
+    bad.tick()
+    assert bad.trims == 0 and not bad.active
+
+    if platform.libc_ver()[0] == "glibc":
+        real = glibc_trim()
+        assert real is not None
+        real()  # returns pages malloc holds as free; nothing in use is touched
+        assert HeapTrimmer().active

@@ -32,7 +32,7 @@ from agent.core.indicator import start_indicator
 from agent.core.modes import ModeController
 from agent.core.pipeline import CameraPipeline
 from agent.core.policy import camera_policy
-from agent.core.process import tune_process
+from agent.core.process import HeapTrimmer, tune_process
 from agent.errors import AgentError, ExitCode, SinkError, SourceError
 from agent.fsutil import make_private_dirs
 from agent.media.encoders import start_encoder
@@ -170,9 +170,11 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     expiry = ExpiryTicker.start_for(loaded, clock, record,
                                     events=lambda: hub.outbox if hub is not None else None)
     monitor = service_monitor(loaded, pipes, threads, hub, events, clock, encoder.codec)
+    trimmer = HeapTrimmer()
     try:
         for t in threads:
             t.start()
+        trimmer.start()  # frees what the frames leave behind in the heap, every 2 s
         monitor.start()  # READY=1, then the watchdog fed from the pipelines' health
         for t in threads:
             while t.is_alive():
@@ -181,6 +183,7 @@ def _run(args: argparse.Namespace, loaded: LoadedConfig) -> int:
                     break
     finally:
         monitor.stop()  # STOPPING=1
+        trimmer.stop()
         relearn.stop()
         if expiry is not None:
             expiry.stop()

@@ -41,6 +41,13 @@ HARDWARE = "h264_v4l2m2m"
 #: Fragmented MP4: no seeking, so a streaming (encrypting) writer can sit underneath.
 MP4_FRAG = "frag_keyframe+empty_moov+default_base_moof"
 
+#: The muxer's options: a fragment at every key frame and at least every second. Without the
+#: second rule a fragment ends only at a key frame, which the encoder makes every 250 frames, so
+#: the muxer held a whole clip's encoded video (10 s, a few MiB at 720p) in memory and handed it
+#: to the encrypting writer only when the clip closed. Now at most a second of it waits, in
+#: memory, unencrypted; a fragment may start between key frames, as fragmented MP4 allows.
+MP4_OPTIONS = {"movflags": MP4_FRAG, "frag_duration": "1000000"}
+
 #: Seconds a probe encode may take. A working encoder needs well under one; the bound is for a
 #: device that accepts the open and then never answers.
 PROBE_TIMEOUT_S = 5.0
@@ -84,7 +91,7 @@ def configure_stream(stream: av.VideoStream, codec: str, width_px: int, height_p
 
 def _encode_black_frames(codec: str) -> None:
     out = io.BytesIO()
-    container = av.open(out, mode="w", format="mp4", options={"movflags": MP4_FRAG})
+    container = av.open(out, mode="w", format="mp4", options=MP4_OPTIONS)
     try:
         stream: av.VideoStream = container.add_stream(codec, rate=Fraction(10))  # type: ignore[assignment]
         configure_stream(stream, codec, _PROBE_W, _PROBE_H, VideoConfig())

@@ -29,7 +29,7 @@ from agent.config import VideoConfig
 from agent.core.datatypes import Image
 from agent.core.redact import RedactedFrame, require_redacted
 from agent.errors import SinkError, SourceError
-from agent.media.encoders import MP4_FRAG, SOFTWARE, EncoderChoice, configure_stream
+from agent.media.encoders import MP4_OPTIONS, SOFTWARE, EncoderChoice, configure_stream
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class VideoEncoder:
         self._closed = False
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(10)
         try:
-            self._container = av.open(out, mode="w", format="mp4", options={"movflags": MP4_FRAG})
+            self._container = av.open(out, mode="w", format="mp4", options=MP4_OPTIONS)
             self._stream: av.VideoStream = self._container.add_stream(codec, rate=rate)  # type: ignore[assignment]
             configure_stream(self._stream, codec, self._enc_w, self._enc_h, settings or VideoConfig())
         except (av.FFmpegError, OSError, ValueError) as e:

@@ -4,14 +4,15 @@ A random clip key K per clip, wrapped per recipient with SealedBox over
 `"epa/v1/wrap\\0" || clip_id || K`; the hub then forgets K, so a stolen hub reads no finished
 clip. A recipient given as an `EpochRecipient` gets K sealed to the epoch key of the clip's start
 (version 2 stanza names the epoch), so once the device destroys that epoch's secret no copy of
-the clip opens; a plain `DevicePublic` gets it sealed to the long-term box key. Chunks are hashed on a background thread while the next ones are encrypted. Randomness
+the clip opens; a plain `DevicePublic` gets it sealed to the long-term box key. Chunks are encrypted into batches of records, and each batch
+is hashed on a background thread while the next one fills (`hashing.RecordBatches`). Randomness
 comes from libsodium unless a test injects `clip_key`/`clip_id` for vectors.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
 import nacl.bindings as sodium
@@ -21,9 +22,12 @@ import nacl.hash
 import nacl.utils
 from nacl.public import SealedBox
 
+from agent.crypto.envelope import rawsodium
 from agent.crypto.envelope.format import (
+    ABYTES,
     CHUNK_BYTES,
     CLIP_ID_BYTES,
+    FULL_RECORD_CT,
     HEADER_SIG_DOMAIN,
     KEY_BYTES,
     MAX_CHUNKS,
@@ -42,11 +46,14 @@ from agent.crypto.envelope.format import (
     header_digest_of,
     trailer_digest_of,
 )
-from agent.crypto.envelope.hashing import BackgroundHasher
+from agent.crypto.envelope.hashing import RecordBatches
 from agent.crypto.keys import DevicePublic, EpochRecipient, HubIdentity, canonical_json
 from agent.errors import (
     MalformedEnvelope,
 )
+
+#: The largest chunk record: its length prefix and a full chunk's ciphertext.
+RECORD_MAX = U32.size + FULL_RECORD_CT
 
 Recipient = DevicePublic | EpochRecipient
 """A plain device (its long-term box key) or a device with the epoch key of the clip's start."""
@@ -65,10 +72,6 @@ def wrap_key(recipient: Recipient, clip_id: bytes, key: bytes) -> Stanza:
     return Stanza(recipient.key_id, bytes(sealed), epoch)
 
 
-def _as_is(piece: memoryview) -> memoryview:
-    return piece
-
-
 def _unique(recipients: Sequence[Recipient]) -> dict[str, Recipient]:
     uniq: dict[str, Recipient] = {}
     for r in recipients:
@@ -84,7 +87,7 @@ class ClipWriter:
     """A write-only file object that encrypts as bytes arrive and streams the envelope to `out`.
 
     Hand it to an encoder (PyAV) as its output. It is deliberately not seekable: plaintext is
-    only ever held in one 64 KiB buffer, never on disk. Call `finish(metadata)` to write the
+    only ever held in one 64 KiB buffer (wiped on abort), never on disk. Call `finish(metadata)` to write the
     final chunk and the signed trailer, or `abort()` to drop the clip.
     """
 
@@ -124,13 +127,16 @@ class ClipWriter:
                              format_version)
         raw = self.header.encode()
         self._hdig = header_digest_of(raw)
-        # Pending plaintext as pieces (copied once, by join, into the chunk pushed).
-        self._buf: list[bytes | memoryview] = []
-        self._buf_len = 0
-        self._hasher = BackgroundHasher(b"epa1-chunks")
         self._count = 0
         self._size = 0
         self._done = False
+        # Pending plaintext: one 64 KiB buffer, filled by write() and encrypted in place. Input of a
+        # whole chunk or more is encrypted straight from the caller's buffer, within the call.
+        self._pt = bytearray(CHUNK_BYTES)
+        self._pt_view = memoryview(self._pt)
+        self._pt_ptr = rawsodium.pointer(self._pt)
+        self._pt_len = 0
+        self._records = RecordBatches(b"epa1-chunks", out.write, RECORD_MAX)
         self._hsig = hub.signing_key.sign(HEADER_SIG_DOMAIN + self._hdig).signature
         self._emit(raw)
         self._emit(self._hsig)
@@ -158,24 +164,21 @@ class ClipWriter:
         mv = memoryview(data).cast("B")
         n = len(mv)
         pos = 0
-        # Immutable input (PyAV hands over bytes) is held by reference until its chunk is pushed:
-        # one copy per byte (the join) instead of two. Anything else is copied now: its owner may
-        # reuse the buffer once write() returns.
-        keep: Callable[[memoryview], bytes | memoryview] = _as_is if isinstance(data, bytes) else bytes
-        if self._buf_len:
-            take = min(CHUNK_BYTES - self._buf_len, n)
-            self._buf.append(keep(mv[:take]))
-            self._buf_len += take
+        # Nothing of `data` is kept once write() returns: the caller may reuse its buffer.
+        if self._pt_len:
+            take = min(CHUNK_BYTES - self._pt_len, n)
+            self._pt_view[self._pt_len : self._pt_len + take] = mv[:take]
+            self._pt_len += take
             pos = take
-            if self._buf_len == CHUNK_BYTES:
-                self._push(b"".join(self._buf), TAG_MESSAGE)
-                self._buf, self._buf_len = [], 0
+            if self._pt_len == CHUNK_BYTES:
+                self._push(self._pt_ptr, CHUNK_BYTES, TAG_MESSAGE)
+                self._pt_len = 0
         while n - pos >= CHUNK_BYTES:
-            self._push(bytes(mv[pos : pos + CHUNK_BYTES]), TAG_MESSAGE)
+            self._push(rawsodium.pointer(mv[pos : pos + CHUNK_BYTES]), CHUNK_BYTES, TAG_MESSAGE)
             pos += CHUNK_BYTES
         if pos < n:
-            self._buf.append(keep(mv[pos:]))
-            self._buf_len += n - pos
+            self._pt_view[: n - pos] = mv[pos:]
+            self._pt_len = n - pos
         return n
 
     @property
@@ -190,14 +193,16 @@ class ClipWriter:
         self._out.write(b)
         self._size += len(b)
 
-    def _push(self, plain: bytes, tag: int) -> None:
+    def _push(self, src: rawsodium.Pointer, mlen: int, tag: int) -> None:
+        """Encrypt `mlen` bytes at `src` as the next record (`u32 len || ct`), in the current batch."""
         if self._count >= MAX_CHUNKS - 1:
             raise MalformedEnvelope("clip too long for one envelope")
-        ct = sodium.crypto_secretstream_xchacha20poly1305_push(self._state, plain, self._hdig, tag)
-        rec_len = U32.pack(len(ct))
-        self._hasher.update(rec_len, ct)
-        self._emit(rec_len)
-        self._emit(ct)
+        ct_len = mlen + ABYTES
+        buf, ptr, off = self._records.reserve()
+        U32.pack_into(buf, off, ct_len)
+        rawsodium.push_into(self._state, ptr + off + U32.size, src, mlen, self._hdig, tag)
+        self._records.commit(U32.size + ct_len)
+        self._size += U32.size + ct_len
         self._count += 1
 
     def finish(self, metadata: Mapping[str, Any]) -> ClipInfo:
@@ -207,12 +212,12 @@ class ClipWriter:
         meta = canonical_json(dict(metadata))
         if len(meta) > CHUNK_BYTES:
             raise MalformedEnvelope(f"clip metadata is {len(meta)} bytes; the limit is {CHUNK_BYTES}")
-        if self._buf_len:
-            self._push(b"".join(self._buf), TAG_MESSAGE)
-            self._buf, self._buf_len = [], 0
-        self._push(meta, TAG_FINAL)
+        if self._pt_len:
+            self._push(self._pt_ptr, self._pt_len, TAG_MESSAGE)
+            self._pt_len = 0
+        self._push(rawsodium.pointer(meta), len(meta), TAG_FINAL)
         self._done = True
-        ct_hash = self._hasher.digest()
+        ct_hash = self._records.digest()  # writes the last batch before the end marker below
         tdig = trailer_digest_of(self._hdig, self._count, ct_hash)
         tsig = self._hub.signing_key.sign(TRAILER_SIG_DOMAIN + tdig).signature
         self._emit(U32.pack(0))
@@ -222,8 +227,9 @@ class ClipWriter:
 
     def abort(self) -> None:
         self._done = True
-        self._hasher.cancel()
-        self._buf, self._buf_len = [], 0
+        self._records.cancel()
+        self._pt_view[: self._pt_len] = bytes(self._pt_len)  # no plaintext left behind in the buffer
+        self._pt_len = 0
         self._state = None  # type: ignore[assignment]
 
     def close(self) -> None:

@@ -1,0 +1,131 @@
+"""A live camera over RTSP: GStreamer's RTSP server on loopback (bench/rtsp_serve.py, run by the
+system Python) serves an H.264 clip as an IP camera sends it, and the agent's RTSP source reads it.
+
+The clip is drawn here with exact content: a grey room with a white square that moves one step per
+frame. The source must hand over BGR frames of the stream's size at its frame rate, the moving
+square must show (live frames, not one frame repeated), and a pipeline with a privacy zone over the
+left half must release only frames that are black exactly there.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from test_pipeline import ZONE, OkAnalyzer, RecordingSink
+
+from agent.clock import SystemClock
+from agent.core.events import EventLog
+from agent.core.pipeline import CameraPipeline
+from agent.core.policy import CameraPolicy
+from agent.media.sources import SourceOpener, open_source
+from agent.vocab import Mode
+
+REPO = Path(__file__).resolve().parents[1]
+SERVE = REPO / "bench" / "rtsp_serve.py"
+W, H, FPS, FRAMES = 320, 240, 15, 45
+GREY = 90
+
+
+def _frame(i: int) -> np.ndarray:
+    img = np.full((H, W, 3), GREY, np.uint8)
+    x = 20 + 4 * (i % 60)
+    img[100:140, x : x + 40] = 255
+    return img
+
+
+def _clip(path: Path) -> None:
+    """Annex-B H.264, 1 s GOP, no B-frames: what an IP camera sends."""
+    with av.open(str(path), "w", format="h264") as c:
+        st = c.add_stream("libx264", rate=Fraction(FPS))
+        st.width, st.height, st.pix_fmt = W, H, "yuv420p"
+        st.thread_type = "FRAME"  # one slice per frame, as the bench's cameras send
+        st.options = {"preset": "veryfast", "crf": "18", "g": str(FPS), "bf": "0"}
+        for i in range(FRAMES):
+            vf = av.VideoFrame.from_ndarray(_frame(i), format="bgr24")
+            vf.pts = i
+            for p in st.encode(vf):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+
+
+@pytest.fixture(scope="module")
+def camera(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    t = tmp_path_factory.mktemp("rtsp")
+    clip = t / "cam.h264"
+    _clip(clip)
+    ready = t / "port"
+    log = (t / "server.log").open("w")
+    # scripts/bootstrap installs GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0).
+    proc = subprocess.Popen(["/usr/bin/python3", str(SERVE), "--clip", f"cam={clip}", "--fps", str(FPS),
+                             "--ready", str(ready)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert proc.poll() is None, (t / "server.log").read_text()
+            assert time.monotonic() < deadline, "the RTSP server did not start"
+            time.sleep(0.1)
+        yield f"rtsp://127.0.0.1:{ready.read_text().strip()}/cam"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(autouse=True)
+def _tcp(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Loopback UDP drops packets when the machine is busy; a test should not measure that.
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+
+
+def test_rtsp_camera_gives_live_bgr_frames(camera: str) -> None:
+    src = open_source(camera)
+    try:
+        assert src.info.live and src.info.frame_count is None
+        assert src.info.fps == pytest.approx(FPS, rel=0.1)
+        got = [src.read() for _ in range(35)]
+    finally:
+        src.close()
+    assert all(g is not None and g.shape == (H, W, 3) and g.dtype == np.uint8 for g in got)
+    xs = []
+    for g in got:
+        assert g is not None
+        row = g[120, :, :].astype(int).mean(axis=1)
+        bright = np.nonzero(row > 200)[0]
+        assert bright.size >= 30, "the white square is missing"
+        xs.append(int(bright[0]))
+        # the room around it keeps its grey (codec noise only)
+        assert abs(float(np.median(g[20:60, :, :])) - GREY) <= 6
+    # The server may drop the P-frames it pushed while the client was still connecting; OpenCV
+    # then conceals them until the next key frame (15 frames on). After it, every frame moves.
+    assert len(set(xs)) >= 18, f"the square does not move: {xs}"
+
+
+def test_rtsp_camera_through_a_pipeline_is_masked_exactly_in_the_zone(camera: str) -> None:
+    sink = RecordingSink()
+    p = CameraPipeline(CameraPolicy("cam", (ZONE,)), [OkAnalyzer()], [sink], lambda: Mode.HOME, EventLog(),
+                       clock=SystemClock(), analysis_timeout_s=5.0, max_lag_s=5.0)
+    stopper = threading.Timer(3.0, p.stop)
+    stopper.start()
+    try:
+        stats = p.run(SourceOpener(camera))
+    finally:
+        stopper.cancel()
+    assert stats.frames_in >= 15, stats
+    assert len(sink.frames) >= 15
+    for f in sink.frames:
+        assert (f.image[:, : W // 2] == 0).all()
+        assert float(np.median(f.image[20:60, W // 2 :])) >= GREY - 6  # the rest is the camera's picture
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, *sys.argv[1:]]))
