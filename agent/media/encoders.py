@@ -27,6 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from agent.config import VideoConfig
@@ -89,6 +90,17 @@ def configure_stream(stream: av.VideoStream, codec: str, width_px: int, height_p
         stream.bit_rate = settings.bitrate_kbps * 1000
 
 
+def video_frame(bgr: np.ndarray) -> av.VideoFrame:
+    """An even-sized BGR image as the yuv420p frame both encoders take.
+
+    OpenCV converts (BT.601, video range: what FFmpeg's own conversion gives): about 1 ms less per
+    720p frame than handing PyAV a BGR frame for FFmpeg's swscale, one 2.6 MiB frame copy less, and
+    closer to the camera's colours (bench/bench_live.py). It runs on pixels already redacted: a
+    masked pixel is black before any chroma is averaged.
+    """
+    return av.VideoFrame.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+
+
 def _encode_black_frames(codec: str) -> None:
     out = io.BytesIO()
     container = av.open(out, mode="w", format="mp4", options=MP4_OPTIONS)
@@ -98,7 +110,7 @@ def _encode_black_frames(codec: str) -> None:
         black = np.zeros((_PROBE_H, _PROBE_W, 3), np.uint8)  # synthetic: no camera pixel is used
         packets = 0
         for i in range(_PROBE_FRAMES):
-            vf = av.VideoFrame.from_ndarray(black, format="bgr24")
+            vf = video_frame(black)
             vf.pts = i
             for p in stream.encode(vf):
                 container.mux(p)

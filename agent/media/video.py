@@ -29,7 +29,7 @@ from agent.config import VideoConfig
 from agent.core.datatypes import Image
 from agent.core.redact import RedactedFrame, require_redacted
 from agent.errors import SinkError, SourceError
-from agent.media.encoders import MP4_OPTIONS, SOFTWARE, EncoderChoice, configure_stream
+from agent.media.encoders import MP4_OPTIONS, SOFTWARE, EncoderChoice, configure_stream, video_frame
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class VideoEncoder:
             img = cv2.copyMakeBorder(
                 img, 0, self._enc_h - self.height_px, 0, self._enc_w - self.width_px, cv2.BORDER_CONSTANT, value=0
             )
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
+        vf = video_frame(np.ascontiguousarray(img))
         vf.pts = self.frames_written
         try:
             for packet in self._stream.encode(vf):
