@@ -30,7 +30,27 @@ class Blake2bStream:
         return sodium.crypto_generichash_blake2b_final(self._st)
 
 
-class BackgroundHasher:
+class _Worker:
+    """What both background hashers share: a worker thread, its stop finalizer, its first error."""
+
+    _h: Blake2bStream | Blake2b
+    _t: threading.Thread
+    _stop: weakref.finalize
+    _err: list[BaseException]
+
+    def _join(self) -> None:
+        self._stop()
+        self._t.join()
+
+    def _final(self) -> bytes:
+        """Stop the worker once it has hashed everything handed over; the digest, or its error."""
+        self._join()
+        if self._err:
+            raise self._err[0]
+        return self._h.digest()
+
+
+class BackgroundHasher(_Worker):
     """The same hash, computed on a worker thread while the caller encrypts or decrypts.
 
     PyNaCl's cffi calls release the GIL, so hashing chunk i overlaps with sealing chunk i+1 on a
@@ -68,16 +88,11 @@ class BackgroundHasher:
 
     def digest(self) -> bytes:
         self._hand_over()
-        self._stop()
-        self._t.join()
-        if self._err:
-            raise self._err[0]
-        return self._h.digest()
+        return self._final()
 
     def cancel(self) -> None:
         self._pending, self._pending_updates = [], 0
-        self._stop()
-        self._t.join()
+        self._join()
 
 
 def _hash_worker(q: queue.Queue[list[bytes] | None], h: Blake2bStream, err: list[BaseException]) -> None:
@@ -93,7 +108,7 @@ def _hash_worker(q: queue.Queue[list[bytes] | None], h: Blake2bStream, err: list
                 err.append(e)
 
 
-class RecordBatches:
+class RecordBatches(_Worker):
     """The seal's output path: chunk records are encrypted straight into contiguous batches; a full
     batch is written to `out`, then hashed in one BLAKE2b call on a worker thread while the next
     batch fills.
@@ -152,16 +167,11 @@ class RecordBatches:
     def digest(self) -> bytes:
         """Write and hash what is left, stop the worker and return the hash of every record."""
         self._flush()
-        self._stop()
-        self._t.join()
-        if self._err:
-            raise self._err[0]
-        return self._h.digest()
+        return self._final()
 
     def cancel(self) -> None:
         self._used = 0
-        self._stop()
-        self._t.join()
+        self._join()
 
 
 def _batch_worker(work: queue.SimpleQueue[tuple[bytearray, int] | None], free: queue.SimpleQueue[bytearray],
