@@ -153,6 +153,13 @@ def test_failed_output_write_stops_the_writer_cleanly() -> None:
             w.write(os.urandom(50_000))
     w.abort()
     assert bytes(w._pt) == bytes(len(w._pt))
+    # Uneven writes leave earlier chunks' bytes past the remainder: abort and finish wipe them all.
+    for end in ("abort", "finish"):
+        w2 = env.ClipWriter(Full(10**9), HUB, [OWNER.public], STREAM, 0)  # type: ignore[arg-type]
+        w2.write(os.urandom(40_000))
+        w2.write(os.urandom(40_000))
+        w2.abort() if end == "abort" else w2.finish(META)
+        assert bytes(w2._pt) == bytes(len(w2._pt)), end
     dropped = env.ClipWriter(Full(10**9), HUB, [OWNER.public], STREAM, 0)  # type: ignore[arg-type]
     dropped.write(os.urandom(5 * env.CHUNK_BYTES))
     del dropped

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from clip_helpers import free_port
+from hubkit import enrolled_hub, hub_password_file
 from mosquitto import USERS, Broker, make_ca_and_server_cert
 from videokit import walker_frames, write_video
 
@@ -43,20 +44,14 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 def _mqtt_yaml(tmp_path: Path, host: str, port: int, ca: Path) -> str:
-    pw = tmp_path / "hub.pw"
-    pw.write_text(USERS["hub"])
-    pw.chmod(0o600)
+    pw = hub_password_file(tmp_path)
     return (f"mqtt:\n  host: {host}\n  port: {port}\n  ca_file: {ca}\n  username: hub\n  password_file: {pw}\n"
             f"  topic_prefix: {PREFIX}\n  reconnect_min_s: 0.05\n  reconnect_max_s: 0.2\n")
 
 
 def _household(tmp_path: Path, mqtt: str) -> Path:
     """A hub with an owner, an encrypted directory sink inside the data dir, and a camera."""
-    data = tmp_path / "data"
-    assert cli_main(["keys", "init", "--data", str(data)]) == 0
-    assert cli_main(["owner", "keygen", "--out", str(tmp_path / "owner.key")]) == 0
-    assert cli_main(["owner", "enroll", "--identity", str(tmp_path / "owner.key"), "--roster",
-                     str(tmp_path / "roster.json"), "--hub", str(data), "--install", str(data)]) == 0
+    data = enrolled_hub(tmp_path)
     # The owner's epoch keys, installed on the hub: clips are sealed to them.
     epochs = tmp_path / "owner.epochs.json"
     assert cli_main(["owner", "epochs", "generate", "--identity", str(tmp_path / "owner.key"), "--horizon-days", "2",

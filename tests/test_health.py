@@ -162,6 +162,8 @@ class FakePipe:
         self.stats = PipelineStats()
         self.analysis_lag_s: float | None = None
         self.queued_frames = 0
+        self.scene_state: str | None = None
+        self.private_room: str | None = None
 
 
 class FakeThread:

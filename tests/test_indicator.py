@@ -240,3 +240,29 @@ hardware:
     kinds = [json.loads(ln)["kind"] for ln in (tmp_path / "data" / "events.jsonl").read_text().splitlines()]
     assert kinds.count("indicator_fault") == 1
     assert list((tmp_path / "out").rglob("*.mp4"))
+
+
+def test_a_camera_without_sinks_still_lights_the_led_when_frames_are_released() -> None:
+    """The page shows released frames of a camera that stores nothing: that is watching, and lit."""
+
+    class Source:
+        info = SourceInfo("s", False, 10.0, 3)
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        def read(self) -> np.ndarray | None:
+            self.n += 1
+            return np.full((8, 8, 3), 90, np.uint8) if self.n <= 3 else None
+
+        def close(self) -> None:
+            pass
+
+    clock = FakeClock()
+    shown: list[object] = []
+    pipe = CameraPipeline(CameraPolicy("cam", ()), [], [], lambda: Mode.HOME, EventLog(), clock=clock)
+    pipe.set_frame_tap(shown.append)
+    pipe.run(Source)
+    assert any(isinstance(x, RedactedFrame) for x in shown)
+    assert pipe.last_release_s == clock.monotonic()
+    assert recording_provider([pipe], clock)()

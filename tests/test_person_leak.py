@@ -15,17 +15,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_eval import oracle_replay
 
 from agent.cli.main import main
-from agent.core.datatypes import Decision, Frame, MaskRegion
-from agent.core.redact import apply
+from agent.core.datatypes import MaskRegion
 from agent.geometry import PointRel
-from agent.lab.decisions import fixture_frames
 from agent.lab.evaluate import evaluate, format_report
 from agent.lab.fixtures import load_truth
 from agent.lab.leaks import PERSON_LEAK_MIN_PX, person_leak_blobs, source_pixels
-from agent.media.video import VideoEncoder
-from agent.vocab import Action
 
 ScenarioDir = Callable[[str], Path]
 Regions = Callable[[Mapping[str, Any]], tuple[MaskRegion, ...]]
@@ -43,30 +40,7 @@ def _people(fr: Mapping[str, Any]) -> tuple[MaskRegion, ...]:
 
 def hand_replay(fixture: Path, out: Path, regions: Regions, withhold: Callable[[int], bool] = lambda i: False) -> Path:
     """A replay directory written like run_replay's, from hand-made decisions."""
-    truth = load_truth(fixture)
-    out.mkdir(parents=True)
-    enc: VideoEncoder | None = None
-    oi = 0
-    with (out / "decisions.jsonl").open("w") as f:
-        for i, img in enumerate(fixture_frames(fixture, truth)):
-            fr = truth["per_frame"][i]
-            held = withhold(i)
-            regs = () if held else regions(fr)
-            act = Action.WITHHOLD if held else (Action.MASK if regs else Action.PASS)
-            d = Decision("cam", i, fr["t_s"], act, ("hand",), regs)
-            line: dict[str, Any] = {**d.to_json(), "out_index": None}
-            if not held:
-                rf = apply(Frame("cam", i, fr["t_s"], 0.0, img), d)
-                assert rf is not None
-                if enc is None:
-                    enc = VideoEncoder(str(out / "redacted.mp4"), rf.width_px, rf.height_px, truth["fps"])
-                enc.write(rf)
-                line["out_index"] = oi
-                oi += 1
-            f.write(json.dumps(line) + "\n")
-    if enc is not None:
-        enc.close()
-    return out
+    return oracle_replay(fixture, out, regions=regions, withhold=lambda fr: withhold(int(fr["frame"])))
 
 
 # --- the rule on hand-made arrays -------------------------------------------------

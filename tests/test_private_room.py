@@ -180,3 +180,37 @@ def test_the_latched_room_survives_a_restart_until_relearn(tmp_path: Path) -> No
     # An unreadable record counts as the strictest room.
     (store.dir / "room").write_text("garbage")
     assert analyzer(store).analyze(frame).room == "bathroom"
+
+
+def test_the_pipeline_forgets_a_private_room_once_relearn_unlatches_it() -> None:
+    """Health and the page read `private_room`: it follows the latch down as well as up."""
+    from agent.core.events import EventLog
+    from agent.core.pipeline import CameraPipeline
+    from agent.core.ports import SourceInfo
+
+    state = {"room": "bathroom"}
+
+    class Latch:
+        name = "latch"
+
+        def analyze(self, frame: Frame) -> Analysis:
+            if frame.index == 3:
+                state["room"] = None  # the owner's relearn un-latched the room
+            return an(SINK, room=state["room"])
+
+    class Src:
+        info = SourceInfo("s", False, 10.0, 6)
+        n = 0
+
+        def read(self) -> np.ndarray | None:
+            self.n += 1
+            return np.full((40, 40, 3), 90, np.uint8) if self.n <= 6 else None
+
+        def close(self) -> None:
+            pass
+
+    seen: list[str | None] = []
+    p = CameraPipeline(pol("auto"), [Latch()], [], lambda: Mode.HOME, EventLog(), clock=FakeClock(),
+                       on_decision=lambda d, i: seen.append(p.private_room))
+    p.run(Src)
+    assert seen[:3] == ["bathroom"] * 3 and seen[-1] is None and p.private_room is None

@@ -118,6 +118,20 @@ def test_a_restart_on_a_turned_camera_stays_withheld_until_relearned(tmp_path: P
     assert not any(faults(fourth, b_room))
 
 
+def test_a_moved_camera_whose_stored_view_is_lost_stays_moved_until_relearned(tmp_path: Path) -> None:
+    """The move is latched on disk but the reference is gone (a save that failed, a deleted file): the
+    camera learns a new reference and still withholds as moved, across restarts, until relearn."""
+    store = SceneStore(tmp_path, "cam")
+    store.set_moved(True, {"persistence": 0.9})
+    again = TamperAnalyzer(TamperConfig(), SceneStore(tmp_path, "cam"))
+    assert all("tamper:moved" in f for f in faults(again, room(0, 40)))
+    assert SceneStore(tmp_path, "cam").moved
+    later = TamperAnalyzer(TamperConfig(), SceneStore(tmp_path, "cam"))
+    assert all("tamper:moved" in f for f in faults(later, room(0, 40)))
+    later.relearn()
+    assert not any(faults(later, room(0, 40))) and not SceneStore(tmp_path, "cam").moved
+
+
 def test_a_resolution_change_with_the_same_view_does_not_need_relearn(tmp_path: Path) -> None:
     view = room(2, 30)
     learn = TamperAnalyzer(TamperConfig(), SceneStore(tmp_path, "cam"))

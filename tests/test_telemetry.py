@@ -25,11 +25,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from mosquitto import USERS, Broker
+from hubkit import enrolled_hub, hub_password_file
+from mosquitto import Broker
 from videokit import walker_frames, write_video
 
 import agent.detect.session as ort_session
-from agent.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_VAR = "ORT_DISABLE_TELEMETRY"
@@ -226,18 +226,12 @@ def run_broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 def _hub_config(tmp_path: Path, broker: Broker, s3: tuple[str, int]) -> Path:
-    data = tmp_path / "data"
-    assert main(["keys", "init", "--data", str(data)]) == 0
-    assert main(["owner", "keygen", "--out", str(tmp_path / "owner.key")]) == 0
-    assert main(["owner", "enroll", "--identity", str(tmp_path / "owner.key"), "--roster",
-                 str(tmp_path / "roster.json"), "--hub", str(data), "--install", str(data)]) == 0
+    data = enrolled_hub(tmp_path)
     write_video(tmp_path / "v.mp4", walker_frames(30))
     creds = tmp_path / "s3.credentials"
     creds.write_text(f"[default]\naws_access_key_id = {AK}\naws_secret_access_key = {SK}\n")
     creds.chmod(0o600)
-    pw = tmp_path / "hub.pw"
-    pw.write_text(USERS["hub"])
-    pw.chmod(0o600)
+    pw = hub_password_file(tmp_path)
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"""\
 data_dir: {data}

@@ -366,7 +366,10 @@ class DetectionAnalyzer:
     def relearn(self) -> None:
         """The owner says the view is right: the room is learned again from what is now in view."""
         self.room = None
-        self._keep_room(None)
+        # Only the lane that can see a bed or a toilet owns the stored latch: the faces lane clearing
+        # it too could race the objects lane's new latch, which would then not outlive a restart.
+        if any(slot.role == "objects" for slot in self.slots):
+            self._keep_room(None)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Let a running asynchronous job finish: ONNX Runtime aborts the process if the

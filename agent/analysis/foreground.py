@@ -104,13 +104,9 @@ class ForegroundAnalyzer:
 
     def _small(self, frame: Frame) -> np.ndarray:
         # Colour, not grey: a red shirt in front of a green wall of the same brightness is foreground.
-        img = frame.image
-        ww, wh = self._work
-        if img.shape[1] >= 4 * ww:
-            # Bilinear to twice the work size first (as `shrink` does past 4x): 0.6 ms against 2 ms
-            # for 720p; the blur below evens out the pixels it skips.
-            img = cv2.resize(img, (2 * ww, 2 * wh), interpolation=cv2.INTER_LINEAR)
-        return cv2.GaussianBlur(shrink(img, self._work), (3, 3), 0)
+        # `shrink` goes bilinear to twice the work size first from 4x (0.2 ms against 0.9 ms for
+        # 720p); the blur evens out the pixels that skips.
+        return cv2.GaussianBlur(shrink(frame.image, self._work), (3, 3), 0)
 
     def analyze(self, frame: Frame) -> Analysis:
         if self._size != (frame.width_px, frame.height_px):

@@ -17,6 +17,6 @@ def shrink(img: Image, size_px: tuple[int, int]) -> Image:
     `agent.detect.prep.area_shrink`, which counts every pixel.
     """
     w, h = size_px
-    if img.shape[1] > 4 * w and img.shape[0] > 4 * h:
+    if img.shape[1] >= 4 * w and img.shape[0] >= 4 * h:  # from 4x: 720p to 320 px is 4x exactly
         img = cv2.resize(img, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)

@@ -146,8 +146,11 @@ class TamperAnalyzer:
             if len(self._warm) >= self._cfg.warmup_frames:
                 self._ref_prob = np.mean(np.stack(self._warm), axis=0).astype(np.float32)
                 self._warm = []
-                self._save(frame.t_s, moved_cleared=True)
-            return Analysis(faults=tuple(faults) + (("tamper:scene_unsaved",) if self._unsaved else ()))
+                # A latched move stays latched through a new reference (its reference may have been
+                # lost: a failed save, a deleted file): only `camera relearn` clears it.
+                self._save(frame.t_s, moved_cleared=not self._moved)
+            moved = ("tamper:moved",) if self._moved else ()
+            return Analysis(faults=tuple(faults) + moved + (("tamper:scene_unsaved",) if self._unsaved else ()))
 
         ref = self._ref_prob > 0.5
         n_ref = int(ref.sum())

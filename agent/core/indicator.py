@@ -146,7 +146,7 @@ class PrivacyIndicator:
 
 def recording_provider(pipelines: Sequence[ReleasesFrames], clock: Clock,
                        window_s: float = RECORDING_WINDOW_S) -> Provider:
-    """True while any pipeline released a frame to its sinks within the last `window_s`."""
+    """True while any pipeline released a frame (to its sinks or the page) within the last `window_s`."""
 
     def recording() -> bool:
         now = clock.monotonic()
@@ -158,8 +158,8 @@ def recording_provider(pipelines: Sequence[ReleasesFrames], clock: Clock,
 def start_indicator(cfg: HardwareConfig, pipelines: Sequence[ReleasesFrames], access: HasGrants | None,
                     on_event: EventCallback, clock: Clock, *, line: OutputLine | None = None) -> PrivacyIndicator | None:
     """For `run`: the LED of `hardware.indicator_led`, ticking on its own thread; None without one.
-    `run` streams nothing but what it records (the homeowner's page shows released frames, which
-    are recording already), so its LED has no separate streaming input."""
+    `run` shows nothing but released frames (the homeowner's page taps them), and every released
+    frame counts as recording, with or without a sink, so its LED has no separate streaming input."""
     led = cfg.indicator_led
     if led is None and line is None:
         return None

@@ -55,6 +55,12 @@ class Watched(Protocol):
     @property
     def queued_frames(self) -> int: ...
 
+    @property
+    def scene_state(self) -> str | None: ...
+
+    @property
+    def private_room(self) -> str | None: ...
+
 
 class Alive(Protocol):
     def is_alive(self) -> bool: ...
@@ -65,7 +71,7 @@ def sample(p: Watched, thread: Alive, file_source: bool = False) -> CameraSample
     alive = thread.is_alive()
     return CameraSample(p.camera_id, alive, s.frames_in, s.withheld, dict(s.reasons),
                         p.analysis_lag_s, p.queued_frames, done=file_source and not alive,
-                        scene=getattr(p, "scene_state", None), private_room=getattr(p, "private_room", None))
+                        scene=p.scene_state, private_room=p.private_room)
 
 
 class ServiceMonitor:

@@ -285,9 +285,13 @@ class CameraPipeline:
 
     def _note_room(self, d: Decision) -> None:
         # `decide` names the room (configured, or seen under `auto`) in every decision it reaches.
+        # A released frame passed `decide`, so one without a room reason is in no private room (a
+        # relearn un-latched it); a withheld one may have stopped earlier and keeps the last word.
         rooms = [r.split(":")[1] for r in d.reasons if r.startswith("room:")]
         if rooms:
             self.private_room = rooms[0]
+        elif d.action is not Action.WITHHOLD:
+            self.private_room = None
 
     def _note_withhold(self, d: Decision) -> None:
         self._note_room(d)
@@ -307,8 +311,11 @@ class CameraPipeline:
 
     def _write(self, item: RedactedFrame | Decision) -> None:
         now = self._clock.monotonic()
-        if isinstance(item, RedactedFrame) and self._sinks:
-            self.last_release_s = now  # before the sinks write: the LED is never late to the record
+        if isinstance(item, RedactedFrame):
+            # Every released frame lights the LED, sinks or none: the homeowner's page shows released
+            # frames too (a camera with no sink is still watched). Set before the sinks write, so the
+            # LED is never late to the record.
+            self.last_release_s = now
         for i, s in enumerate(self._sinks):
             failed = self._failed_sinks.get(i)
             if failed is not None and now < failed[0]:

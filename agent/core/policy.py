@@ -189,11 +189,19 @@ def explain_blob(blob: ForegroundBlob, person_boxes: list[BoxRel], harmless_boxe
                  slack_rel: float = 0.0) -> str:
     """`person` (a person box touches it: masked with the box), `harmless` (inside a harmless
     class's box, touching no person: visible) or `unexplained` (masked)."""
+    return _kind(blob, person_boxes, harmless_reach(harmless_boxes, slack_rel))
+
+
+def harmless_reach(harmless_boxes: list[BoxRel], slack_rel: float = 0.0) -> list[BoxRel]:
+    """Each harmless box as far as it explains a blob: its margin, then the layer's slack."""
+    return [h.expanded(_HARMLESS_MARGIN_REL).grown_abs(slack_rel) for h in harmless_boxes]
+
+
+def _kind(blob: ForegroundBlob, person_boxes: list[BoxRel], reach: list[BoxRel]) -> str:
     if any(_overlaps(blob.box, p) for p in person_boxes):
         return "person"
-    for h in harmless_boxes:
-        if _inside_share(blob.box, h.expanded(_HARMLESS_MARGIN_REL).grown_abs(slack_rel)) >= _HARMLESS_INSIDE_REL:
-            return "harmless"
+    if any(_inside_share(blob.box, h) >= _HARMLESS_INSIDE_REL for h in reach):
+        return "harmless"
     return "unexplained"
 
 
@@ -251,8 +259,9 @@ def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -
     fg = policy.foreground
     blob_kinds: list[tuple[ForegroundBlob, str]] = []
     if fg is not None:
-        harmless = [d.box for d in analysis.detections if d.label in fg.harmless_labels]
-        blob_kinds = [(b, explain_blob(b, person_boxes, harmless, fg.slack_rel)) for b in analysis.foreground]
+        # Grown once per frame, not once per blob.
+        reach = harmless_reach([d.box for d in analysis.detections if d.label in fg.harmless_labels], fg.slack_rel)
+        blob_kinds = [(b, _kind(b, person_boxes, reach)) for b in analysis.foreground]
     if room is not None:
         face_rule = rules.get("face")
         faces = face_rule is not None and any(

@@ -52,13 +52,23 @@ def tune_process() -> None:
 _M_ARENA_MAX = -8
 
 
-def _cap_malloc_arenas(n: int) -> None:
+def _glibc() -> ctypes.CDLL | None:
+    """The C library, when it is glibc (whose malloc the tuning here is about); else None."""
     if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def _cap_malloc_arenas(n: int) -> None:
+    libc = _glibc()
+    if libc is None:
         return
     try:
-        libc = ctypes.CDLL(None)
         ok = libc.mallopt(_M_ARENA_MAX, n)
-    except (OSError, AttributeError) as e:
+    except AttributeError as e:
         log.info("malloc arenas not capped: %s", e)
         return
     if not ok:
@@ -72,11 +82,12 @@ TRIM_EVERY_S = 2.0
 
 def glibc_trim() -> Callable[[], object] | None:
     """glibc's `malloc_trim(0)` as a callable, or None where there is none."""
-    if platform.libc_ver()[0] != "glibc":
-        return None
+    libc = _glibc()
     try:
-        fn = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+        fn = libc.malloc_trim if libc is not None else None
+    except AttributeError:
+        return None
+    if fn is None:
         return None
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int

@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from agent.core.health import CameraHealth, HubHealth
 from agent.core.monitor import Alive, ServiceMonitor, Watched
 from agent.errors import SinkError
 from agent.storage.outbox import OUTBOX_DIRNAME, Outbox
+from agent.storage.space import free_bytes
 
 if TYPE_CHECKING:  # `run` without a broker never loads the MQTT client
     from agent.mqtt.client import MqttClient
@@ -111,7 +111,7 @@ class HealthPublisher:
 
 def disk_free(path: Path) -> int | None:
     try:
-        return shutil.disk_usage(path).free
+        return free_bytes(path)  # what the hub's own writes may still use, as the full-disk guard counts
     except OSError as e:
         log.debug("disk free of %s unknown: %s", path, e)
         return None
@@ -144,7 +144,7 @@ def service_monitor(loaded: LoadedConfig, pipes: Sequence[tuple[Watched, object]
         [(p, t) for (p, _), t in zip(pipes, threads, strict=True)], clock,
         publish=HealthPublisher(hub.client) if hub is not None else None,
         disk_free=lambda: disk_free(data),
-        queued_clips=lambda: queued_deliveries(data, SystemClock()),
+        queued_clips=lambda: queued_deliveries(data, clock),
         encoder=encoder,
         health_interval_s=float(mqtt.health_interval_s) if mqtt is not None else 30.0,
         file_cameras=[p.camera_id for p, opener in pipes if not getattr(opener, "live", False)],

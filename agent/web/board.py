@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 
+from agent.clock import Clock, SystemClock
 from agent.core.datatypes import Decision
 from agent.core.pipeline import FrameTap
 from agent.core.redact import RedactedFrame, require_redacted
@@ -31,12 +32,21 @@ class Latest:
     withheld: tuple[str, ...] | None
     size_px: tuple[int, int] | None = None  # (width, height)
     png: bytes | None = None
+    posted_s: float = 0.0  # monotonic time it was posted
+
+
+#: Seconds without a new outcome after which a camera's last released frame is no longer shown: a
+#: lost or reconnecting source gives no decision at all, and an old picture would read as live (and
+#: be outlined with zones it was never masked under).
+STALE_S = 10.0
 
 
 class FrameBoard:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None, stale_s: float = STALE_S) -> None:
         self._lock = threading.Lock()
         self._latest: dict[str, Latest] = {}
+        self._clock = clock or SystemClock()
+        self._stale_s = stale_s
 
     def tap(self, camera_id: str) -> FrameTap:
         def on_frame(item: RedactedFrame | Decision) -> None:
@@ -51,21 +61,28 @@ class FrameBoard:
             with self._lock:
                 prev = self._latest.get(camera_id)
                 self._latest[camera_id] = Latest(item.frame_index, None, tuple(item.reasons) or ("withheld",),
-                                                 prev.size_px if prev is not None else None)
+                                                 prev.size_px if prev is not None else None,
+                                                 posted_s=self._clock.monotonic())
             return
         rf = require_redacted(item)
         with self._lock:
-            self._latest[camera_id] = Latest(rf.index, rf, None, (rf.width_px, rf.height_px))
+            self._latest[camera_id] = Latest(rf.index, rf, None, (rf.width_px, rf.height_px),
+                                             posted_s=self._clock.monotonic())
 
     def latest(self, camera_id: str) -> Latest | None:
+        """The camera's latest outcome; a released frame older than `stale_s` is dropped for a
+        `no_recent_frame` notice (the picture is not kept)."""
         with self._lock:
-            return self._latest.get(camera_id)
+            cur = self._latest.get(camera_id)
+            if cur is not None and cur.frame is not None and self._clock.monotonic() - cur.posted_s > self._stale_s:
+                cur = self._latest[camera_id] = Latest(cur.frame_index, None, ("no_recent_frame",), cur.size_px,
+                                                       posted_s=cur.posted_s)
+            return cur
 
     def png(self, camera_id: str) -> tuple[Latest, bytes] | None:
         """The latest released frame as PNG (lossless: the page shows exactly the pixels that leave),
-        or None while the camera withholds or has released nothing yet."""
-        with self._lock:
-            cur = self._latest.get(camera_id)
+        or None while the camera withholds, has gone quiet or has released nothing yet."""
+        cur = self.latest(camera_id)
         if cur is None or cur.withheld is not None or cur.frame is None:
             return None
         if cur.png is not None:
@@ -76,5 +93,5 @@ class FrameBoard:
         data = buf.tobytes()
         with self._lock:
             if self._latest.get(camera_id) is cur:
-                self._latest[camera_id] = Latest(cur.frame_index, cur.frame, None, cur.size_px, data)
+                self._latest[camera_id] = Latest(cur.frame_index, cur.frame, None, cur.size_px, data, cur.posted_s)
         return cur, data

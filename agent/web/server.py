@@ -24,6 +24,7 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
@@ -42,7 +43,7 @@ from agent.core.events import EventCallback
 from agent.core.pipeline import CameraPipeline
 from agent.errors import AgentError, ConfigError, JsonLimitError
 from agent.jsonlimits import loads_bounded
-from agent.media.preview import Withheld, preview_zones, render_zones
+from agent.media.preview import Withheld, camera_notes, preview_zones, render_zones
 from agent.vocab import Mode
 from agent.web.auth import LoginLimiter, PasswordStore, Session, Sessions, csrf_ok
 from agent.web.board import FrameBoard
@@ -95,7 +96,7 @@ class WebApp:
     board: FrameBoard
     pipelines: dict[str, CameraPipeline]
     saver: ZoneSaver
-    mode: Any  # () -> Mode
+    mode: Callable[[], Mode]
     clock: Clock
     on_event: EventCallback
     access_state: AccessState | None = None
@@ -165,8 +166,9 @@ class WebApp:
             view: Any = Withheld(w, h, latest.withheld or ("withheld",))
         else:
             view = latest.frame
-        mode = self.mode()
-        out, _ = render_zones(view, preview_zones(pipe.policy, mode if isinstance(mode, Mode) else Mode(mode)))
+        # The same legend as `zones preview`: the camera's private room and a moved view.
+        notes = camera_notes(camera_id, scene=pipe.scene_state, private_room=pipe.private_room)
+        out, _ = render_zones(view, preview_zones(pipe.policy, self.mode()), notes)
         ok, buf = cv2.imencode(".png", out)
         return buf.tobytes() if ok else None
 

@@ -33,7 +33,7 @@ def start_web(loaded: LoadedConfig, pipelines: Sequence[CameraPipeline], mode: C
     cfg = loaded.config.web
     if not cfg.enabled:
         return None
-    board = FrameBoard()
+    board = FrameBoard(clock)
     pipes = {p.camera_id: p for p in pipelines}
     saver = ZoneSaver(loaded, lambda cam, policy: pipes[cam].swap_policy(policy), audit)
     app = WebApp(cfg, loaded.data_dir, loaded.path.name, board, pipes, saver, mode, clock, on_event, access_state)

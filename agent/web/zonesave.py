@@ -105,9 +105,11 @@ def zones_text(path: Path, camera_id: str, zones: list[PageZone]) -> str:
             # default the file never spelled out (`action: mask`, `style: solid`) is not added.
             if m.get("name") != z.name:
                 m["name"] = z.name
-            points = [[_rounded(x), _rounded(y)] for x, y in z.points]
-            if _plain(m.get("points")) != points:
-                m["points"] = _flow([_flow(list(xy)) for xy in points])
+            # Compared as sent: a zone the homeowner did not touch is not rewritten (rounded), which
+            # for a withhold zone would change what the analyzers watch and hold the camera until a
+            # restart. Only a zone that changed is written, rounded.
+            if _plain(m.get("points")) != [[x, y] for x, y in z.points]:
+                m["points"] = _flow([_flow([_rounded(x), _rounded(y)]) for x, y in z.points])
             for key, value, default in (("action", z.action, "mask"), ("style", z.style, "solid")):
                 if key in m or value != default:
                     if m.get(key) != value:

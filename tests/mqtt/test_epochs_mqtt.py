@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PREFIX, Connect
+from hubkit import hub_password_file
 from mosquitto import USERS, Broker
 from mqtt_util import Collector
 from nacl.public import PrivateKey
@@ -190,9 +191,7 @@ def test_hub_mqtt_wires_the_epoch_service(broker: Broker, connect: Connect, tmp_
     hub_id = init_hub(data)
     init_state(data)
     install_roster(data, updated_roster(owner, None, hub_key_id=hub_id.key_id))
-    pw = tmp_path / "hub.pw"
-    pw.write_text(USERS["hub"])
-    pw.chmod(0o600)
+    pw = hub_password_file(tmp_path)
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"data_dir: {data}\ncameras:\n  - id: porch\n    source: v.mp4\nmqtt:\n  host: 127.0.0.1\n"
                    f"  port: {broker.port}\n  ca_file: {broker.ca_file}\n  username: hub\n  password_file: {pw}\n"

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from conftest import PREFIX, Connect
-from mosquitto import USERS, Broker
+from mosquitto import Broker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hubkit import enrolled_hub, hub_password_file
 from videokit import walker_frames, write_video
 
 from agent.cli.main import main
@@ -29,15 +30,9 @@ CAM = "healthcam"
 
 def test_run_publishes_retained_health_and_notifies_systemd(broker: Broker, connect: Connect, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    data = tmp_path / "data"
-    assert main(["keys", "init", "--data", str(data)]) == 0
-    assert main(["owner", "keygen", "--out", str(tmp_path / "owner.key")]) == 0
-    assert main(["owner", "enroll", "--identity", str(tmp_path / "owner.key"), "--roster",
-                 str(tmp_path / "roster.json"), "--hub", str(data), "--install", str(data)]) == 0
+    data = enrolled_hub(tmp_path)
     write_video(tmp_path / "v.mp4", walker_frames(30))
-    pw = tmp_path / "hub.pw"
-    pw.write_text(USERS["hub"])
-    pw.chmod(0o600)
+    pw = hub_password_file(tmp_path)
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"""\
 data_dir: {data}

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import PREFIX, Connect
-from mosquitto import USERS, Broker
+from mosquitto import Broker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hubkit import enrolled_hub, hub_password_file
 from videokit import walker_frames, write_video
 
 from agent import access as A
@@ -30,17 +31,11 @@ MAGIC = (b"ftyp", b"mdat", b"moof", b"\xff\xd8\xff", b"\x1aE\xdf\xa3", b"epa1sec
 
 
 def test_run_publishes_state_events_and_audits_clips(broker: Broker, connect: Connect, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    assert main(["keys", "init", "--data", str(data)]) == 0
-    assert main(["owner", "keygen", "--out", str(tmp_path / "owner.key")]) == 0
-    assert main(["owner", "enroll", "--identity", str(tmp_path / "owner.key"), "--roster",
-                 str(tmp_path / "roster.json"), "--hub", str(data), "--install", str(data)]) == 0
+    data = enrolled_hub(tmp_path)
     write_video(tmp_path / "v.mp4", walker_frames(40))
     (tmp_path / "clips").mkdir()
     assert main(["sink", "init", str(tmp_path / "clips")]) == 0
-    pw = tmp_path / "hub.pw"
-    pw.write_text(USERS["hub"])
-    pw.chmod(0o600)
+    pw = hub_password_file(tmp_path)
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"""\
 data_dir: {data}

@@ -138,6 +138,25 @@ def test_a_withheld_camera_keeps_no_picture(running) -> None:  # type: ignore[no
     assert board.png("cam") is None
 
 
+def test_a_camera_gone_quiet_keeps_no_picture(running) -> None:  # type: ignore[no-untyped-def]
+    """A lost source gives no decision at all: after `stale_s` the last picture is dropped, not shown as live."""
+    from agent.clock import FakeClock
+
+    pipe, src, taps, _ = running
+    clock = FakeClock()
+    board = FrameBoard(clock, stale_s=5.0)
+    pipe.set_frame_tap(lambda item: (board.post("cam", item), taps(item)))
+    assert isinstance(taps.next(src), RedactedFrame)
+    clock.advance(4.0)
+    assert board.png("cam") is not None
+    clock.advance(2.0)
+    latest = board.latest("cam")
+    assert latest is not None and latest.frame is None and latest.withheld == ("no_recent_frame",)
+    assert latest.size_px == (80, 60) and board.png("cam") is None
+    assert isinstance(taps.next(src), RedactedFrame)  # the camera is back: so is its picture
+    assert board.png("cam") is not None
+
+
 def test_run_serves_the_page_and_prints_the_fingerprint(scenario_dir: Callable[[str], Path], tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     fx = tmp_path / "fx"

@@ -71,6 +71,23 @@ def test_only_the_zones_change_and_comments_stay(tmp_path: Path) -> None:
     assert policy.zones[0].hold_s == 4
 
 
+def test_an_untouched_zone_is_not_rewritten_even_with_more_decimals_than_the_page_writes(tmp_path: Path) -> None:
+    """Saving a new zone leaves a fine-grained withhold zone as it was: rounding it would change what
+    the analyzers watch and hold the camera until a restart."""
+    cfg = tmp_path / "config.yaml"
+    fine = CONFIG.replace("[[0.1, 0.1], [0.3, 0.1], [0.3, 0.5]]", "[[0.123456, 0.1], [0.3, 0.1], [0.3, 0.5]]")
+    cfg.write_text(fine)
+    applied: list[CameraPolicy] = []
+    saver = ZoneSaver(load_config(cfg), lambda cam, policy: applied.append(policy) or True, None)
+    saver.save("hall", [PageZone("door", ((0.123456, 0.1), (0.3, 0.1), (0.3, 0.5)), "withhold", "solid", "door"),
+                        PageZone("window", ((0.6, 0.0), (1.0, 0.0), (1.0, 0.3)), "mask", "solid", "window"),
+                        PageZone("desk", ((0.5, 0.5), (0.7, 0.5), (0.6, 0.8)), "mask", "solid", None)])
+    text = cfg.read_text()
+    assert "[[0.123456, 0.1], [0.3, 0.1], [0.3, 0.5]]" in text
+    assert "[[0.5, 0.5], [0.7, 0.5], [0.6, 0.8]]" in text
+    assert applied[0].zones[0].points[0].x_rel == 0.123456  # what the analyzers watch is unchanged
+
+
 def test_a_camera_without_zones_gets_a_block_list(tmp_path: Path) -> None:
     saver, cfg, _ = _saver(tmp_path)
     saver.save("porch", [PageZone("gate", ((0.1, 0.1), (0.3, 0.1), (0.3, 0.5)), "mask", "solid", None)])

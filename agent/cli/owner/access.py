@@ -316,6 +316,27 @@ def _mode_states(inbox: Inbox, hub: HubPublic) -> list[A.ModeState]:
     return out
 
 
+def roster_version_of(states: list[A.ModeState], given: int | None) -> int:
+    """The roster version an owner message names: `--roster-version` when given, else the one in the
+    newest mode state this hub signed (what the hub holds)."""
+    if given is not None:
+        return int(given)
+    if not states:
+        raise AccessError("the hub's roster version is unknown (no signed mode state on the broker); "
+                          "give --roster-version")
+    return states[-1].roster_version
+
+
+def hub_roster_version(args: argparse.Namespace, client: Any, hub: HubPublic) -> int:
+    """`roster_version_of`, reading the hub's signed mode state from the broker only when needed."""
+    if args.roster_version is not None:
+        return int(args.roster_version)
+    inbox = Inbox()
+    client.subscribe(client.topics.mode_state, inbox, wait_s=args.timeout)
+    client.sync(args.timeout)
+    return roster_version_of(_mode_states(inbox, hub), None)
+
+
 def cmd_owner_mode(args: argparse.Namespace) -> int:
     hub = hub_key(args)
     client = connect(args, "owner")
@@ -338,12 +359,7 @@ def cmd_owner_mode(args: argparse.Namespace) -> int:
         if identity_path is None:
             raise AccessError("changing the mode needs --identity (an owner device signs it)")
         ident = load_device_identity(identity_path)
-        rv = args.roster_version
-        if rv is None:
-            if not states:
-                raise AccessError("the hub's roster version is unknown (no signed mode state on the broker); "
-                                  "give --roster-version")
-            rv = states[-1].roster_version
+        rv = roster_version_of(states, args.roster_version)
         counter = next_counter(identity_path)
         data = A.make_mode_set(ident, hub.key_id, args.mode, counter, rv, now_ms())
         results = Inbox()

@@ -33,7 +33,8 @@ from agent.cli.mqttargs import (
     parse_ms,
     retained,
 )
-from agent.crypto.keys import HubPublic, Roster, load_device_identity
+from agent.cli.owner.access import hub_roster_version
+from agent.crypto.keys import Roster, load_device_identity
 from agent.errors import AccessError, AgentError, ExitCode
 from agent.fsutil import write_private
 
@@ -63,21 +64,6 @@ def _scope(args: argparse.Namespace) -> A.Scope:
     return A.Scope.make(args.camera, [c.lower() for c in args.clip], lo, hi)
 
 
-def _roster_version(args: argparse.Namespace, client: object, hub: HubPublic) -> int:
-    if args.roster_version is not None:
-        return int(args.roster_version)
-    from agent.cli.owner.access import _mode_states
-
-    inbox = Inbox()
-    client.subscribe(client.topics.mode_state, inbox, wait_s=args.timeout)  # type: ignore[attr-defined]
-    client.sync(args.timeout)  # type: ignore[attr-defined]
-    states = _mode_states(inbox, hub)
-    if not states:
-        raise AccessError("the hub's roster version is unknown (no signed mode state on the broker); "
-                          "give --roster-version")
-    return states[-1].roster_version
-
-
 def cmd_owner_delete(args: argparse.Namespace) -> int:
     identity_path = Path(args.identity)
     ident = load_device_identity(identity_path)
@@ -85,7 +71,7 @@ def cmd_owner_delete(args: argparse.Namespace) -> int:
     scope = _scope(args)
     client = connect(args, "owner")
     try:
-        rv = _roster_version(args, client, hub)
+        rv = hub_roster_version(args, client, hub)
         rid = os.urandom(16)
         data = A.make_delete_request(ident, hub.key_id, rid, scope, next_counter(identity_path), rv, now_ms())
         inbox = Inbox()

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from agent import access as A
 from agent.cli.mqttargs import Inbox, add_broker_args, connect, hub_key, next_counter, now_ms
-from agent.cli.owner.access import _mode_states
+from agent.cli.owner.access import hub_roster_version
 from agent.crypto.keys import load_device_identity
-from agent.errors import AccessError, ExitCode
+from agent.errors import ExitCode
 
 
 def cmd_owner_relearn(args: argparse.Namespace) -> int:
@@ -27,16 +27,7 @@ def cmd_owner_relearn(args: argparse.Namespace) -> int:
     client = connect(args, "owner")
     res: A.RelearnResult | None = None
     try:
-        rv = args.roster_version
-        if rv is None:
-            states = Inbox()
-            client.subscribe(client.topics.mode_state, states, wait_s=args.timeout)
-            client.sync(args.timeout)
-            signed = _mode_states(states, hub)
-            if not signed:
-                raise AccessError("the hub's roster version is unknown (no signed mode state on the broker); "
-                                  "give --roster-version")
-            rv = signed[-1].roster_version
+        rv = hub_roster_version(args, client, hub)
         counter = next_counter(identity_path)
         request_id = os.urandom(16)
         data = A.make_relearn(ident, hub.key_id, args.camera, request_id, counter, rv, now_ms())

@@ -51,14 +51,15 @@ class _Worker:
 
 
 class BackgroundHasher(_Worker):
-    """The same hash, computed on a worker thread while the caller encrypts or decrypts.
+    """The same hash, computed on a worker thread while the caller decrypts (the reader's re-check;
+    the seal hashes through `RecordBatches`).
 
-    PyNaCl's cffi calls release the GIL, so hashing chunk i overlaps with sealing chunk i+1 on a
+    PyNaCl's cffi calls release the GIL, so hashing chunk i overlaps with opening chunk i+1 on a
     second core; the bounded queue keeps at most a few chunks in memory. Order is preserved (one
     worker, FIFO), so the digest is identical to `Blake2bStream`'s. The worker holds no
     reference to this object: if a writer is dropped without finish/abort, the finalizer stops it.
     Updates go to the worker `batch` at a time: a hand-off per 64 KiB chunk (a futex wake and a
-    GIL round trip each) cost the sealing thread about a tenth of its time
+    GIL round trip each) cost the calling thread about a tenth of its time
     (bench/bench_envelope.py). At most `depth` batches wait, so memory stays bounded.
     """
 

@@ -21,9 +21,11 @@ from typing import Any
 import nacl.bindings as sodium
 from nacl._sodium import ffi, lib
 
+from agent.crypto.envelope.format import ABYTES
 from agent.errors import MalformedEnvelope
 
-ABYTES: int = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
+__all__ = ["ABYTES", "Blake2b", "Pointer", "pointer", "push_into"]
+
 _MESSAGE_MAX: int = sodium.crypto_secretstream_xchacha20poly1305_MESSAGEBYTES_MAX
 
 Pointer = Any

@@ -217,6 +217,7 @@ class ClipWriter:
             self._pt_len = 0
         self._push(rawsodium.pointer(meta), len(meta), TAG_FINAL)
         self._done = True
+        self._wipe()
         ct_hash = self._records.digest()  # writes the last batch before the end marker below
         tdig = trailer_digest_of(self._hdig, self._count, ct_hash)
         tsig = self._hub.signing_key.sign(TRAILER_SIG_DOMAIN + tdig).signature
@@ -228,9 +229,13 @@ class ClipWriter:
     def abort(self) -> None:
         self._done = True
         self._records.cancel()
-        self._pt_view[: self._pt_len] = bytes(self._pt_len)  # no plaintext left behind in the buffer
-        self._pt_len = 0
+        self._wipe()
         self._state = None  # type: ignore[assignment]
+
+    def _wipe(self) -> None:
+        """No plaintext left behind: the whole buffer, since earlier chunks stay past a short remainder."""
+        self._pt_view[:] = bytes(CHUNK_BYTES)
+        self._pt_len = 0
 
     def close(self) -> None:
         """PyAV closes its output when the container closes; that is not the end of the clip."""

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 from agent.clock import Clock
-from agent.config import DirectorySinkConfig, LoadedConfig, is_plaintext
+from agent.config import LoadedConfig, is_plaintext
 from agent.core.events import EventCallback
 from agent.core.ports import Sink
 from agent.media.encoders import EncoderChoice
@@ -38,7 +38,7 @@ def build_sinks(loaded: LoadedConfig, camera_id: str, fps: float, on_event: Even
     sinks: list[Sink] = []
     encrypted = []
     for s in loaded.config.sinks:
-        if isinstance(s, DirectorySinkConfig) and s.plaintext:
+        if is_plaintext(s):
             sinks.append(PlaintextDirectorySink(loaded.resolve(s.path), camera_id, fps, s.segment_s,
                                                 encoder_factory(encoder, loaded.config.video)))
         else:
