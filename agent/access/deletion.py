@@ -21,16 +21,16 @@ Pure: the caller finds and deletes the clips (agent.storage.deletion) and hands 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from agent.access.machine import (
     HubState,
     Outbound,
     Result,
-    _bounded,
-    _frozen,
+    _consume,
     _hub_msg,
+    _last_counter,
     _tallied,
     authenticate_device_message,
 )
@@ -128,7 +128,7 @@ def on_delete_request(state: HubState, data: bytes, *, hub: HubIdentity, now_mon
         return refuse(f"device {m.signer} is a {entry.role}, not an owner; only owners delete")
     if rv != state.roster.version:
         return refuse(f"stale roster: made against roster version {rv}, the hub has version {state.roster.version}")
-    last = max(state.counters.get(m.signer, 0), state.counter_floor)
+    last = _last_counter(state, m.signer)
     if counter <= last and retained:
         return state, Result("duplicate", "retained delete request already carried out"), None
     if counter <= last:
@@ -137,8 +137,7 @@ def on_delete_request(state: HubState, data: bytes, *, hub: HubIdentity, now_mon
         return refuse("the request names no camera and no clip")
     if known_cameras is not None and set(scope.cameras) - known_cameras:
         return refuse(f"unknown cameras: {sorted(set(scope.cameras) - known_cameras)}")
-    state = replace(state, counters=_frozen({**state.counters, m.signer: counter}),
-                    seen=_frozen(_bounded({**state.seen, digest: "processed"})))
+    state = _consume(state, m.signer, counter, digest)
     order = DeleteOrder(rid, m.signer, scope, counter)
     audit = (("delete_request", {"request_id": rid, "device": m.signer, "scope": scope.to_json(),
                                  "counter": counter}),)

@@ -195,6 +195,18 @@ def with_roster(state: HubState, roster: Roster) -> HubState:
     return replace(state, roster=roster)
 
 
+def _last_counter(state: HubState, signer: str) -> int:
+    """The counter an owner device's next message must exceed (never below the hub's floor)."""
+    return max(state.counters.get(signer, 0), state.counter_floor)
+
+
+def _consume(state: HubState, signer: str, counter: int, digest: str) -> HubState:
+    """`signer`'s counter moves to `counter` and the message is remembered as processed: it can
+    never be replayed, whatever the hub answers next."""
+    return replace(state, counters=_frozen({**state.counters, signer: counter}),
+                   seen=_frozen(_bounded({**state.seen, digest: "processed"})))
+
+
 def _tallied(state: HubState, what: str, now: float) -> HubState:
     """Count a refusal instead of auditing it (flooding): the summary goes out once per period."""
     tally = dict(state.tally)
@@ -453,12 +465,11 @@ def on_decision(
     if d.roster_version != state.roster.version:
         return refuse(f"decision was made against roster version {d.roster_version}; "
                       f"the hub has version {state.roster.version}")
-    last = max(state.counters.get(d.signer, 0), state.counter_floor)
+    last = _last_counter(state, d.signer)
     if d.counter <= last:
         return refuse(f"counter {d.counter} is not greater than {last} (replayed or stale decision)")
     # From here the decision is authentic and fresh: consume the counter whatever happens next.
-    state = replace(state, counters=_frozen({**state.counters, d.signer: d.counter}),
-                    seen=_frozen(_bounded({**state.seen, d.digest: "processed"})))
+    state = _consume(state, d.signer, d.counter, d.digest)
     rid, cid = p.request.request_id, p.challenge_id
 
     if d.verdict == "deny":
@@ -610,11 +621,10 @@ def on_mode_set(
     if rv != state.roster.version:
         return refuse(f"stale roster: the change was made against roster version {rv}, the hub has version "
                       f"{state.roster.version}", "stale roster (mode_set)")
-    last = max(state.counters.get(m.signer, 0), state.counter_floor)
+    last = _last_counter(state, m.signer)
     if counter <= last:
         return refuse(f"counter {counter} is not greater than {last} (replayed mode change)", "replayed mode_set")
-    state = replace(state, counters=_frozen({**state.counters, m.signer: counter}),
-                    seen=_frozen(_bounded({**state.seen, digest: "processed"})))
+    state = _consume(state, m.signer, counter, digest)
     if switch_on and mode != "privacy":
         # The physical switch wins over every remote source; the counter is consumed all the same,
         # so the message cannot be replayed once the switch is off.

@@ -20,16 +20,16 @@ Pure: the caller makes the result durable and carries the relearn out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from agent.access.client import parse_hub_message
 from agent.access.machine import (
     HubState,
     Outbound,
     Result,
-    _bounded,
-    _frozen,
+    _consume,
     _hub_msg,
+    _last_counter,
     _tallied,
     authenticate_device_message,
 )
@@ -113,13 +113,12 @@ def on_relearn(state: HubState, data: bytes, *, hub: HubIdentity, now_mono_s: fl
         return _tallied(state, "member_relearn", now), Result("refused", reason, (answer(reason),)), None
     if rv != state.roster.version:
         return refuse(f"stale roster: made against roster version {rv}, the hub has version {state.roster.version}")
-    last = max(state.counters.get(m.signer, 0), state.counter_floor)
+    last = _last_counter(state, m.signer)
     if counter <= last:
         return refuse(f"counter {counter} is not greater than {last} (replayed relearn)")
     if known_cameras is not None and camera not in known_cameras:
         return refuse(f"this hub has no camera {camera!r}")
-    state = replace(state, counters=_frozen({**state.counters, m.signer: counter}),
-                    seen=_frozen(_bounded({**state.seen, digest: "processed"})))
+    state = _consume(state, m.signer, counter, digest)
     audit = (("camera_relearned", {"camera": camera, "by": m.signer, "via": "mqtt", "request_id": rid,
                                    "counter": counter}),)
     return state, Result("relearn", "", (), audit), RelearnOrder(camera, m.signer, rid, counter)

@@ -72,30 +72,12 @@ class SceneStore:
     def load(self, name: str, shape: tuple[int, ...], dtype: str) -> np.ndarray | None:
         """The stored array, None when there is none (first start). Anything else wrong raises."""
         path = self._path(name)
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_SCENE_BYTES + 1)
-        except FileNotFoundError:
+        arr = _decode(path, self.camera_id)
+        if arr is None:
             return None
-        except OSError as e:
-            raise SceneStateError(f"stored scene {path} cannot be read ({e.strerror or e}); "
-                                  f"{relearn_hint(self.camera_id)}") from None
         what = f"stored scene {path}"
-        if len(data) > MAX_SCENE_BYTES:
-            raise SceneStateError(f"{what} is larger than {MAX_SCENE_BYTES} bytes; {relearn_hint(self.camera_id)}")
-        head = len(_MAGIC) + _DIGEST_BYTES
-        if not data.startswith(_MAGIC) or len(data) < head:
-            raise SceneStateError(f"{what} is not a scene file; {relearn_hint(self.camera_id)}")
-        payload = data[head:]
-        if hashlib.sha256(payload).digest() != data[len(_MAGIC):head]:
-            raise SceneStateError(f"{what} is corrupt (checksum); {relearn_hint(self.camera_id)}")
-        try:
-            arr = np.load(io.BytesIO(payload), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise SceneStateError(f"{what} is corrupt ({e}); {relearn_hint(self.camera_id)}") from None
-        if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != np.dtype(dtype) \
-                or not np.isfinite(arr).all():
-            raise SceneStateError(f"{what} holds {getattr(arr, 'dtype', '?')}{getattr(arr, 'shape', '')}, "
+        if arr.shape != shape or arr.dtype != np.dtype(dtype):
+            raise SceneStateError(f"{what} holds {arr.dtype}{arr.shape}, "
                                   f"not {dtype}{shape}; {relearn_hint(self.camera_id)}")
         return arr
 
@@ -268,19 +250,45 @@ class RelearnWatcher:
             self._thread.join(timeout=2.0)
 
 
-def _file_ok(path: Path) -> bool:
+def _decode(path: Path, camera_id: str) -> np.ndarray | None:
+    """A scene file's array (bounded read, magic, checksum, a plain finite array), None if there is
+    no file. Anything else wrong raises `SceneStateError`; `run` and `doctor` judge files alike."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_SCENE_BYTES + 1)
-    except OSError:
-        return False
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SceneStateError(f"stored scene {path} cannot be read ({e.strerror or e}); "
+                              f"{relearn_hint(camera_id)}") from None
+    what = f"stored scene {path}"
+    if len(data) > MAX_SCENE_BYTES:
+        raise SceneStateError(f"{what} is larger than {MAX_SCENE_BYTES} bytes; {relearn_hint(camera_id)}")
     head = len(_MAGIC) + _DIGEST_BYTES
-    return (len(data) <= MAX_SCENE_BYTES and data.startswith(_MAGIC)
-            and hashlib.sha256(data[head:]).digest() == data[len(_MAGIC):head])
+    if not data.startswith(_MAGIC) or len(data) < head:
+        raise SceneStateError(f"{what} is not a scene file; {relearn_hint(camera_id)}")
+    payload = data[head:]
+    if hashlib.sha256(payload).digest() != data[len(_MAGIC):head]:
+        raise SceneStateError(f"{what} is corrupt (checksum); {relearn_hint(camera_id)}")
+    try:
+        arr = np.load(io.BytesIO(payload), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise SceneStateError(f"{what} is corrupt ({e}); {relearn_hint(camera_id)}") from None
+    if not isinstance(arr, np.ndarray) or not np.isfinite(arr).all():
+        raise SceneStateError(f"{what} holds no finite array; {relearn_hint(camera_id)}")
+    return arr
+
+
+def _file_ok(path: Path, camera_id: str) -> bool:
+    try:
+        _decode(path, camera_id)
+    except SceneStateError:
+        return False
+    return True
 
 
 def _bad_files(store: SceneStore) -> list[Path]:
-    return [p for p in (sorted(store.dir.glob("*.scene")) if store.dir.is_dir() else []) if not _file_ok(p)]
+    return [p for p in (sorted(store.dir.glob("*.scene")) if store.dir.is_dir() else []) if not _file_ok(p, store.camera_id)]
 
 
 def stored_scene_state(data_dir: Path, camera_id: str) -> str | None:
