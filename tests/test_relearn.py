@@ -222,6 +222,22 @@ def test_a_request_that_cannot_be_recorded_is_not_acted_on(tmp_path: Path) -> No
     assert len(watcher.poll_once()) == 1 and pipe.asked == 1
 
 
+def test_doctor_tells_a_corrupt_scene_from_a_moved_camera_whatever_the_path_says(tmp_path: Path) -> None:
+    from agent.analysis.scenestore import scene_findings
+
+    data = tmp_path / "removed-moved"  # a path that says "moved" must not make a fault a warning
+    store = SceneStore(data, "cam")
+    store.save("tamper", np.zeros((120, 160), np.float32))
+    path = store.dir / "tamper.scene"
+    path.write_bytes(path.read_bytes()[:-10])
+    [corrupt] = scene_findings(data, ["cam"])
+    assert not corrupt.moved and "unreadable or corrupt" in str(corrupt)
+    path.unlink()
+    store.set_moved(True, {})
+    [moved] = scene_findings(data, ["cam"])
+    assert moved.moved and str(moved).startswith("camera cam: moved")
+
+
 def test_a_malformed_request_is_named_not_acted_on(tmp_path: Path) -> None:
     d = scene_dir(tmp_path, "cam")
     d.mkdir(parents=True)

@@ -299,18 +299,39 @@ def stored_scene_state(data_dir: Path, camera_id: str) -> str | None:
     return "moved" if store.moved else None
 
 
-def scene_problems(data_dir: Path, camera_ids: list[str]) -> list[str]:
-    """For `doctor`: every camera whose stored scene is unreadable or that waits for a relearn."""
+@dataclass(frozen=True, slots=True)
+class SceneProblem:
+    """One camera's stored-scene finding for `doctor`. `moved` is the check working (the camera is
+    withheld until its owner relearns it), not a fault; `fix` may be empty."""
+
+    camera_id: str
+    what: str
+    fix: str
+    moved: bool = False
+
+    def __str__(self) -> str:
+        return f"camera {self.camera_id}: {self.what}" + (f"; {self.fix}" if self.fix else "")
+
+
+def scene_findings(data_dir: Path, camera_ids: list[str]) -> list[SceneProblem]:
+    """Every camera whose stored scene is unreadable, that waits for a relearn, or whose relearn
+    request cannot be read."""
     out = []
     for cam in camera_ids:
         store = SceneStore(data_dir, cam)
         for path in _bad_files(store):
-            out.append(f"camera {cam}: stored scene {path} is unreadable or corrupt; {relearn_hint(cam)}")
+            out.append(SceneProblem(cam, f"stored scene {path} is unreadable or corrupt", relearn_hint(cam)))
         if store.moved:
-            out.append(f"camera {cam}: moved (its view no longer matches the learned scene) and withheld; "
-                       f"check the zones with `privacy-agent zones preview`, then {relearn_hint(cam)}")
+            out.append(SceneProblem(cam, "moved (its view no longer matches the learned scene) and withheld",
+                                    f"check the zones with `privacy-agent zones preview`, then {relearn_hint(cam)}",
+                                    moved=True))
         try:
             read_request(data_dir, cam)
         except SceneStateError as e:
-            out.append(f"camera {cam}: {e}")
+            out.append(SceneProblem(cam, str(e), ""))
     return out
+
+
+def scene_problems(data_dir: Path, camera_ids: list[str]) -> list[str]:
+    """`scene_findings` as lines."""
+    return [str(p) for p in scene_findings(data_dir, camera_ids)]

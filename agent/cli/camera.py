@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from agent.analysis.scenestore import scene_problems, write_request
+from agent.analysis.scenestore import scene_findings, write_request
 from agent.cli.doctor import CHECKS, CheckResult
 from agent.cli.parsing import command_group
 from agent.clock import SystemClock
@@ -42,18 +42,13 @@ def check_scenes(loaded: LoadedConfig | None) -> list[CheckResult]:
     if loaded is None:
         return []
     cams = [c.id for c in loaded.config.cameras]
-    problems = scene_problems(loaded.data_dir, cams)
+    problems = scene_findings(loaded.data_dir, cams)
     if not problems:
         return [CheckResult("learned scenes", "ok", f"{len(cams)} camera(s): none moved, every stored scene readable")]
-    out = []
-    for p in problems:
-        cam_text, _, detail = p.partition(": ")
-        what, _, fix = detail.rpartition("; ")
-        # A moved camera is the check working (withheld until its owner relearns); a file that
-        # cannot be read is a fault to fix.
-        out.append(CheckResult(f"{cam_text} scene", "warn" if "moved" in what else "fail", what or detail,
-                               fix or "privacy-agent camera relearn CAMERA --config CONFIG"))
-    return out
+    # A moved camera is the check working (withheld until its owner relearns); a file that cannot
+    # be read is a fault to fix.
+    return [CheckResult(f"camera {p.camera_id} scene", "warn" if p.moved else "fail", p.what,
+                        p.fix or "privacy-agent camera relearn CAMERA --config CONFIG") for p in problems]
 
 
 CHECKS.append(check_scenes)
