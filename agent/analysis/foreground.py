@@ -86,7 +86,6 @@ class ForegroundAnalyzer:
         # Stream time at which each work pixel was last inside a masked region (-inf: never).
         self._seen: np.ndarray | None = None
         self._last_t = -np.inf
-        self.last_foreground_rel = 0.0  # share of the view in the foreground on the last frame (stats)
 
     def relearn(self) -> None:
         """Forget the empty scene and learn it again from the next frames (a deliberate re-mount)."""
@@ -134,7 +133,6 @@ class ForegroundAnalyzer:
             fg = (cv2.max(cv2.max(d[0], d[1]), d[2]) > self._cfg.diff).astype(np.uint8)
         grown = cv2.dilate(fg, self._kernel)
         share = float(np.count_nonzero(fg)) / fg.size
-        self.last_foreground_rel = share
         found = self._kept(fg, grown)
         kept = None if found is None else found[0]
         held = self._held(frame.t_s, kept)

@@ -78,17 +78,6 @@ class TamperAnalyzer:
             self._moved = store.moved
             self._verified = self._ref_prob is None
 
-    @property
-    def scene_state(self) -> str:
-        """learning | ok | unverified | moved | unreadable (for health and the preview)."""
-        if self._broken is not None:
-            return "unreadable"
-        if self._moved:
-            return "moved"
-        if self._ref_prob is None:
-            return "learning"
-        return "ok" if self._verified else "unverified"
-
     def relearn(self) -> None:
         """The owner says the view is right: forget the stored scene and learn it again now."""
         self._ref_prob, self._warm, self._low_since_s = None, [], None

@@ -61,7 +61,3 @@ class WebConfig(StrictModel):
             raise ValueError(f"https: false is allowed only on a loopback address, not on {self.listen}: "
                              "the password and the pictures would cross the network in the clear")
         return self
-
-    @property
-    def loopback(self) -> bool:
-        return ipaddress.ip_address(self.listen).is_loopback

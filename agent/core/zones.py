@@ -15,7 +15,6 @@ Invariants:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from functools import lru_cache
 
 import cv2
@@ -166,9 +165,3 @@ def polygon_bbox_px(points: tuple[PointRel, ...], width_px: int, height_px: int)
     return max(0, x0 - 2), max(0, y0 - 2), min(width_px, x1 + 2), min(height_px, y1 + 2)
 
 
-def union_mask(polys: Sequence[tuple[PointRel, ...]], width_px: int, height_px: int) -> Mask:
-    """Union of several polygon masks (not cached: callers cache per resolution)."""
-    out = np.zeros((height_px, width_px), dtype=np.uint8)
-    for pts in polys:
-        cv2.bitwise_or(out, zone_mask(pts, width_px, height_px), dst=out)
-    return out
