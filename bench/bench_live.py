@@ -22,13 +22,18 @@ ms per frame and where it goes (exclusive thread CPU per stage), RSS peak and st
 Targets (x86, 2 cores): 4 cameras with 0 frames withheld for lag and p95 < 1 s; one camera's
 process <= 200 MiB peak, each further camera < 100 MiB.
 
+`--lean-malloc` adds a third run per camera count: the agent again, with glibc's mmap threshold
+fixed at 1 MiB (`GLIBC_TUNABLES`, as `deploy/privacy-agent.service` can set it on a hub short of
+memory), and prints it beside the default run: less memory, more CPU (every frame buffer is a
+fresh mapping, faulted in page by page).
+
 The machine may be shared: CPU seconds per frame are the figure to trust, wall-clock rates less so.
 
 Needs GStreamer's RTSP server for the system Python. As root the bench installs it with apt-get
 (the packages in `APT_PACKAGES`); otherwise it prints the command.
 
 Usage: .venv/bin/python bench/bench_live.py [--cameras 1,2,4] [--seconds 75] [--warmup 15]
-       [--baseline-seconds 35] [--json out.json] [--keep DIR]
+       [--baseline-seconds 35] [--lean-malloc] [--json out.json] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ STAGE_ORDER = ["decode", "analyze:tamper", "analyze:motion", "analyze:foreground
 # OpenCV's FFmpeg reads RTSP over TCP: loopback UDP drops packets whenever the machine is busy,
 # which would measure the socket buffer instead of the agent.
 RTSP_ENV = {"OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;tcp"}
+#: The opt-in for a hub short of memory (`--lean-malloc`; the service unit's commented line).
+LEAN_MALLOC_ENV = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}
 
 CHECK_GST = ("import gi; gi.require_version('Gst','1.0'); gi.require_version('GstRtspServer','1.0');"
              "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
@@ -280,6 +287,24 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1e3:.0f}"
 
 
+def report_lean(pairs: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> None:
+    """The default run beside the lean-malloc run, per camera count."""
+    print(f"\nglibc's mmap threshold fixed at 1 MiB ({LEAN_MALLOC_ENV['GLIBC_TUNABLES']}) beside the default:")
+    print(f"{'cams':>4} | {'CPU ms/frame':>12} {'(default)':>9} | {'RSS peak':>8} {'(default)':>9} | "
+          f"{'steady':>6} {'(default)':>9} | {'lag':>3} {'(default)':>9} | {'slowest fps':>11} {'(default)':>9}")
+
+    def lag(f: dict[str, Any]) -> int:
+        return sum(c["reasons"].get("lag", 0) for c in f["cameras"].values())
+
+    def slowest(f: dict[str, Any]) -> float:
+        return min(c["received"] for c in f["cameras"].values()) / f["window_s"]
+
+    for n, fig, lean in pairs:
+        print(f"{n:>4} | {lean['cpu_ms_per_frame']:12.1f} {fig['cpu_ms_per_frame']:9.1f} | "
+              f"{lean['rss_peak_mib']:8.0f} {fig['rss_peak_mib']:9.0f} | {lean['rss_steady_mib']:6.0f} "
+              f"{fig['rss_steady_mib']:9.0f} | {lag(lean):>3} {lag(fig):>9} | {slowest(lean):11.2f} {slowest(fig):9.2f}")
+
+
 def report(rows: list[tuple[int, list[str], dict[str, Any], dict[str, Any]]], a: argparse.Namespace) -> None:
     print(f"\nper camera (window {a.seconds - a.warmup:g} s after {a.warmup:g} s warm-up; served at {FPS} fps):")
     print(f"{'cams':>4} {'camera':>6} {'clip':>6} | {'recv fps':>8} {'(decode)':>8} | {'released':>8} "
@@ -355,6 +380,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=75.0, help="length of each agent run")
     ap.add_argument("--warmup", type=float, default=15.0, help="seconds left out of the figures at the start")
     ap.add_argument("--baseline-seconds", type=float, default=35.0, help="length of each decode-only run")
+    ap.add_argument("--lean-malloc", action="store_true",
+                    help="also run the agent with glibc's mmap threshold fixed at 1 MiB, and compare")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--keep", help="work in this directory (kept) instead of a temporary one")
     a = ap.parse_args()
@@ -376,6 +403,7 @@ def main() -> int:
                            check=True, capture_output=True, env=env, cwd=t)
         server = Server(mounts, t)
         rows = []
+        lean_pairs = []
         try:
             for n in counts:
                 urls = [server.url(f"m{i}") for i in range(n)]
@@ -385,11 +413,20 @@ def main() -> int:
                 print(f"{n} camera(s): {fig['cpu_ms_per_frame']:.1f} ms CPU per frame "
                       f"(decode only {base['cpu_ms_per_frame']:.1f}), peak RSS {fig['rss_peak_mib']:.0f} MiB",
                       flush=True)
+                if a.lean_malloc:
+                    lean = agent_run(n, server, [f"m{i}" for i in range(n)], a, t, {**env, **LEAN_MALLOC_ENV})
+                    lean_pairs.append((n, fig, lean))
+                    print(f"{n} camera(s), lean malloc: {lean['cpu_ms_per_frame']:.1f} ms CPU per frame, "
+                          f"peak RSS {lean['rss_peak_mib']:.0f} MiB", flush=True)
         finally:
             server.stop()
         report(rows, a)
+        if lean_pairs:
+            report_lean(lean_pairs)
         if a.json:
-            Path(a.json).write_text(json.dumps([{"cameras": n, "clips": c, "decode_only": b, "agent": f}
+            lean_by_n = {n: lean for n, _f, lean in lean_pairs}
+            Path(a.json).write_text(json.dumps([{"cameras": n, "clips": c, "decode_only": b, "agent": f,
+                                                 "agent_lean_malloc": lean_by_n.get(n)}
                                                 for n, c, b, f in rows], indent=1))
     return 0
 

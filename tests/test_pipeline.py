@@ -258,6 +258,64 @@ def test_live_source_reconnects_with_backoff() -> None:
     assert clock.monotonic() - t0 == pytest.approx(1 + 2 + 1 + 2)
 
 
+class BrokenSource(ListSource):
+    """A source whose library raises something of its own (not a SourceError) after `after` frames,
+    with the camera's URL and password in the message, as FFmpeg's errors do."""
+
+    def __init__(self, after: int, live: bool) -> None:
+        super().__init__(100, live=live)
+        self.info = SourceInfo("rtsp://cam.local/stream", live, 10.0, None)
+        self._after = after
+
+    def read(self) -> np.ndarray | None:
+        if self._i >= self._after:
+            raise RuntimeError("decoder blew up on rtsp://admin:hunter2@cam.local/stream")
+        return super().read()
+
+
+@pytest.fixture
+def thread_crashes(monkeypatch: pytest.MonkeyPatch) -> list[BaseException | None]:
+    """Exceptions that escaped any thread (each would print a traceback to the user)."""
+    seen: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+    return seen
+
+
+def test_a_live_source_that_raises_something_unexpected_is_lost_and_reconnected(
+        thread_crashes: list[BaseException | None]) -> None:
+    clock = FakeClock()
+    sink = RecordingSink()
+    p, events, _ = make([OkAnalyzer()], [sink], clock=clock)
+    opened = {"n": 0}
+
+    def opener() -> ListSource:
+        opened["n"] += 1
+        if opened["n"] == 2:
+            raise ValueError("cannot connect to rtsp://admin:hunter2@cam.local/stream")
+        if opened["n"] > 3:
+            p.stop()
+        return BrokenSource(after=2, live=True)
+
+    opener.live = True  # type: ignore[attr-defined]
+    stats = p.run(opener)
+    assert thread_crashes == []
+    kinds = events.kinds()
+    assert kinds.count("source_lost") >= 2 and kinds.count("source_error") == 1
+    assert opened["n"] >= 3 and stats.frames_in >= 4  # it kept reconnecting and reading
+    texts = [e.message for e in events.events if e.kind in ("source_lost", "source_error")]
+    assert all("hunter2" not in t for t in texts)  # a library's message never carries the password out
+    assert "source rtsp://cam.local/stream: reading failed unexpectedly (RuntimeError)" in texts
+    assert "camera cam's source: opening failed unexpectedly (ValueError)" in texts
+
+
+def test_a_file_source_that_raises_something_unexpected_ends_the_camera_cleanly(
+        thread_crashes: list[BaseException | None]) -> None:
+    p, events, _ = make([OkAnalyzer()], [])
+    stats = p.run(lambda: BrokenSource(after=3, live=False))
+    assert thread_crashes == [] and stats.frames_in == 3
+    assert events.kinds()[-1] == "source_lost"
+
+
 def test_file_source_error_ends_without_crash_loop() -> None:
     p, events, _ = make([OkAnalyzer()], [])
 

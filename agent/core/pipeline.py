@@ -118,6 +118,16 @@ class PipelineStats:
                 self.reasons[key] = self.reasons.get(key, 0) + 1
 
 
+def _source_failure(e: Exception, what: str, doing: str) -> str:
+    """The event text for a source that failed. A `SourceError` is ours and says it in our words,
+    the source named without its password; any other exception (OpenCV, FFmpeg, a plugin) is
+    named by its type only: libraries put the URL they were given, password and all, in their
+    messages, and the event goes to events.jsonl and the broker."""
+    if isinstance(e, SourceError):
+        return str(e)
+    return f"{what}: {doing} failed unexpectedly ({type(e).__name__})"
+
+
 class CameraPipeline:
     def __init__(
         self,
@@ -451,8 +461,8 @@ class CameraPipeline:
             while not self._stop.is_set():
                 try:
                     src = open_source()
-                except SourceError as e:
-                    self._event("source_error", str(e))
+                except Exception as e:  # noqa: BLE001 - stage boundary: a source that cannot open is an error
+                    self._event("source_error", _source_failure(e, f"camera {self.camera_id}'s source", "opening"))
                     if not self._is_live_spec(open_source):
                         return
                     self._clock.sleep(backoff_s)
@@ -500,8 +510,9 @@ class CameraPipeline:
                         frames.put(self._submit(Frame(self.camera_id, index, t_s, now, img), src.info.live))
                         index += 1
                         backoff_s = 1.0
-                except SourceError as e:
-                    self._event("source_lost", str(e), frame=index)
+                except Exception as e:  # noqa: BLE001 - stage boundary: any failure of a source loses it
+                    self._event("source_lost", _source_failure(e, f"source {src.info.description}", "reading"),
+                                frame=index)
                     if not src.info.live:
                         return
                     self._clock.sleep(backoff_s)
