@@ -223,7 +223,12 @@ def prepare(image: npt.NDArray[np.generic], spec: PrepSpec, in_w_px: int, in_h_p
     x, y = int(box.pad_x_px), int(box.pad_y_px)
     blob = np.empty((1, 3, in_h_px, in_w_px), dtype=np.float32)
     if (new_w, new_h) != (in_w_px, in_h_px):
-        blob.fill(round(min(255.0, max(0.0, spec.pad_value))))
+        # Only the padding strips: filling the whole blob first wrote every pixel twice.
+        pad = round(min(255.0, max(0.0, spec.pad_value)))
+        blob[0, :, :y, :] = pad
+        blob[0, :, y + new_h:, :] = pad
+        blob[0, :, y:y + new_h, :x] = pad
+        blob[0, :, y:y + new_h, x + new_w:] = pad
     # One contiguous plane per channel: a third of the cost of a strided transpose copy.
     planes = cv2.split(resized)
     for c, plane in enumerate(planes[::-1] if spec.rgb else planes):
