@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -58,27 +58,45 @@ def _clip(path: Path) -> None:
             c.mux(p)
 
 
-@pytest.fixture(scope="module")
-def camera(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    t = tmp_path_factory.mktemp("rtsp")
-    clip = t / "cam.h264"
-    _clip(clip)
-    ready = t / "port"
-    log = (t / "server.log").open("w")
-    # scripts/bootstrap installs GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0).
-    proc = subprocess.Popen(["/usr/bin/python3", str(SERVE), "--clip", f"cam={clip}", "--fps", str(FPS),
-                             "--ready", str(ready)], stdout=log, stderr=subprocess.STDOUT)
-    try:
+class Server:
+    """bench/rtsp_serve.py serving one clip as `cam`, on a free port or a given one."""
+
+    def __init__(self, t: Path, clip: Path, port: int = 0) -> None:
+        ready = t / f"port-{time.monotonic_ns()}"
+        self._log_path = t / "server.log"
+        self._log = self._log_path.open("a")
+        # scripts/bootstrap installs GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0).
+        self._proc = subprocess.Popen(["/usr/bin/python3", str(SERVE), "--clip", f"cam={clip}", "--fps", str(FPS),
+                                       "--port", str(port), "--ready", str(ready)],
+                                      stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while not ready.exists():
-            assert proc.poll() is None, (t / "server.log").read_text()
+            assert self._proc.poll() is None, self._log_path.read_text()
             assert time.monotonic() < deadline, "the RTSP server did not start"
             time.sleep(0.1)
-        yield f"rtsp://127.0.0.1:{ready.read_text().strip()}/cam"
+        self.port = int(ready.read_text().strip())
+        self.url = f"rtsp://127.0.0.1:{self.port}/cam"
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("rtsp") / "cam.h264"
+    _clip(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def camera(clip: Path) -> Iterator[str]:
+    server = Server(clip.parent, clip)
+    try:
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -125,6 +143,46 @@ def test_rtsp_camera_through_a_pipeline_is_masked_exactly_in_the_zone(camera: st
     for f in sink.frames:
         assert (f.image[:, : W // 2] == 0).all()
         assert float(np.median(f.image[20:60, W // 2 :])) >= GREY - 6  # the rest is the camera's picture
+
+
+
+def test_a_camera_that_goes_away_is_reconnected_when_it_comes_back(clip: Path) -> None:
+    """The camera's server is stopped mid-stream and started again on the same port: the source
+    is lost (an event, no traceback, nothing released meanwhile), and frames flow again, masked."""
+    server = Server(clip.parent, clip)
+    sink = RecordingSink()
+    events = EventLog()
+    p = CameraPipeline(CameraPolicy("cam", (ZONE,)), [OkAnalyzer()], [sink], lambda: Mode.HOME, events,
+                       clock=SystemClock(), analysis_timeout_s=5.0, max_lag_s=5.0)
+    crashed: list[BaseException | None] = []
+    old_hook = threading.excepthook
+    threading.excepthook = lambda args: crashed.append(args.exc_value)
+    runner = threading.Thread(target=p.run, args=(SourceOpener(server.url),), daemon=True)
+    runner.start()
+    back: Server | None = None
+    try:
+        _wait(lambda: len(sink.frames) >= 10, 20, "no frames before the camera went away")
+        server.stop()
+        _wait(lambda: "source_lost" in events.kinds(), 40, "the lost camera was not noticed")
+        before = len(sink.frames)
+        back = Server(clip.parent, clip, port=server.port)
+        _wait(lambda: len(sink.frames) >= before + 10, 40, f"no frames after the camera came back: {events.kinds()}")
+    finally:
+        p.stop()
+        runner.join(15)
+        threading.excepthook = old_hook
+        if back is not None:
+            back.stop()
+    assert not runner.is_alive() and crashed == []
+    for f in sink.frames:
+        assert (f.image[:, : W // 2] == 0).all()
+
+
+def _wait(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
 
 
 if __name__ == "__main__":
