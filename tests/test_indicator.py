@@ -124,20 +124,23 @@ def test_start_and_stop_switch_it_off(tmp_path: Path) -> None:
     assert start_indicator(HardwareConfig(), [pipe], None, lambda ev: None, clock) is None  # no LED configured
 
 
+class ThreeFrames:
+    """A file source of three grey frames."""
+
+    info = SourceInfo("three", False, 10.0, 3)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def read(self) -> np.ndarray | None:
+        self.n += 1
+        return np.full((24, 32, 3), 77, np.uint8) if self.n <= 3 else None
+
+    def close(self) -> None:
+        pass
+
+
 def test_the_pipeline_says_when_it_last_released_a_frame() -> None:
-    class Source:
-        info = SourceInfo("list", False, 10.0, 3)
-
-        def __init__(self) -> None:
-            self.n = 0
-
-        def read(self) -> np.ndarray | None:
-            self.n += 1
-            return np.full((24, 32, 3), 77, np.uint8) if self.n <= 3 else None
-
-        def close(self) -> None:
-            pass
-
     class Sink:
         name = "s"
         plaintext = True
@@ -155,8 +158,8 @@ def test_the_pipeline_says_when_it_last_released_a_frame() -> None:
     released = CameraPipeline(CameraPolicy("cam", ()), [], [Sink()], lambda: Mode.HOME, EventLog(), clock=clock)
     withheld = CameraPipeline(CameraPolicy("cam", ()), [], [Sink()], lambda: Mode.PRIVACY, EventLog(), clock=clock)
     assert released.last_release_s is None
-    released.run(Source)
-    withheld.run(Source)
+    released.run(ThreeFrames)
+    withheld.run(ThreeFrames)
     assert released.last_release_s == clock.monotonic() and withheld.last_release_s is None
     recording = recording_provider([withheld, released], clock)
     assert recording()
@@ -244,25 +247,11 @@ hardware:
 
 def test_a_camera_without_sinks_still_lights_the_led_when_frames_are_released() -> None:
     """The page shows released frames of a camera that stores nothing: that is watching, and lit."""
-
-    class Source:
-        info = SourceInfo("s", False, 10.0, 3)
-
-        def __init__(self) -> None:
-            self.n = 0
-
-        def read(self) -> np.ndarray | None:
-            self.n += 1
-            return np.full((8, 8, 3), 90, np.uint8) if self.n <= 3 else None
-
-        def close(self) -> None:
-            pass
-
     clock = FakeClock()
     shown: list[object] = []
     pipe = CameraPipeline(CameraPolicy("cam", ()), [], [], lambda: Mode.HOME, EventLog(), clock=clock)
     pipe.set_frame_tap(shown.append)
-    pipe.run(Source)
+    pipe.run(ThreeFrames)
     assert any(isinstance(x, RedactedFrame) for x in shown)
     assert pipe.last_release_s == clock.monotonic()
     assert recording_provider([pipe], clock)()

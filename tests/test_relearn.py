@@ -26,7 +26,7 @@ from agent.analysis.scenestore import (
     SceneStore,
     read_request,
     scene_dir,
-    scene_problems,
+    scene_findings,
     stored_scene_state,
     write_request,
 )
@@ -149,11 +149,11 @@ def test_a_corrupt_stored_scene_withholds_and_doctor_names_the_fix(tmp_path: Pat
     path.write_bytes(path.read_bytes()[:-10])
     a = TamperAnalyzer(TamperConfig(), SceneStore(tmp_path, "cam"))
     assert all("tamper:scene_unreadable" in f for f in faults(a, room(0, 10)))
-    [problem] = scene_problems(tmp_path, ["cam"])
+    [problem] = _lines(tmp_path)
     assert "unreadable or corrupt" in problem and "privacy-agent camera relearn cam" in problem
     a.relearn()
     assert not any(faults(a, room(0, 10)))
-    assert scene_problems(tmp_path, ["cam"]) == []
+    assert _lines(tmp_path) == []
 
 
 class _Collect:
@@ -223,7 +223,6 @@ def test_a_request_that_cannot_be_recorded_is_not_acted_on(tmp_path: Path) -> No
 
 
 def test_doctor_tells_a_corrupt_scene_from_a_moved_camera_whatever_the_path_says(tmp_path: Path) -> None:
-    from agent.analysis.scenestore import scene_findings
 
     data = tmp_path / "removed-moved"  # a path that says "moved" must not make a fault a warning
     store = SceneStore(data, "cam")
@@ -244,7 +243,7 @@ def test_a_malformed_request_is_named_not_acted_on(tmp_path: Path) -> None:
     (d / "relearn").write_text('{"id": [[[[]]]]}')
     with pytest.raises(SceneStateError, match="malformed"):
         read_request(tmp_path, "cam")
-    assert any("malformed" in p for p in scene_problems(tmp_path, ["cam"]))
+    assert any("malformed" in p for p in _lines(tmp_path))
 
 
 CONFIG = """\
@@ -320,3 +319,8 @@ def test_health_and_preview_say_moved_and_the_room() -> None:
     assert camera_notes("cam", scene="moved", private_room="bathroom") == [
         "private room: bathroom (people withhold the frame)", "moved: run privacy-agent camera relearn cam"]
     assert json.dumps(doc)
+
+
+def _lines(data_dir: Path) -> list[str]:
+    """`doctor`'s stored-scene findings for camera `cam`, as text."""
+    return [str(p) for p in scene_findings(data_dir, ["cam"])]

@@ -288,7 +288,8 @@ def _file_ok(path: Path, camera_id: str) -> bool:
 
 
 def _bad_files(store: SceneStore) -> list[Path]:
-    return [p for p in (sorted(store.dir.glob("*.scene")) if store.dir.is_dir() else []) if not _file_ok(p, store.camera_id)]
+    files = sorted(store.dir.glob("*.scene")) if store.dir.is_dir() else []
+    return [p for p in files if not _file_ok(p, store.camera_id)]
 
 
 def stored_scene_state(data_dir: Path, camera_id: str) -> str | None:
@@ -330,8 +331,3 @@ def scene_findings(data_dir: Path, camera_ids: list[str]) -> list[SceneProblem]:
         except SceneStateError as e:
             out.append(SceneProblem(cam, str(e), ""))
     return out
-
-
-def scene_problems(data_dir: Path, camera_ids: list[str]) -> list[str]:
-    """`scene_findings` as lines."""
-    return [str(p) for p in scene_findings(data_dir, camera_ids)]
