@@ -385,7 +385,18 @@ def main() -> int:
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--keep", help="work in this directory (kept) instead of a temporary one")
     a = ap.parse_args()
-    counts = [int(x) for x in a.cameras.split(",")]
+    try:
+        counts = [int(x) for x in a.cameras.split(",")]
+    except ValueError:
+        ap.error(f"--cameras {a.cameras!r}: give camera counts as whole numbers, comma-separated (1,2,4)")
+    if not counts or min(counts) < 1:
+        ap.error(f"--cameras {a.cameras!r}: each camera count must be 1 or more")
+    # Figures come from the window after the warmup: a run no longer than it has no figures at all.
+    if a.seconds <= a.warmup:
+        ap.error(f"--seconds {a.seconds:g} must be longer than --warmup {a.warmup:g}")
+    if a.baseline_seconds <= min(a.warmup, 10.0):
+        ap.error(f"--baseline-seconds {a.baseline_seconds:g} must be longer than the decode-only warmup "
+                 f"({min(a.warmup, 10.0):g} s, the smaller of --warmup and 10)")
     ensure_gstreamer()
     env = {**os.environ, **RTSP_ENV}
     print(f"machine: {os.uname().machine}, {os.cpu_count()} cores; python {sys.version.split()[0]}; "
