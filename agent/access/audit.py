@@ -31,6 +31,7 @@ is dropping a torn final line without a newline, which is reported and itself lo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -431,6 +432,29 @@ def verify_log(path: Path, hub: HubPublic, checkpoints: Iterable[Checkpoint] = (
                             f"the newest signed checkpoint (size {newest}) are not covered by a signature")
     head = entries[-1].hash if entries else ZERO_HASH_HEX
     return VerifyReport(len(entries), head, merkle.root(leaves).hex(), tuple(problems), len(cps), tuple(warnings))
+
+
+def verify_with_checkpoint(path: Path, hub: HubPublic, own_checkpoint: Path | None,
+                           pins: Iterable[Checkpoint] = ()) -> VerifyReport:
+    """`verify_log` against the hub's own signed checkpoint file (when given) and the owner's pins.
+
+    The one verdict `owner audit verify` prints and the hub's page shows. A missing or bad checkpoint
+    file is one of the report's problems, not an exception: the log is still checked against the
+    pins, and the owner sees both findings (a deleted checkpoint is itself a sign of tampering).
+    """
+    signed: list[Checkpoint] = []
+    problems: list[str] = []
+    if own_checkpoint is not None:
+        try:
+            signed.append(Checkpoint.decode(own_checkpoint.read_bytes(), hub, str(own_checkpoint)))
+        except FileNotFoundError:
+            problems.append(f"the hub's signed checkpoint {own_checkpoint} is missing")
+        except OSError as e:
+            problems.append(f"the hub's signed checkpoint {own_checkpoint} cannot be read ({e.strerror})")
+        except AuditError as e:
+            problems.append(f"hub checkpoint: {e}")
+    report = verify_log(path, hub, [*signed, *pins])
+    return dataclasses.replace(report, problems=tuple(problems) + report.problems)
 
 
 # --- owner-side pins -----------------------------------------------------------------

@@ -8,14 +8,13 @@ checked against the hub's signed checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.access.audit import CHECKPOINT_FILE, Checkpoint, audit_dir, verify_log
+from agent.access.audit import CHECKPOINT_FILE, audit_dir, verify_with_checkpoint
 from agent.clock import Clock
 from agent.crypto.keys import load_hub_public
 from agent.errors import AgentError
@@ -34,20 +33,10 @@ def audit_verdict(data_dir: Path) -> dict[str, Any]:
         hub = load_hub_public(data_dir)
     except AgentError as e:
         return {"ok": False, "entries": 0, "summary": f"cannot verify: {e}", "problems": [str(e)], "warnings": []}
-    problems: list[str] = []
-    signed: list[Checkpoint] = []
-    own = audit_dir(data_dir) / CHECKPOINT_FILE
     try:
-        signed.append(Checkpoint.decode(own.read_bytes(), hub, str(own)))
-    except FileNotFoundError:
-        problems.append(f"the hub's signed checkpoint {own.name} is missing")
-    except AgentError as e:
-        problems.append(f"hub checkpoint: {e}")
-    try:
-        report = verify_log(log_path, hub, signed)
+        report = verify_with_checkpoint(log_path, hub, audit_dir(data_dir) / CHECKPOINT_FILE)
     except AgentError as e:
         return {"ok": False, "entries": 0, "summary": f"cannot verify: {e}", "problems": [str(e)], "warnings": []}
-    report = dataclasses.replace(report, problems=tuple(problems) + report.problems)
     summary = ("OK: chain intact and matching every signed checkpoint" if report.ok
                else f"FAILED verification ({len(report.problems)} problem(s))")
     return {"ok": report.ok, "entries": report.entries, "summary": summary,

@@ -47,6 +47,18 @@ def test_the_audit_verdict_is_audit_verifys(tmp_path: Path, capsys: pytest.Captu
     assert all(f"PROBLEM: {p}" in out for p in v["problems"])
 
 
+def test_a_deleted_checkpoint_is_the_same_problem_on_the_page_and_in_audit_verify(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _hub_with_log(tmp_path)
+    (data / "audit" / "checkpoint").unlink()  # removing the signature is itself tampering
+    v = audit_verdict(data)
+    assert v["ok"] is False
+    assert any("checkpoint" in p and "missing" in p for p in v["problems"])
+    assert main(["audit", "verify", "--data", str(data)]) != 0
+    out = capsys.readouterr().out
+    assert all(f"PROBLEM: {p}" in out for p in v["problems"])
+
+
 def test_the_audit_status_is_cached_until_the_log_changes(tmp_path: Path) -> None:
     data = _hub_with_log(tmp_path)
     clock = FakeClock()

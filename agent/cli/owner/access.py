@@ -9,7 +9,6 @@ key material.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ from agent.access.audit import (
     audit_dir,
     pin_checkpoint,
     read_pins,
-    verify_log,
+    verify_with_checkpoint,
 )
 from agent.cli.mqttargs import (
     Inbox,
@@ -475,21 +474,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         hub = load_hub_public(args.hub or args.data)
     else:
         raise AuditError("give --data DIR (the hub's data directory) or --log FILE")
-    signed: list[Checkpoint] = []
-    problems: list[str] = []
     own = Path(args.checkpoint) if args.checkpoint else (audit_dir(args.data) / CHECKPOINT_FILE if args.data else None)
-    if own is not None:
-        try:
-            signed.append(Checkpoint.decode(own.read_bytes(), hub, str(own)))
-        except FileNotFoundError:
-            problems.append(f"the hub's signed checkpoint {own} is missing")
-        except AuditError as e:
-            problems.append(f"hub checkpoint: {e}")
     pins = read_pins(Path(args.pins), hub) if args.pins else []
-    report = verify_log(log_path, hub, signed + pins)
-    report = dataclasses.replace(report, problems=tuple(problems) + report.problems)
+    report = verify_with_checkpoint(log_path, hub, own, pins)
     print(f"audit log {log_path}: {report.entries} entries, root {report.root[:16]}…, "
-          f"{len(signed)} hub checkpoint(s) and {len(pins)} pinned checkpoint(s) checked")
+          f"{report.checked - len(pins)} hub checkpoint(s) and {len(pins)} pinned checkpoint(s) checked")
     for w in report.warnings:
         print(f"warning: {w}")
     if report.ok:
