@@ -59,7 +59,15 @@ class AgentError(Exception):
 
 
 class ConfigError(AgentError):
-    """The homeowner's config is malformed or unsafe. Message names key path and YAML line."""
+    """The homeowner's config is malformed or unsafe. Message names key path and YAML line.
+
+    `problems` holds one line per problem, each naming its key path and YAML line: what the
+    homeowner's page lists under a refused save. An error with a single cause has itself as its one
+    problem."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
 
 
 class WebError(AgentError):

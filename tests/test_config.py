@@ -44,6 +44,18 @@ def test_unknown_key_names_path_and_line() -> None:
     assert "cameras[0].zones[0].colour: unknown key 'colour' (config.yaml:9)" in msg
 
 
+def test_each_problem_is_its_own_line_with_key_and_line() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config_text(GOOD + "        colour: red\ncamras: []\n", "config.yaml")
+    assert len(e.value.problems) == 2
+    assert all("(config.yaml:" in p for p in e.value.problems)
+    assert any(p.startswith("cameras[0].zones[0].colour: unknown key") for p in e.value.problems)
+    # One cause: the message is the one problem.
+    with pytest.raises(ConfigError) as e:
+        parse_config_text("", "config.yaml")
+    assert e.value.problems == (str(e.value),)
+
+
 def test_unknown_top_level_key() -> None:
     assert "camras: unknown key" in err(GOOD + "camras: []\n")
 

@@ -131,7 +131,7 @@ def parse_config_text(text: str, fname: str = "config.yaml") -> AgentConfig:
         return AgentConfig.model_validate(_to_plain(root))
     except ValidationError as e:
         msgs = _messages(e, root, fname)
-        raise ConfigError("invalid config:\n  " + "\n  ".join(msgs)) from None
+        raise ConfigError("invalid config:\n  " + "\n  ".join(msgs), tuple(msgs)) from None
 
 
 def config_hash(cfg: AgentConfig) -> str:

@@ -126,11 +126,8 @@ def zones_text(path: Path, camera_id: str, zones: list[PageZone]) -> str:
 
 
 def config_messages(e: ConfigError) -> list[str]:
-    """The lines of a config error, as `check-config` prints them (key path and line each)."""
-    lines = [ln.strip() for ln in str(e).splitlines()]
-    if lines and lines[0] == "invalid config:":
-        lines = lines[1:]
-    return [ln for ln in lines if ln]
+    """The problems of a config error, one line each, as `check-config` prints them (key path and line)."""
+    return list(e.problems)
 
 
 @dataclass(frozen=True, slots=True)
