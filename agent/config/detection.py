@@ -31,6 +31,7 @@ DEFAULT_HARMLESS_LABELS: tuple[str, ...] = (
     "bicycle", "car", "motorbike", "bus", "truck", "boat",
 )
 # What makes a camera a private room under `privacy_room: auto` (the object model's names).
+# "bathtub" is not one of COCO-80 (the bundled object models): it counts for a model whose labels have it.
 ROOM_LABELS: dict[str, str] = {"bed": "bedroom", "toilet": "bathroom", "sink": "bathroom", "bathtub": "bathroom"}
 DEFAULT_THRESHOLDS: dict[str, float] = {
     # Low on purpose: a missed face or bed leaks, an extra mask costs only pixels.
