@@ -50,6 +50,12 @@ SCENE_NOTES = {
     "unsaved": "the learned scene cannot be stored in the data dir: withheld until it can",
     "unverified": "checking the view against the learned scene",
 }
+#: The same states, short enough for one line of the zones picture's legend (`zones preview`, the
+#: page): what to do, in the same words. States that need nothing of the homeowner have none.
+SCENE_LEGEND = {
+    "moved": "moved: run privacy-agent camera relearn {camera}",
+    "unreadable": "stored scene unreadable: run privacy-agent camera relearn {camera}",
+}
 #: Every value of `CameraHealth.scene` (the Home Assistant sensor's options).
 SCENE_STATES = ("ok", "learning", *SCENE_NOTES)
 

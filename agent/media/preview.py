@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from agent.core.datatypes import Analysis, Frame, Image
+from agent.core.health import SCENE_LEGEND
 from agent.core.policy import CameraPolicy, decide_preview
 from agent.core.redact import RedactedFrame, apply, require_redacted
 from agent.core.zones import zone_mask
@@ -188,10 +189,9 @@ def camera_notes(camera_id: str, *, scene: str | None = None, private_room: str 
     notes = []
     if private_room:
         notes.append(f"private room: {private_room} (people withhold the frame)")
-    if scene == "moved":
-        notes.append(f"moved: run privacy-agent camera relearn {camera_id}")
-    elif scene == "unreadable":
-        notes.append(f"stored scene unreadable: run privacy-agent camera relearn {camera_id}")
+    legend = SCENE_LEGEND.get(scene) if scene else None
+    if legend is not None:
+        notes.append(legend.format(camera=camera_id))
     return notes
 
 
