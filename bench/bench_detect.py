@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchargs import positive_int, run_main
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -138,9 +140,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", help="model cache (default: $EPA_MODEL_CACHE or the user cache)")
     p.add_argument("--from", dest="from_dir", help="install every model found here into a temporary cache first")
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--frames", type=int, default=60, help="frames per size for the analyzer fps")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--runs", type=positive_int, default=20)
+    p.add_argument("--frames", type=positive_int, default=60, help="frames per size for the analyzer fps")
+    p.add_argument("--threads", type=positive_int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child-rss", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -176,4 +178,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -21,6 +21,7 @@ import statistics
 import time
 
 import nacl.bindings as sodium
+from benchargs import positive_float, positive_int, run_main
 from nacl.public import PrivateKey
 
 from agent.crypto import envelope as env
@@ -67,10 +68,10 @@ def best(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="envelope benchmark")
-    ap.add_argument("--mib", type=int, default=32, help="data size for throughput")
-    ap.add_argument("--segment-mib", type=float, default=2.0, help="typical segment size (10 s of 720p ~ 2 MiB)")
-    ap.add_argument("--recipients", type=int, default=3)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--mib", type=positive_int, default=32, help="data size for throughput")
+    ap.add_argument("--segment-mib", type=positive_float, default=2.0, help="typical segment size (10 s of 720p ~ 2 MiB)")
+    ap.add_argument("--recipients", type=positive_int, default=3)
+    ap.add_argument("--reps", type=positive_int, default=5)
     a = ap.parse_args()
 
     hub = HubIdentity.generate()
@@ -165,4 +166,4 @@ def epoch_wrapping(hub: HubIdentity, devs: list[DeviceIdentity], sid: bytes, seg
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -51,6 +51,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from benchargs import positive_float, run_main
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 SHARED = REPO.parent / "shared"
@@ -377,9 +379,9 @@ def report(rows: list[tuple[int, list[str], dict[str, Any], dict[str, Any]]], a:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cameras", default="1,2,4", help="camera counts to run, comma-separated")
-    ap.add_argument("--seconds", type=float, default=75.0, help="length of each agent run")
-    ap.add_argument("--warmup", type=float, default=15.0, help="seconds left out of the figures at the start")
-    ap.add_argument("--baseline-seconds", type=float, default=35.0, help="length of each decode-only run")
+    ap.add_argument("--seconds", type=positive_float, default=75.0, help="length of each agent run")
+    ap.add_argument("--warmup", type=positive_float, default=15.0, help="seconds left out of the figures at the start")
+    ap.add_argument("--baseline-seconds", type=positive_float, default=35.0, help="length of each decode-only run")
     ap.add_argument("--lean-malloc", action="store_true",
                     help="also run the agent with glibc's mmap threshold fixed at 1 MiB, and compare")
     ap.add_argument("--json", help="write every figure here")
@@ -443,4 +445,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchargs import frame_size, positive_float, run_main, size_text
+
 REPO = Path(__file__).resolve().parents[1]
 AGENT = [sys.executable, "-m", "agent"]
 
@@ -37,15 +39,15 @@ def peak_of(cmd: list[str], env: dict[str, str]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="1280x720")
-    ap.add_argument("--seconds", default="7")
+    ap.add_argument("--size", type=frame_size, default=(1280, 720), help="frame size WIDTHxHEIGHT")
+    ap.add_argument("--seconds", type=positive_float, default=7.0, help="length of the rendered clip")
     a = ap.parse_args()
     env = dict(os.environ)
     print(f"machine: {os.uname().machine}, {os.cpu_count()} cores; python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as td:
         t = Path(td)
         subprocess.run([*AGENT, "fixtures", "make", "--out", str(t / "fx"), "--scenario", "faces", "--size",
-                        a.size, "--seconds", a.seconds], check=True, capture_output=True, env=env, cwd=REPO)
+                        size_text(a.size), "--seconds", f"{a.seconds:g}"], check=True, capture_output=True, env=env, cwd=REPO)
         clip = t / "fx" / "faces" / "video.mp4"
         base = peak_of([sys.executable, "-c", "import agent.cli.main; agent.cli.main.build_parser()"], env)
         # Each camera writes encrypted clips, as on a hub: hub identity, one owner device as recipient.
@@ -75,9 +77,9 @@ def main() -> int:
         extra = "" if i == 0 else f"{(mib - rows[0][1]) / (n - 1):.0f}"
         print(f"{n:>7} | {mib:12.0f} | {extra:>20}")
     print(f"first camera over the baseline: {rows[0][1] - base:.0f} MiB; target: <= 200 MiB per camera "
-          f"with both models loaded ({a.size}, faces every frame, objects every 5th)")
+          f"with both models loaded ({size_text(a.size)}, faces every frame, objects every 5th)")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from benchargs import positive_int, run_main
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "mqtt"))
@@ -190,8 +192,8 @@ def bench_baseline(b: Broker, rounds: int) -> list[float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=50)
-    ap.add_argument("--events", type=int, default=5000)
+    ap.add_argument("--rounds", type=positive_int, default=50)
+    ap.add_argument("--events", type=positive_int, default=5000)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
@@ -213,4 +215,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

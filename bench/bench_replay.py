@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchargs import frame_sizes, positive_int, run_main
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -170,9 +172,10 @@ def run_child(args: list[str]) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=150)
-    ap.add_argument("--sizes", default="1280x720,1920x1080")
-    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is reported")
+    ap.add_argument("--frames", type=positive_int, default=150)
+    ap.add_argument("--sizes", type=frame_sizes, default=[(1280, 720), (1920, 1080)],
+                    help="frame sizes of the rendered clips, WIDTHxHEIGHT, comma-separated")
+    ap.add_argument("--repeat", type=positive_int, default=2, help="runs per measurement; the best is reported")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -186,8 +189,7 @@ def main() -> int:
     print(f"machine: {os.uname().machine}, {os.cpu_count()} cores; python {sys.version.split()[0]}")
     rows = []
     with tempfile.TemporaryDirectory() as td:
-        for size in a.sizes.split(","):
-            w, h = (int(v) for v in size.split("x"))
+        for w, h in a.sizes:
             clip = Path(td) / f"clip_{w}x{h}.mp4"
             make_clip(clip, w, h, a.frames)
             cfg = Path(td) / f"cfg_{w}x{h}.yaml"
@@ -196,7 +198,7 @@ def main() -> int:
             base2 = max((run_child(["baseline2", str(clip)]) for _ in range(a.repeat)), key=lambda r: r["fps"])
             rep = max((run_child(["replay", str(clip), str(cfg), str(Path(td) / f"out_{w}")])
                        for _ in range(a.repeat)), key=lambda r: r["fps"])
-            rows.append((size, base, base2, rep))
+            rows.append((f"{w}x{h}", base, base2, rep))
     print("decode+encode: sequential in one thread; decode+encode (2 thr): decoder and encoder overlapped on two")
     print("threads like the pipeline's stages. Overhead = time per frame of replay over the 2-thread baseline.")
     print(f"{'clip':>10} | {'dec+enc fps':>11} | {'dec+enc (2 thr)':>15} | {'replay fps':>10} | {'overhead':>8} | "
@@ -210,4 +212,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)
