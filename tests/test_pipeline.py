@@ -316,6 +316,28 @@ def test_a_file_source_that_raises_something_unexpected_ends_the_camera_cleanly(
     assert events.kinds()[-1] == "source_lost"
 
 
+def test_a_failure_of_the_readers_own_work_is_not_called_a_lost_source(
+        thread_crashes: list[BaseException | None]) -> None:
+    sink = RecordingSink()
+    p, events, _ = make([OkAnalyzer()], [sink])
+    submit = p._runner.submit
+    calls = {"n": 0}
+
+    def failing_submit(frame: Frame):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("analysis hand-off broke")
+        return submit(frame)
+
+    p._runner.submit = failing_submit  # type: ignore[method-assign]
+    stats = p.run(lambda: ListSource(10, live=True))
+    assert thread_crashes == []
+    kinds = events.kinds()
+    assert "source_lost" not in kinds and kinds[-1] == "reader_failed"
+    assert "RuntimeError" in events.events[-1].message
+    assert stats.frames_in == 2 and len(sink.frames) == 2  # nothing after the failure is released
+
+
 def test_file_source_error_ends_without_crash_loop() -> None:
     p, events, _ = make([OkAnalyzer()], [])
 

@@ -470,6 +470,7 @@ class CameraPipeline:
                     continue
                 self._live = src.info.live
                 start = self._clock.monotonic()
+                lost: Exception | None = None
                 try:
                     while not self._stop.is_set():
                         try:
@@ -484,6 +485,11 @@ class CameraPipeline:
                             frames.put(Decision(self.camera_id, index, t_s, Action.WITHHOLD, (reason,)))
                             index += 1
                             continue
+                        except Exception as e:  # noqa: BLE001 - whatever the source raised, it is lost
+                            # Only the read: a failure of this stage's own work (a relearn, the
+                            # analysis hand-off) is not the camera's and must not pass for it.
+                            lost = e
+                            break
                         if damage is not None:
                             first, count, errors = damage
                             damage = None
@@ -510,15 +516,20 @@ class CameraPipeline:
                         frames.put(self._submit(Frame(self.camera_id, index, t_s, now, img), src.info.live))
                         index += 1
                         backoff_s = 1.0
-                except Exception as e:  # noqa: BLE001 - stage boundary: any failure of a source loses it
-                    self._event("source_lost", _source_failure(e, f"source {src.info.description}", "reading"),
+                finally:
+                    src.close()
+                if lost is not None:
+                    self._event("source_lost", _source_failure(lost, f"source {src.info.description}", "reading"),
                                 frame=index)
                     if not src.info.live:
                         return
                     self._clock.sleep(backoff_s)
                     backoff_s = min(_BACKOFF_MAX_S, backoff_s * 2)
-                finally:
-                    src.close()
+        except Exception as e:  # noqa: BLE001 - stage boundary: the reader's own failure ends the camera
+            # Not a source fault (those are handled above): the camera stops reading, so nothing more
+            # of it is released, and says why instead of dying with a traceback.
+            self._event("reader_failed", f"camera {self.camera_id}: reading stopped at frame {index} "
+                        f"({type(e).__name__}: {e})", frame=index)
         finally:
             frames.put(None)
 
