@@ -82,11 +82,7 @@ TRIM_EVERY_S = 2.0
 
 def glibc_trim() -> Callable[[], object] | None:
     """glibc's `malloc_trim(0)` as a callable, or None where there is none."""
-    libc = _glibc()
-    try:
-        fn = libc.malloc_trim if libc is not None else None
-    except AttributeError:
-        return None
+    fn = getattr(_glibc(), "malloc_trim", None)
     if fn is None:
         return None
     fn.argtypes = [ctypes.c_size_t]
