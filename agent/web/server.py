@@ -48,7 +48,7 @@ from agent.vocab import Mode
 from agent.web.auth import LoginLimiter, PasswordStore, Session, Sessions, csrf_ok
 from agent.web.board import FrameBoard
 from agent.web.status import AccessState, AuditStatus, camera_counters, pending_challenges
-from agent.web.zonesave import BadZones, PageZone, ZoneSaver, config_messages, parse_page_zones
+from agent.web.zonesave import BadZones, PageZone, ZoneSaver, parse_page_zones
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class WebApp:
             saved, live = self.saver.save(camera_id, zones)
         except ConfigError as e:
             return HTTPStatus.UNPROCESSABLE_ENTITY, {"error": "not saved: the config would not be valid",
-                                                     "errors": config_messages(e)}
+                                                     "errors": list(e.problems)}
         except AgentError as e:
             return HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"not saved: {e}"}
         except OSError as e:

@@ -26,7 +26,6 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from agent.config import LoadedConfig, config_hash, parse_config_text
 from agent.config.edit import edit_camera, write_config_atomically
 from agent.core.policy import CameraPolicy, camera_policy
-from agent.errors import ConfigError
 
 ZONE_KEYS = {"name", "points", "action", "style", "was"}
 MAX_ZONES = 64
@@ -123,11 +122,6 @@ def zones_text(path: Path, camera_id: str, zones: list[PageZone]) -> str:
             cam["zones"] = new
 
     return edit_camera(path, camera_id, replace_zones)
-
-
-def config_messages(e: ConfigError) -> list[str]:
-    """The problems of a config error, one line each, as `check-config` prints them (key path and line)."""
-    return list(e.problems)
 
 
 @dataclass(frozen=True, slots=True)
