@@ -51,7 +51,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from benchargs import positive_float, run_main
+from benchargs import positive_float, positive_ints, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -378,7 +378,7 @@ def report(rows: list[tuple[int, list[str], dict[str, Any], dict[str, Any]]], a:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cameras", default="1,2,4", help="camera counts to run, comma-separated")
+    ap.add_argument("--cameras", type=positive_ints, default=[1, 2, 4], help="camera counts to run, comma-separated")
     ap.add_argument("--seconds", type=positive_float, default=75.0, help="length of each agent run")
     ap.add_argument("--warmup", type=positive_float, default=15.0, help="seconds left out of the figures at the start")
     ap.add_argument("--baseline-seconds", type=positive_float, default=35.0, help="length of each decode-only run")
@@ -387,12 +387,7 @@ def main() -> int:
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--keep", help="work in this directory (kept) instead of a temporary one")
     a = ap.parse_args()
-    try:
-        counts = [int(x) for x in a.cameras.split(",")]
-    except ValueError:
-        ap.error(f"--cameras {a.cameras!r}: give camera counts as whole numbers, comma-separated (1,2,4)")
-    if not counts or min(counts) < 1:
-        ap.error(f"--cameras {a.cameras!r}: each camera count must be 1 or more")
+    counts: list[int] = a.cameras
     # Figures come from the window after the warmup: a run no longer than it has no figures at all.
     if a.seconds <= a.warmup:
         ap.error(f"--seconds {a.seconds:g} must be longer than --warmup {a.warmup:g}")

@@ -34,6 +34,14 @@ def nonnegative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def positive_ints(text: str) -> list[int]:
+    """A comma-separated list of whole numbers of 1 or more, e.g. camera counts 1,2,4."""
+    values = [_int_at_least(part.strip(), 1) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one whole number")
+    return values
+
+
 def positive_float(text: str) -> float:
     try:
         v = float(text)
