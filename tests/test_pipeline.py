@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 
@@ -434,11 +435,12 @@ def test_a_failing_lane_withholds_only_its_frames() -> None:
 def test_tune_process_turns_off_opencv_threads_and_is_idempotent() -> None:
     import cv2
 
-    from agent.core.process import tune_process
+    from agent.core.process import SWITCH_INTERVAL_S, tune_process
 
     tune_process()
     tune_process()
     assert cv2.getNumThreads() == 1
+    assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
 
 
 def test_heap_trimmer_trims_on_its_interval_and_stops() -> None:

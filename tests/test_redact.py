@@ -69,6 +69,30 @@ def test_detection_boxes_and_zones_combine() -> None:
     assert out.image[5, 5].max() == 0 and out.image[55, 55].max() == 0 and out.image[99, 99].tolist() != [255] * 3
 
 
+@pytest.mark.parametrize("style", list(Style))
+def test_a_frames_many_blobs_mask_each_as_alone(style: Style) -> None:
+    # Foreground blobs are stamped together, one raster per style: each blob's own pixels change,
+    # the rest of the frame does not, whether blobs overlap or lie far apart.
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    blobs = []
+    for i in range(12):
+        cx, cy = rng.uniform(0.1, 0.9, 2)
+        pts = [(float(np.clip(cx + 0.08 * np.cos(a), 0, 1)), float(np.clip(cy + 0.12 * np.sin(a), 0, 1)))
+               for a in np.linspace(0, 2 * np.pi, 7, endpoint=False) + i]
+        blobs.append(MaskRegion("foreground:person", "foreground", validate_polygon(pts), style))
+    out = redact.apply(frame(img), Decision("cam", 0, 0.0, Action.MASK, (), tuple(blobs)))
+    assert out is not None
+    each = np.zeros((90, 160), bool)
+    for b in blobs:
+        each |= zone_mask(b.points, 160, 90) > 0
+    assert np.array_equal(regions_mask(tuple(blobs), 160, 90) > 0, each)
+    changed = np.any(out.image != img, axis=2)
+    assert changed[each].all() and not changed[~each].any()
+    if style is Style.SOLID:
+        assert out.image[each].max() == 0
+
+
 def test_withhold_gives_no_frame() -> None:
     img = np.zeros((4, 4, 3), np.uint8)
     assert redact.apply(frame(img), Decision("cam", 0, 0.0, Action.WITHHOLD, ("x",))) is None

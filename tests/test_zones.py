@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.core.zones import zone_mask
+from agent.core.zones import polygons_mask_window, zone_mask
 from agent.geometry import PointRel, PolygonError, validate_polygon
 
 
@@ -65,6 +65,46 @@ def test_every_pixel_centre_inside_is_masked_in_any_vertex_order(pts: list[tuple
     poly = tuple(PointRel(x, y) for x, y in pts)
     mask = zone_mask(poly, w, h) > 0
     assert not (centres_inside(pts, w, h) & ~mask).any(), "a pixel inside the polygon is not masked"
+
+
+def union_of_zone_masks(polys: list[tuple[PointRel, ...]], w: int, h: int) -> np.ndarray:
+    want = np.zeros((h, w), bool)
+    for p in polys:
+        want |= zone_mask(p, w, h) > 0
+    return want
+
+
+def placed(polys: list[tuple[PointRel, ...]], w: int, h: int) -> np.ndarray:
+    m, (x0, y0, x1, y1) = polygons_mask_window(polys, w, h)
+    out = np.zeros((h, w), bool)
+    out[y0:y1, x0:x1] = m > 0
+    return out
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=3, max_size=9), min_size=1,
+                max_size=7), st.integers(1, 97), st.integers(1, 83))
+def test_polygons_together_are_the_union_of_each_alone(polys: list[list[tuple[float, float]]], w: int,
+                                                        h: int) -> None:
+    # A frame's foreground blobs are rasterised in one call: exactly the pixels each would get alone.
+    pp = [tuple(PointRel(x, y) for x, y in p) for p in polys]
+    assert np.array_equal(placed(pp, w, h), union_of_zone_masks(pp, w, h))
+
+
+@pytest.mark.parametrize("copies", [255, 256, 257, 512, 600])
+def test_many_polygons_over_one_pixel_still_mask_it(copies: int) -> None:
+    # Counts over a pixel are kept modulo 256 in each pass: 256 intervals over one pixel must not
+    # read as none. The same triangle many times over, and many thin slivers across one row.
+    tri = validate_polygon([[0.1, 0.1], [0.9, 0.2], [0.4, 0.9]])
+    assert np.array_equal(placed([tri] * copies, 64, 48), zone_mask(tri, 64, 48) > 0)
+    slivers = [tuple(PointRel(x, y) for x, y in ((i / copies, 0.4), ((i + 1) / copies, 0.4), (i / copies, 0.6)))
+               for i in range(copies)]
+    assert np.array_equal(placed(slivers, 1000, 50), union_of_zone_masks(slivers, 1000, 50))
+
+
+def test_no_polygons_mask_nothing() -> None:
+    m, window = polygons_mask_window([], 64, 48)
+    assert m.size == 0 and window == (0, 0, 0, 0)
 
 
 def test_a_comb_masks_each_tooth_and_leaves_the_gaps() -> None:

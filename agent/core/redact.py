@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from agent.core.datatypes import Decision, Frame, Image, MaskRegion
-from agent.core.zones import Mask, polygon_mask_window, rect_pixels, zone_mask_window
+from agent.core.zones import Mask, polygons_mask_window, rect_pixels, zone_mask_window
 from agent.errors import PrivacyViolation
 from agent.geometry import PointRel
 from agent.vocab import Action, Style
@@ -102,15 +102,42 @@ def _stylize(out: Image, original: Image, m: Mask, style: Style, bbox: tuple[int
     cv2.copyTo(fill, m, sub)
 
 
-def region_raster(points: tuple[PointRel, ...], width_px: int, height_px: int,
-                  cached: bool = True) -> tuple[Mask, tuple[int, int, int, int]]:
-    """(bbox-sized mask, bbox) of one region: the one rasterisation redaction and evaluation share.
-    `cached`: the polygon repeats from frame to frame (a zone, not a foreground blob)."""
+def region_raster(points: tuple[PointRel, ...], width_px: int, height_px: int) -> tuple[Mask, tuple[int, int, int, int]]:
+    """(bbox-sized mask, bbox) of one region, as `apply` stamps it: a rectangle whole, a polygon from the zone cache."""
     rect = rect_pixels(points, width_px, height_px)
     if rect is not None:
         x0, y0, x1, y1 = rect
         return _ones((y1 - y0, x1 - x0)), rect
-    return (zone_mask_window if cached else polygon_mask_window)(points, width_px, height_px)
+    return zone_mask_window(points, width_px, height_px)
+
+
+Bbox = tuple[int, int, int, int]
+
+
+def _rasters(regions: tuple[MaskRegion, ...], w: int, h: int) -> list[tuple[Mask | None, Bbox, Style]]:
+    """The regions as redaction stamps them, each (bbox-sized mask or None for all of it, bbox, style).
+
+    The one rasterisation `apply` and evaluation share. A rectangle (a detection box) is its
+    bounds. A zone repeats from frame to frame: its mask comes from the cache. Every other polygon
+    (a frame's foreground blobs, new each frame) is rasterised with the others of its style in one
+    `polygons_mask_window` call: a call per blob cost a camera's thread more in waiting for the
+    GIL than in the work itself.
+    """
+    out: list[tuple[Mask | None, Bbox, Style]] = []
+    loose: dict[Style, list[tuple[PointRel, ...]]] = {}
+    for r in regions:
+        rect = rect_pixels(r.points, w, h)
+        if rect is not None:
+            out.append((None, rect, r.style))
+        elif r.kind == "zone":
+            m, bbox = zone_mask_window(r.points, w, h)
+            out.append((m, bbox, r.style))
+        else:
+            loose.setdefault(r.style, []).append(r.points)
+    for style, polygons in loose.items():
+        m, bbox = polygons_mask_window(polygons, w, h)
+        out.append((m, bbox, style))
+    return out
 
 
 _BLACK: dict[tuple[int, ...], Image] = {}
@@ -129,15 +156,6 @@ def _ones(shape: tuple[int, int]) -> Mask:
     return np.full(shape, 255, np.uint8)
 
 
-def _solid_polygon(out: Image, points: tuple[PointRel, ...], w: int, h: int, cached: bool) -> None:
-    # Rasterised and stamped in the polygon's bbox alone: cv2.copyTo with a mask is ~200x faster
-    # than numpy boolean indexing, and a blob that changes every frame costs its own size (a
-    # full-frame mask per polygon per frame was most of redaction's time with the foreground layer).
-    m, (x0, y0, x1, y1) = (zone_mask_window if cached else polygon_mask_window)(points, w, h)
-    # A view into one cached black frame: bbox shapes change every frame and would churn the cache.
-    cv2.copyTo(_black(out.shape)[y0:y1, x0:x1], m, out[y0:y1, x0:x1])
-
-
 def apply(frame: Frame, decision: Decision) -> RedactedFrame | None:
     """Apply a decision to a frame. Returns None when the frame is withheld."""
     if decision.camera_id != frame.camera_id or decision.frame_index != frame.index:
@@ -147,25 +165,26 @@ def apply(frame: Frame, decision: Decision) -> RedactedFrame | None:
     # A PASS that carries regions is contradictory; the regions are applied anyway.
     w, h = frame.width_px, frame.height_px
     out = frame.image.copy()
-    for r in decision.regions:
-        if r.style is Style.SOLID:
-            rect = rect_pixels(r.points, w, h)
-            if rect is not None:
-                x0, y0, x1, y1 = rect
+    for m, (x0, y0, x1, y1), style in _rasters(decision.regions, w, h):
+        if style is Style.SOLID:
+            if m is None:
                 out[y0:y1, x0:x1] = 0
             else:
-                _solid_polygon(out, r.points, w, h, cached=r.kind == "zone")
+                # A view into one cached black frame: bbox shapes change every frame and would churn the cache.
+                # cv2.copyTo with a mask is ~200x faster than numpy boolean indexing.
+                cv2.copyTo(_black(out.shape)[y0:y1, x0:x1], m, out[y0:y1, x0:x1])
             continue
-        m, bbox = region_raster(r.points, w, h, cached=r.kind == "zone")
-        _stylize(out, frame.image, m, r.style, bbox)
+        _stylize(out, frame.image, _ones((y1 - y0, x1 - x0)) if m is None else m, style, (x0, y0, x1, y1))
     return RedactedFrame(frame.camera_id, frame.index, frame.t_s, out, decision, _MINT)
 
 
 def regions_mask(regions: tuple[MaskRegion, ...], width_px: int, height_px: int) -> Mask:
     """Union mask of regions, rasterised exactly as `apply` does (for evaluation and previews)."""
     out = np.zeros((height_px, width_px), np.uint8)
-    for r in regions:
-        m, (x0, y0, x1, y1) = region_raster(r.points, width_px, height_px, cached=r.kind == "zone")
+    for m, (x0, y0, x1, y1), _style in _rasters(regions, width_px, height_px):
         sub = out[y0:y1, x0:x1]
-        cv2.bitwise_or(sub, m, dst=sub)
+        if m is None:
+            sub[:] = 255
+        else:
+            cv2.bitwise_or(sub, m, dst=sub)
     return out
