@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,7 @@ def test_a_corrupt_stored_scene_withholds_and_doctor_names_the_fix(tmp_path: Pat
     assert all("tamper:scene_unreadable" in f for f in faults(a, room(0, 10)))
     [problem] = _lines(tmp_path)
     assert "unreadable or corrupt" in problem and "privacy-agent camera relearn cam" in problem
+    assert "it is corrupt (checksum)" in problem, "doctor names the cause, not just the verdict"
     a.relearn()
     assert not any(faults(a, room(0, 10)))
     assert _lines(tmp_path) == []
@@ -235,6 +237,23 @@ def test_doctor_tells_a_corrupt_scene_from_a_moved_camera_whatever_the_path_says
     store.set_moved(True, {})
     [moved] = scene_findings(data, ["cam"])
     assert moved.moved and str(moved).startswith("camera cam: moved")
+
+
+@pytest.mark.parametrize(("damage", "cause"), [
+    (lambda p: p.write_bytes(b"not a scene at all"), "is not a scene file"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-1] + bytes([p.read_bytes()[-1] ^ 1])), "is corrupt (checksum)"),
+    (lambda p: (p.unlink(), p.mkdir()), "cannot be read"),
+])
+def test_doctor_names_why_a_stored_scene_is_refused(tmp_path: Path, damage: Callable[[Path], object],
+                                                    cause: str) -> None:
+    store = SceneStore(tmp_path, "cam")
+    store.save("tamper", np.zeros((120, 160), np.float32))
+    path = store.dir / "tamper.scene"
+    damage(path)
+    [finding] = scene_findings(tmp_path, ["cam"])
+    assert f"stored scene {path} is unreadable or corrupt: it {cause}" in str(finding)
+    with pytest.raises(SceneStateError, match="camera relearn cam"):
+        SceneStore(tmp_path, "cam").load("tamper", (120, 160), "float32")
 
 
 def test_a_malformed_request_is_named_not_acted_on(tmp_path: Path) -> None:

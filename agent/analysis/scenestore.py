@@ -250,46 +250,51 @@ class RelearnWatcher:
             self._thread.join(timeout=2.0)
 
 
-def _decode(path: Path, camera_id: str) -> np.ndarray | None:
-    """A scene file's array (bounded read, magic, checksum, a plain finite array), None if there is
-    no file. Anything else wrong raises `SceneStateError`; `run` and `doctor` judge files alike."""
+def _read_scene(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """(array, None) for a good scene file, (None, None) when there is none (first start), else
+    (None, what is wrong with it), worded to follow the file's name."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_SCENE_BYTES + 1)
     except FileNotFoundError:
-        return None
+        return None, None
     except OSError as e:
-        raise SceneStateError(f"stored scene {path} cannot be read ({e.strerror or e}); "
-                              f"{relearn_hint(camera_id)}") from None
-    what = f"stored scene {path}"
+        return None, f"cannot be read ({e.strerror or e})"
     if len(data) > MAX_SCENE_BYTES:
-        raise SceneStateError(f"{what} is larger than {MAX_SCENE_BYTES} bytes; {relearn_hint(camera_id)}")
+        return None, f"is larger than {MAX_SCENE_BYTES} bytes"
     head = len(_MAGIC) + _DIGEST_BYTES
     if not data.startswith(_MAGIC) or len(data) < head:
-        raise SceneStateError(f"{what} is not a scene file; {relearn_hint(camera_id)}")
+        return None, "is not a scene file"
     payload = data[head:]
     if hashlib.sha256(payload).digest() != data[len(_MAGIC):head]:
-        raise SceneStateError(f"{what} is corrupt (checksum); {relearn_hint(camera_id)}")
+        return None, "is corrupt (checksum)"
     try:
         arr = np.load(io.BytesIO(payload), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise SceneStateError(f"{what} is corrupt ({e}); {relearn_hint(camera_id)}") from None
+        return None, f"is corrupt ({e})"
     if not isinstance(arr, np.ndarray) or not np.isfinite(arr).all():
-        raise SceneStateError(f"{what} holds no finite array; {relearn_hint(camera_id)}")
+        return None, "holds no finite array"
+    return arr, None
+
+
+def _decode(path: Path, camera_id: str) -> np.ndarray | None:
+    """A scene file's array (bounded read, magic, checksum, a plain finite array), None if there is
+    no file. Anything else wrong raises `SceneStateError`; `run` and `doctor` judge files alike."""
+    arr, fault = _read_scene(path)
+    if fault is not None:
+        raise SceneStateError(f"stored scene {path} {fault}; {relearn_hint(camera_id)}")
     return arr
 
 
-def _file_ok(path: Path, camera_id: str) -> bool:
-    try:
-        _decode(path, camera_id)
-    except SceneStateError:
-        return False
-    return True
-
-
-def _bad_files(store: SceneStore) -> list[Path]:
+def _bad_files(store: SceneStore) -> list[tuple[Path, str]]:
+    """Each stored scene file of the camera that `run` would refuse, with what is wrong with it."""
     files = sorted(store.dir.glob("*.scene")) if store.dir.is_dir() else []
-    return [p for p in files if not _file_ok(p, store.camera_id)]
+    out = []
+    for p in files:
+        fault = _read_scene(p)[1]
+        if fault is not None:
+            out.append((p, fault))
+    return out
 
 
 def stored_scene_state(data_dir: Path, camera_id: str) -> str | None:
@@ -320,8 +325,11 @@ def scene_findings(data_dir: Path, camera_ids: list[str]) -> list[SceneProblem]:
     out = []
     for cam in camera_ids:
         store = SceneStore(data_dir, cam)
-        for path in _bad_files(store):
-            out.append(SceneProblem(cam, f"stored scene {path} is unreadable or corrupt", relearn_hint(cam)))
+        for path, fault in _bad_files(store):
+            # The cause, not just the verdict: an unreadable file (permissions, a failing card) is
+            # fixed differently from one whose bytes were changed.
+            out.append(SceneProblem(cam, f"stored scene {path} is unreadable or corrupt: it {fault}",
+                                    relearn_hint(cam)))
         if store.moved:
             out.append(SceneProblem(cam, "moved (its view no longer matches the learned scene) and withheld",
                                     f"check the zones with `privacy-agent zones preview`, then {relearn_hint(cam)}",
