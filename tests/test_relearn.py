@@ -80,7 +80,8 @@ def test_the_store_is_private_atomic_checksummed_and_bounded(tmp_path: Path) -> 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert not list(path.parent.glob("*.tmp"))
-    assert np.array_equal(store.load("tamper", (120, 160), "float32"), ref)
+    loaded = store.load("tamper", (120, 160), "float32")
+    assert loaded is not None and np.array_equal(loaded, ref)
     with pytest.raises(SceneStateError, match="not float32"):
         store.load("tamper", (60, 80), "float32")
     data = bytearray(path.read_bytes())
