@@ -50,8 +50,9 @@ def tune_process() -> None:
     numpy, encode) that let go of the GIL and must take it back on return. A thread coming back
     waits until the holder lets go, which a thread running Python does only when the interval
     is up: with four cameras that wait was 4 ms on average and 21 ms at the 99th percentile, a
-    few times per frame on every thread. At 1 ms the slowest of four live 720p cameras was read
-    at 14.0 instead of 12.6 fps, for no more CPU (bench/bench_live.py).
+    few times per frame on every thread. With four live 720p cameras (the streams of
+    bench/bench_live.py, two pairs of 75 s runs), the slowest camera read 1,032-1,034 frames at
+    1 ms against 897-954 at 5 ms, for about the same process CPU.
     """
     cv2.setNumThreads(1)
     _cap_malloc_arenas(2)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from agent.core.datatypes import Decision, Frame, Image, MaskRegion
-from agent.core.zones import Mask, polygons_mask_window, rect_pixels, zone_mask_window
+from agent.core.zones import Mask, Window, polygons_mask_window, rect_pixels, zone_mask_window
 from agent.errors import PrivacyViolation
 from agent.geometry import PointRel
 from agent.vocab import Action, Style
@@ -102,19 +102,7 @@ def _stylize(out: Image, original: Image, m: Mask, style: Style, bbox: tuple[int
     cv2.copyTo(fill, m, sub)
 
 
-def region_raster(points: tuple[PointRel, ...], width_px: int, height_px: int) -> tuple[Mask, tuple[int, int, int, int]]:
-    """(bbox-sized mask, bbox) of one region, as `apply` stamps it: a rectangle whole, a polygon from the zone cache."""
-    rect = rect_pixels(points, width_px, height_px)
-    if rect is not None:
-        x0, y0, x1, y1 = rect
-        return _ones((y1 - y0, x1 - x0)), rect
-    return zone_mask_window(points, width_px, height_px)
-
-
-Bbox = tuple[int, int, int, int]
-
-
-def _rasters(regions: tuple[MaskRegion, ...], w: int, h: int) -> list[tuple[Mask | None, Bbox, Style]]:
+def _rasters(regions: tuple[MaskRegion, ...], w: int, h: int) -> list[tuple[Mask | None, Window, Style]]:
     """The regions as redaction stamps them, each (bbox-sized mask or None for all of it, bbox, style).
 
     The one rasterisation `apply` and evaluation share. A rectangle (a detection box) is its
@@ -123,7 +111,7 @@ def _rasters(regions: tuple[MaskRegion, ...], w: int, h: int) -> list[tuple[Mask
     `polygons_mask_window` call: a call per blob cost a camera's thread more in waiting for the
     GIL than in the work itself.
     """
-    out: list[tuple[Mask | None, Bbox, Style]] = []
+    out: list[tuple[Mask | None, Window, Style]] = []
     loose: dict[Style, list[tuple[PointRel, ...]]] = {}
     for r in regions:
         rect = rect_pixels(r.points, w, h)

@@ -122,11 +122,10 @@ def _paint(row: npt.NDArray[np.int64], start: npt.NDArray[np.int64], end: npt.ND
     """
     wx0, wy0, wx1, wy1 = window
     ww, wh = wx1 - wx0, wy1 - wy0
-    out = np.zeros((wh, ww), np.uint8)
     keep = end > start
     row, start, end = row[keep] - wy0, start[keep] - wx0, end[keep] - wx0
     if row.size == 0:
-        return out
+        return np.zeros((wh, ww), np.uint8)
     if row.size >= 1 << 23:
         # Each pass's integral image sums at most 256 per interval: keep it inside int32.
         raise ValueError(f"{row.size} mask intervals in one frame: too many to rasterise")
@@ -138,7 +137,8 @@ def _paint(row: npt.NDArray[np.int64], start: npt.NDArray[np.int64], end: npt.ND
         rank = np.arange(row.size) - np.searchsorted(row, row)  # the interval's place in its row
         layers = [(rank >= k) & (rank < k + _LAYER) for k in range(0, int(rank.max()) + 1, _LAYER)]
     low = 0 if sys.byteorder == "little" else 3  # the byte of each int32 sum that holds it modulo 256
-    for sel in layers:
+
+    def covered(sel: npt.NDArray[np.bool_]) -> Mask:
         diff = np.zeros((wh, ww + 1), np.uint8)
         flat = diff.reshape(-1)
         base = row[sel] * (ww + 1)
@@ -147,7 +147,11 @@ def _paint(row: npt.NDArray[np.int64], start: npt.NDArray[np.int64], end: npt.ND
         sums = cv2.extractChannel(cv2.integral(diff).view(np.uint8).reshape(wh + 1, ww + 2, 4), low)
         # Row i's running sum is the integral's row i + 1 minus its row i: not 0 modulo 256
         # exactly when the two low bytes differ.
-        cv2.bitwise_or(out, cv2.compare(sums[1:, 1:ww + 1], sums[:-1, 1:ww + 1], cv2.CMP_NE), dst=out)
+        return cv2.compare(sums[1:, 1:ww + 1], sums[:-1, 1:ww + 1], cv2.CMP_NE)
+
+    out = covered(layers[0])
+    for sel in layers[1:]:
+        cv2.bitwise_or(out, covered(sel), dst=out)
     return out
 
 
@@ -180,11 +184,7 @@ def polygons_mask_window(polygons: Sequence[tuple[PointRel, ...]], width_px: int
 
 
 def polygon_mask_window(points: tuple[PointRel, ...], width_px: int, height_px: int) -> tuple[Mask, Window]:
-    """(mask, bbox): `zone_mask` cropped to `polygon_bbox_px`, computed in the bbox alone.
-
-    A polygon that changes every frame (a foreground blob) costs its own size, not a whole frame.
-    Read-only.
-    """
+    """(mask, bbox): `zone_mask` cropped to `polygon_bbox_px`, computed in the bbox alone. Read-only."""
     return polygons_mask_window((points,), width_px, height_px)
 
 

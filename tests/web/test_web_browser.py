@@ -1,8 +1,8 @@
 """The homeowner's page in a real browser (Debian's chromium through Playwright, offline).
 
 The main test draws a zone by clicks and saves it, then checks the next released frame changed
-exactly inside the pipeline's own mask of that polygon (`agent.core.redact.region_raster`, which
-rasterises with `agent.core.zones.zone_mask`) and nowhere else. Every response body the browser
+exactly inside the pipeline's own mask of that polygon (`agent.core.redact.regions_mask`, which
+rasterises as `apply` does) and nowhere else. Every response body the browser
 receives is recorded: no image in it holds a canary pixel, no body holds canary bytes.
 
 Screenshots go to a temporary directory, or to $EPA_SCREENSHOTS_DIR when set (the README's
@@ -25,7 +25,8 @@ from conftest import PASSWORD, Hub, canary_box, make_hub
 from playwright.sync_api import Page, Route, sync_playwright
 
 from agent.config import load_config
-from agent.core.redact import region_raster
+from agent.core.datatypes import MaskRegion
+from agent.core.redact import regions_mask
 from agent.geometry import PointRel
 from agent.lab.fixtures import canary_pattern
 from agent.vocab import Mode
@@ -87,10 +88,7 @@ def _click_rel(page: Page, x: float, y: float) -> None:
 
 def _mask(points: list[list[float]], w: int, h: int) -> np.ndarray:
     pts = tuple(PointRel(x, y) for x, y in points)
-    sub, (x0, y0, x1, y1) = region_raster(pts, w, h)
-    full = np.zeros((h, w), bool)
-    full[y0:y1, x0:x1] = sub > 0
-    return full
+    return regions_mask((MaskRegion("drawn", "zone", pts),), w, h) > 0
 
 
 def _canary_free(rec: Recorder, hub: Hub) -> int:
