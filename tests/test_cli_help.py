@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 
+import pytest
+
 from agent.cli.main import build_parser
 
 
@@ -57,3 +59,53 @@ def test_an_argument_without_help_is_found() -> None:
     s.add_argument("--bare")
     s.add_argument("thing", help="has help")
     assert _missing_help(p) == ["privacy-agent cmd: --bare"]
+
+
+# --- one command, one module -------------------------------------------------------------
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
+def test_command_modules_list_exactly_the_commands_each_module_registers() -> None:
+    from agent.cli.main import COMMAND_MODULES
+
+    everything = _commands(build_parser())
+    assert everything == [c for _, cmds in COMMAND_MODULES for c in cmds]
+    for _, cmds in COMMAND_MODULES:
+        for c in cmds:
+            # Built for one command, the parser has that command's module and nothing else.
+            assert _commands(build_parser(c)) == list(cmds)
+
+
+def test_command_word_finds_the_command_only_where_it_is_one_of_ours() -> None:
+    from agent.cli.main import command_word
+
+    assert command_word(["run", "--config", "x.yaml"]) == "run"
+    assert command_word(["-v", "-v", "zones", "preview"]) == "zones"
+    assert command_word(["--version"]) is None
+    assert command_word(["-h"]) is None
+    assert command_word([]) is None
+    assert command_word(["rnu"]) is None  # a typo: the full parser says what the choices are
+    assert command_word(["--", "run"]) is None
+
+
+def test_run_does_not_load_what_only_other_commands_use() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from agent.cli.main import build_parser; build_parser('run'); "
+            "print(sorted(m for m in sys.modules if m.startswith(('agent.lab', 'agent.cli.owner', 'paho'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_typo_still_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["rnu"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'rnu'" in err and "'fixtures'" in err and "'run'" in err

@@ -262,13 +262,13 @@ def test_file_errors_escaping_a_command_are_one_line(
          "/etc/hosts/x: a part of this path is not a directory"),
         (OSError(errno.ENOSPC, "No space left on device", "/mnt/full/x"), "/mnt/full/x: No space left on device"),
     ):
-        monkeypatch.setattr("agent.cli.main.build_parser", lambda e=e: command_raising(e))
+        monkeypatch.setattr("agent.cli.main.build_parser", lambda _command=None, e=e: command_raising(e))
         rc, _, err = _run(capsys, [])
         assert rc == ExitCode.ERROR
         assert err == f"privacy-agent: error: {msg}\n"
     # An OSError that names no file is not a user's missing input: it stays visible as a bug.
     assert file_error_message(BrokenPipeError(errno.EPIPE, "Broken pipe")) is None
-    monkeypatch.setattr("agent.cli.main.build_parser", lambda: command_raising(BrokenPipeError(errno.EPIPE, "x")))
+    monkeypatch.setattr("agent.cli.main.build_parser", lambda _command=None: command_raising(BrokenPipeError(errno.EPIPE, "x")))
     with pytest.raises(BrokenPipeError):
         main([])
 

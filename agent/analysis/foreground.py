@@ -253,8 +253,7 @@ class ForegroundAnalyzer:
             # covers the half pixel outside each boundary pixel. The growth stops at the frame's
             # border, so a vertex on a border pixel goes to the frame edge itself: the last
             # sliver of someone leaving through an edge is in that outermost row.
-            pts = tuple(PointRel(_edge(px, ww), _edge(py, wh)) for px, py in poly)
-            out.append(ForegroundBlob(box, pts, area / (ww * wh)))
+            out.append(ForegroundBlob(box, _points(_edges(poly[:, 0], ww), _edges(poly[:, 1], wh)), area / (ww * wh)))
         return tuple(out)
 
 def _merge(now: tuple[ForegroundBlob, ...], trail: tuple[ForegroundBlob, ...]) -> tuple[ForegroundBlob, ...]:
@@ -271,8 +270,16 @@ def _rel(v: float, size: int) -> float:
     return min(1.0, max(0.0, v / size))
 
 
-def _edge(v: int, size: int) -> float:
-    return 0.0 if v <= 0 else 1.0 if v >= size - 1 else (v + 0.5) / size
+def _edges(v: np.ndarray, size: int) -> np.ndarray:
+    """Pixel indices to relative coordinates of their centres; the border pixels to the edge itself."""
+    return np.where(v <= 0, 0.0, np.where(v >= size - 1, 1.0, (v + 0.5) / size))
+
+
+def _points(xs: np.ndarray, ys: np.ndarray) -> tuple[PointRel, ...]:
+    # The coordinates are worked out in numpy, a few calls per blob rather than a few per vertex
+    # (a frame has about a hundred): on a busy hub every Python step of a camera's thread is time
+    # another camera's thread waits for the GIL. Each point is still checked by PointRel.
+    return tuple(map(PointRel, xs.tolist(), ys.tolist()))
 
 
 def _blob(hull: np.ndarray, x0: int, y0: int, x1: int, y1: int, area_rel: float, ww: int, wh: int) -> ForegroundBlob:
@@ -282,10 +289,10 @@ def _blob(hull: np.ndarray, x0: int, y0: int, x1: int, y1: int, area_rel: float,
     # Hull vertices are pixel indices; push each half a pixel outward from the centre so the
     # polygon covers the pixels on its outline, not only their centres.
     cx, cy = (x0 + x1 + 1) / 2, (y0 + y1 + 1) / 2
-    pts = []
-    for hx, hy in hull.astype(np.float64) + 0.5:
-        pts.append(PointRel(_rel(hx + (0.5 if hx >= cx else -0.5), ww), _rel(hy + (0.5 if hy >= cy else -0.5), wh)))
-    return ForegroundBlob(box, tuple(pts), area_rel)
+    c = hull.astype(np.float64) + 0.5
+    px = c[:, 0] + np.where(c[:, 0] >= cx, 0.5, -0.5)
+    py = c[:, 1] + np.where(c[:, 1] >= cy, 0.5, -0.5)
+    return ForegroundBlob(box, _points(np.clip(px / ww, 0.0, 1.0), np.clip(py / wh, 0.0, 1.0)), area_rel)
 
 
 def _blob_from_box(x0: int, y0: int, x1: int, y1: int, area_rel: float, ww: int, wh: int) -> ForegroundBlob:

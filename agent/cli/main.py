@@ -29,18 +29,23 @@ from agent.fsutil import private_umask
 
 log = logging.getLogger(__name__)
 
-# Modules that contribute sub-commands, in help order.
-COMMAND_MODULES: tuple[str, ...] = (
-    "agent.cli.homeowner",   # check-config, zones, mode
-    "agent.cli.installer",   # run, doctor, models, hub
-    "agent.cli.owner",       # keys, owner, open, verify, outbox, audit
-    "agent.cli.requester",   # requester
-    "agent.cli.tester",      # fixtures, replay, eval
-    "agent.cli.web",         # web passwd
+# Modules that contribute sub-commands, in help order, with the commands each registers (a test
+# holds this list to what `register_cli` really adds). A command imports only its own module:
+# `run` on a hub does not load the lab's fixtures and evaluation, the owner's tools or the MQTT
+# client it never uses, which is about 3.5 MiB of the long-running process (bench/bench_live.py).
+COMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("agent.cli.homeowner", ("check-config", "zones", "mode", "camera")),
+    ("agent.cli.installer", ("run", "doctor", "models", "hub", "sink")),
+    ("agent.cli.owner", ("keys", "owner", "open", "verify", "outbox", "clips", "audit")),
+    ("agent.cli.requester", ("requester",)),
+    ("agent.cli.tester", ("fixtures", "replay", "eval")),
+    ("agent.cli.web", ("web",)),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `command` (a known command's name) only the module that
+    provides it: the parse, its errors and `COMMAND -h` are the same either way."""
     p = argparse.ArgumentParser(
         prog="privacy-agent",
         description="Edge Privacy Agent: private zones never leave the hub.",
@@ -48,13 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_verbose(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register_cli(sub)
+    for name, commands in COMMAND_MODULES:
+        if command is None or command in commands:
+            importlib.import_module(name).register_cli(sub)
     return p
 
 
+def command_word(argv: Sequence[str]) -> str | None:
+    """The command named on a command line, if it is one of ours; else None (no command, `-h`,
+    a typo), and then every command is registered, so help and "invalid choice" list them all.
+    Before the command only options without a value can come (`-v`, `-h`, `--version`)."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word if any(word in cmds for _, cmds in COMMAND_MODULES) else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_word(argv))
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(verbosity(args), 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

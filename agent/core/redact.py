@@ -85,7 +85,7 @@ def _stylize(out: Image, original: Image, m: Mask, style: Style, bbox: tuple[int
         return
     sub = out[y0:y1, x0:x1]
     if style is Style.SOLID:
-        cv2.copyTo(_black(sub.shape), m, sub)
+        _zero(sub, m)
         return
     orig = original[y0:y1, x0:x1]
     fill = _coarse(orig, style)
@@ -128,16 +128,12 @@ def _rasters(regions: tuple[MaskRegion, ...], w: int, h: int) -> list[tuple[Mask
     return out
 
 
-_BLACK: dict[tuple[int, ...], Image] = {}
-
-
-def _black(shape: tuple[int, ...]) -> Image:
-    b = _BLACK.get(shape)
-    if b is None:
-        if len(_BLACK) > 16:
-            _BLACK.clear()
-        b = _BLACK[shape] = np.zeros(shape, np.uint8)
-    return b
+def _zero(sub: Image, m: Mask) -> None:
+    """Black out the pixels of `sub` where `m` is set, in place: x XOR x is 0, and a masked
+    OpenCV operation leaves every pixel outside the mask as it was. No black frame to copy from:
+    a cached one was a frame-sized buffer held for the life of the process (2.6 MiB at 720p),
+    and cv2 with a mask is ~200x faster than numpy boolean indexing."""
+    cv2.bitwise_xor(sub, sub, dst=sub, mask=m)
 
 
 def _ones(shape: tuple[int, int]) -> Mask:
@@ -158,9 +154,7 @@ def apply(frame: Frame, decision: Decision) -> RedactedFrame | None:
             if m is None:
                 out[y0:y1, x0:x1] = 0
             else:
-                # A view into one cached black frame: bbox shapes change every frame and would churn the cache.
-                # cv2.copyTo with a mask is ~200x faster than numpy boolean indexing.
-                cv2.copyTo(_black(out.shape)[y0:y1, x0:x1], m, out[y0:y1, x0:x1])
+                _zero(out[y0:y1, x0:x1], m)
             continue
         _stylize(out, frame.image, _ones((y1 - y0, x1 - x0)) if m is None else m, style, (x0, y0, x1, y1))
     return RedactedFrame(frame.camera_id, frame.index, frame.t_s, out, decision, _MINT)
