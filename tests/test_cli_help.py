@@ -109,3 +109,18 @@ def test_a_typo_still_lists_every_command(capsys: pytest.CaptureFixture[str]) ->
         main(["rnu"])
     err = capsys.readouterr().err
     assert "invalid choice: 'rnu'" in err and "'fixtures'" in err and "'run'" in err
+
+
+def test_doctor_built_alone_has_every_check() -> None:
+    """`doctor` loads only its own module: a check registered from another command's module at
+    import (as the learned-scenes check once was) would silently be missing."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from agent.cli.main import build_parser; build_parser('doctor'); "
+            "from agent.cli.doctor import CHECKS; print(sorted(c.__name__ for c in CHECKS))")
+    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code_all = code.replace("build_parser('doctor')", "build_parser()")
+    everything = subprocess.run([sys.executable, "-c", code_all], capture_output=True, text=True, check=True).stdout
+    assert alone == everything
+    assert "check_scenes" in alone

@@ -32,7 +32,7 @@ from agent.analysis.scenestore import (
     write_request,
 )
 from agent.analysis.tamper import TamperAnalyzer
-from agent.cli.camera import check_scenes
+from agent.cli.doctor import check_scenes
 from agent.cli.main import main
 from agent.config import TamperConfig, load_config
 from agent.core.datatypes import Event, Frame

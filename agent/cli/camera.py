@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 
-from agent.analysis.scenestore import scene_findings, write_request
-from agent.cli.doctor import CHECKS, CheckResult
+from agent.analysis.scenestore import write_request
 from agent.cli.parsing import command_group
 from agent.clock import SystemClock
-from agent.config import LoadedConfig, load_config
+from agent.config import load_config
 from agent.errors import ExitCode, SinkError
 
 
@@ -35,23 +34,6 @@ def cmd_camera_relearn(args: argparse.Namespace) -> int:
           f"the next start relearns it, after recording it in the audit log. Check the "
           f"zones first with `privacy-agent zones preview --camera {cam.id}`: they must sit on the new view.")
     return ExitCode.OK
-
-
-def check_scenes(loaded: LoadedConfig | None) -> list[CheckResult]:
-    """`doctor`: each camera's stored scene (readable, not moved) and pending relearn request."""
-    if loaded is None:
-        return []
-    cams = [c.id for c in loaded.config.cameras]
-    problems = scene_findings(loaded.data_dir, cams)
-    if not problems:
-        return [CheckResult("learned scenes", "ok", f"{len(cams)} camera(s): none moved, every stored scene readable")]
-    # A moved camera is the check working (withheld until its owner relearns); a file that cannot
-    # be read is a fault to fix.
-    return [CheckResult(f"camera {p.camera_id} scene", "warn" if p.moved else "fail", p.what,
-                        p.fix or "privacy-agent camera relearn CAMERA --config CONFIG") for p in problems]
-
-
-CHECKS.append(check_scenes)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

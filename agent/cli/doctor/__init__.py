@@ -25,6 +25,7 @@ from agent.cli.doctor.hub import (
     check_epochs,
     check_keys,
     check_models,
+    check_scenes,
     check_sources,
 )
 from agent.cli.doctor.result import Check, CheckResult
@@ -41,13 +42,16 @@ from agent.errors import AgentError, ExitCode
 
 __all__ = [
     "CHECKS", "Check", "CheckResult", "check_access", "check_broker", "check_clock", "check_data_dir_modes",
-    "check_encoder", "check_epochs", "check_keys", "check_models", "check_python", "check_sources",
+    "check_encoder", "check_epochs", "check_keys", "check_models", "check_python", "check_scenes", "check_sources",
     "check_storage", "check_telemetry", "cmd_doctor", "ort_telemetry_dirs", "run_checks",
 ]
 
-# Other modules append checks here.
+# Every check is listed here, none appended from elsewhere: a command loads only its own module
+# (`agent.cli.main.COMMAND_MODULES`), so a check another command's module added at import would be
+# missing from `doctor` whenever that module was not loaded.
 CHECKS: list[Check] = [check_python, check_encoder, check_telemetry, check_clock, check_sources, check_storage,
-                       check_broker, check_models, check_keys, check_access, check_epochs, check_data_dir_modes]
+                       check_broker, check_models, check_keys, check_access, check_epochs, check_data_dir_modes,
+                       check_scenes]
 
 
 _MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}

@@ -10,6 +10,7 @@ import stat
 import time
 from pathlib import Path
 
+from agent.analysis.scenestore import scene_findings
 from agent.cli.doctor.result import CheckResult
 from agent.config import LoadedConfig
 from agent.errors import AgentError
@@ -216,3 +217,17 @@ def check_data_dir_modes(loaded: LoadedConfig | None) -> list[CheckResult]:
     more = f" and {len(loose) - _SHOW} more" if len(loose) > _SHOW else ""
     return [CheckResult("data_dir modes", "fail", f"group or others may read: {shown}{more}",
                         f"chmod -R go-rwx {d} (or start `privacy-agent run` once, which tightens it)")]
+
+
+def check_scenes(loaded: LoadedConfig | None) -> list[CheckResult]:
+    """`doctor`: each camera's stored scene (readable, not moved) and pending relearn request."""
+    if loaded is None:
+        return []
+    cams = [c.id for c in loaded.config.cameras]
+    problems = scene_findings(loaded.data_dir, cams)
+    if not problems:
+        return [CheckResult("learned scenes", "ok", f"{len(cams)} camera(s): none moved, every stored scene readable")]
+    # A moved camera is the check working (withheld until its owner relearns); a file that cannot
+    # be read is a fault to fix.
+    return [CheckResult(f"camera {p.camera_id} scene", "warn" if p.moved else "fail", p.what,
+                        p.fix or "privacy-agent camera relearn CAMERA --config CONFIG") for p in problems]
