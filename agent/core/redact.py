@@ -79,14 +79,12 @@ def _coarse(region: Image, style: Style) -> Image:
 
 
 def _stylize(out: Image, original: Image, m: Mask, style: Style, bbox: tuple[int, int, int, int]) -> None:
-    """Replace pixels of `out` inside `bbox` where the bbox-sized mask `m` is set, in place."""
+    """Pixelate or blur the pixels of `out` inside `bbox` where the bbox-sized mask `m` is set, in
+    place (`apply` blacks out SOLID itself)."""
     x0, y0, x1, y1 = bbox
     if x1 <= x0 or y1 <= y0:
         return
     sub = out[y0:y1, x0:x1]
-    if style is Style.SOLID:
-        _zero(sub, m)
-        return
     orig = original[y0:y1, x0:x1]
     fill = _coarse(orig, style)
     # A pixel whose coarse value happens to equal its original (flat areas)
