@@ -93,11 +93,13 @@ def test_command_word_finds_the_command_only_where_it_is_one_of_ours() -> None:
 
 
 def test_run_does_not_load_what_only_other_commands_use() -> None:
+    """Nor the homeowner's page (loaded only when `web.enabled`) or doctor's checks (and `ssl`)."""
     import subprocess
     import sys
 
     code = ("import sys; from agent.cli.main import build_parser; build_parser('run'); "
-            "print(sorted(m for m in sys.modules if m.startswith(('agent.lab', 'agent.cli.owner', 'paho'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('agent.lab', 'agent.cli.owner', 'paho', "
+            "'agent.web.server', 'agent.web.board', 'agent.cli.doctor', 'http.server', 'ssl'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

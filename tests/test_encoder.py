@@ -215,3 +215,122 @@ def test_the_muxer_hands_over_a_fragment_every_second_not_a_whole_clip() -> None
     assert out.sizes_at[29] > 0 and out.sizes_at[44] > out.sizes_at[29]
     with av.open(io.BytesIO(bytes(out.data))) as c:
         assert sum(1 for _ in c.decode(video=0)) == 60
+
+
+def _redacted(imgs: list[object], start: int = 0) -> list[object]:
+    from agent.core import redact
+    from agent.core.datatypes import Decision, Frame
+    from agent.vocab import Action
+
+    out = []
+    for i, img in enumerate(imgs, start):
+        rf = redact.apply(Frame("cam", i, i / 15, 0.0, img), Decision("cam", i, i / 15, Action.PASS))  # type: ignore[arg-type]
+        assert rf is not None
+        out.append(rf)
+    return out
+
+
+def _decode(data: bytes) -> list[av.VideoFrame]:
+    import io
+
+    with av.open(io.BytesIO(data)) as c:
+        return list(c.decode(video=0))
+
+
+def test_a_sinks_clips_share_one_encoder_and_each_clip_decodes_alone() -> None:
+    """A sink's factory keeps its libx264 encoder from clip to clip (no teardown and rebuild at
+    every boundary), yet every clip starts with a key frame, holds exactly its own frames with
+    its own time from 0, and decodes without the clips before it."""
+    import io
+
+    import numpy as np
+
+    from agent.media.video import encoder_factory
+
+    make = encoder_factory(None)
+    frames = _redacted(walker_frames(45))  # type: ignore[arg-type]
+    clips, encoders = [], []
+    for k in range(3):
+        out = io.BytesIO()
+        enc = make(out, 320, 240, 15.0)
+        encoders.append(enc._shared)
+        for rf in frames[k * 15:(k + 1) * 15]:
+            enc.write(rf)  # type: ignore[arg-type]
+        enc.close()
+        clips.append(out.getvalue())
+    assert encoders[0] is not None and encoders[0] is encoders[1] is encoders[2]
+    for k, data in enumerate(clips):
+        decoded = _decode(data)
+        assert len(decoded) == 15
+        assert decoded[0].key_frame and decoded[0].pict_type == 1
+        assert decoded[0].pts == 0 and decoded[0].time == 0.0
+        # The clip's own frames, in order: each one is closest to the source frame it came from.
+        for j, vf in enumerate(decoded):
+            got = vf.to_ndarray(format="bgr24").astype(np.int16)
+            errs = [np.abs(got - f.image.astype(np.int16)).mean() for f in frames]  # type: ignore[attr-defined]
+            assert int(np.argmin(errs)) == k * 15 + j
+
+
+def test_an_encoder_that_holds_frames_back_is_flushed_into_its_clip_and_not_reused() -> None:
+    """An encoder with a delay (here libx264 with look-ahead and B-frames, as a stand-in for the
+    hardware encoder's buffering) gives its last frames only when flushed: they go into the clip
+    they belong to, and the next clip opens a new encoder."""
+    import io
+    from fractions import Fraction
+
+    from agent.media.video import EncoderKeeper, VideoEncoder, _SharedEncoder
+
+    keeper = EncoderKeeper()
+    delayed = _SharedEncoder(SOFTWARE, 320, 240, Fraction(15), VideoConfig())
+    delayed.ctx.options = {"preset": "medium"}  # look-ahead and B-frames: packets come out late
+    keeper.give_back(delayed)
+    frames = _redacted(walker_frames(30))  # type: ignore[arg-type]
+    out = io.BytesIO()
+    enc = VideoEncoder(out, 320, 240, 15.0, keeper=keeper)
+    assert enc._shared is delayed
+    for rf in frames[:15]:
+        enc.write(rf)  # type: ignore[arg-type]
+    enc.close()
+    assert len(_decode(out.getvalue())) == 15
+    out2 = io.BytesIO()
+    enc2 = VideoEncoder(out2, 320, 240, 15.0, keeper=keeper)
+    assert enc2._shared is not None and enc2._shared is not delayed
+    for rf in frames[15:]:
+        enc2.write(rf)  # type: ignore[arg-type]
+    enc2.close()
+    decoded = _decode(out2.getvalue())
+    assert len(decoded) == 15 and decoded[0].key_frame
+
+
+def test_a_failed_write_leaves_no_encoder_for_the_next_clip() -> None:
+    """An encoder in an unknown state (its clip's write failed) never starts another clip."""
+    import io
+
+    from agent.errors import SinkError
+    from agent.media.video import encoder_factory
+
+    class Broken(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: object) -> int:
+            raise OSError(28, "No space left on device")
+
+    make = encoder_factory(None)
+    frames = _redacted(walker_frames(20))  # type: ignore[arg-type]
+    enc = make(Broken(), 320, 240, 15.0)  # type: ignore[arg-type]
+    first = enc._shared
+    with pytest.raises(SinkError):
+        for rf in frames:
+            enc.write(rf)  # type: ignore[arg-type]
+    try:
+        enc.close()
+    except SinkError:
+        pass  # closing a clip whose writes failed may fail too; the clip is dropped either way
+    out = io.BytesIO()
+    enc2 = make(out, 320, 240, 15.0)
+    assert enc2._shared is not None and enc2._shared is not first
+    for rf in frames:
+        enc2.write(rf)  # type: ignore[arg-type]
+    enc2.close()
+    assert len(_decode(out.getvalue())) == 20

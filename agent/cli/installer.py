@@ -1,8 +1,8 @@
-"""The installer's commands: `run`, `doctor`, `models list|install|verify` and `hub serve`.
+"""The installer's commands: `run`, `models list|install|verify`, `hub serve` and `sink init`
+(`doctor` is `agent.cli.doctor`).
 
 Each handler takes parsed args and returns an `ExitCode`; user errors are raised as `AgentError`
-and printed by `agent.cli.main.main`. `doctor` says what to fix for every check that fails, and
-its exit code (`FAILED`) drives the firmware's fault LED through `boot-check`.
+and printed by `agent.cli.main.main`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from models.install import add_arguments
 
 if TYPE_CHECKING:
     from agent.mqtt.service import HubMqtt
-from agent.cli.doctor import _register_doctor
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +377,6 @@ def _register_sink(sub: argparse._SubParsersAction) -> None:
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
     _register_run(sub)
-    _register_doctor(sub)
     _register_models(sub)
     _register_hub(sub)
     _register_sink(sub)

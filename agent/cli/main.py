@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 # client it never uses, which is about 3.5 MiB of the long-running process (bench/bench_live.py).
 COMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("agent.cli.homeowner", ("check-config", "zones", "mode", "camera")),
-    ("agent.cli.installer", ("run", "doctor", "models", "hub", "sink")),
+    ("agent.cli.installer", ("run", "models", "hub", "sink")),
+    ("agent.cli.doctor", ("doctor",)),
     ("agent.cli.owner", ("keys", "owner", "open", "verify", "outbox", "clips", "audit")),
     ("agent.cli.requester", ("requester",)),
     ("agent.cli.tester", ("fixtures", "replay", "eval")),

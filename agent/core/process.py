@@ -39,11 +39,18 @@ def tune_process() -> None:
     splitting each resize over every core only adds wake-ups and contention
     (about 1.5 ms less CPU per 720p frame, measured with bench/bench_pipeline.py).
 
-    glibc's malloc is capped at two arenas: by default every thread that
+    glibc's malloc is held to one arena: by default every thread that
     allocates (reader, one per analysis lane, sink, encoder) gets its own
     arena, up to eight per core, and each keeps frame-sized buffers it freed.
-    The cap saves about 7 MiB for one camera (bench/bench_memory.py), with
-    no throughput change measured. Elsewhere than glibc this is skipped.
+    A frame is allocated on one thread and freed on another, and a block freed
+    into one arena cannot serve a request made in another, so each arena grew
+    its own set of frame-sized blocks. Two arenas saved about 7 MiB for one
+    camera against the default (bench/bench_memory.py); one saves more again:
+    with four live cameras 357-364 against 375-404 MiB steady and 400-401
+    against 405-421 at peak, with one 202-205 against 205-209 steady (30 s
+    runs, interleaved), for the same CPU and frames read: the threads spend
+    their time in native code that allocates little, so they hardly ever wait
+    for the arena's lock. Elsewhere than glibc this is skipped.
 
     The interpreter's switch interval goes from 5 ms to `SWITCH_INTERVAL_S`. Each camera has
     several threads, and nearly all of their work is native calls (decode, inference, OpenCV,
@@ -55,7 +62,7 @@ def tune_process() -> None:
     1 ms against 897-954 at 5 ms, for about the same process CPU.
     """
     cv2.setNumThreads(1)
-    _cap_malloc_arenas(2)
+    _cap_malloc_arenas(1)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 

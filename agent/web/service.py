@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.clock import Clock
 from agent.config import LoadedConfig
@@ -18,11 +18,9 @@ from agent.core.events import EventCallback
 from agent.core.pipeline import CameraPipeline
 from agent.errors import WebError
 from agent.vocab import Mode
-from agent.web.auth import web_dir
-from agent.web.board import FrameBoard
-from agent.web.server import WebApp, WebServer
-from agent.web.tls import ensure_certificate, fingerprint, server_context
-from agent.web.zonesave import ZoneSaver
+
+if TYPE_CHECKING:
+    from agent.web.server import WebServer
 
 
 def start_web(loaded: LoadedConfig, pipelines: Sequence[CameraPipeline], mode: Callable[[], Mode],
@@ -33,6 +31,15 @@ def start_web(loaded: LoadedConfig, pipelines: Sequence[CameraPipeline], mode: C
     cfg = loaded.config.web
     if not cfg.enabled:
         return None
+    # Imported only for a page that is served: the server, its HTTP stack (http.server, email,
+    # html, socketserver) and the zone tools it offers are about 2 MiB of a process that runs for
+    # months, and most hubs never enable the page (bench/bench_live.py).
+    from agent.web.auth import web_dir
+    from agent.web.board import FrameBoard
+    from agent.web.server import WebApp, WebServer
+    from agent.web.tls import ensure_certificate, fingerprint, server_context
+    from agent.web.zonesave import ZoneSaver
+
     board = FrameBoard(clock)
     pipes = {p.camera_id: p for p in pipelines}
     saver = ZoneSaver(loaded, lambda cam, policy: pipes[cam].swap_policy(policy), audit)

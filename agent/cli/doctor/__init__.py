@@ -93,7 +93,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return ExitCode.FAILED if fails else ExitCode.OK
 
 
-def _register_doctor(sub: argparse._SubParsersAction) -> None:
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """`doctor`, registered on its own: `run` does not load the checks (nor `ssl`, which the
+    broker's check needs) that it never runs."""
     p = sub.add_parser("doctor", help="check this hub's installation and config, and say what to fix")
     p.add_argument("--config", help="config file to check as well")
     p.add_argument("--at-boot", action="store_true",

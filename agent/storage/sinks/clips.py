@@ -51,7 +51,8 @@ from agent.crypto.keys import (
 )
 from agent.errors import ConfigError, EnvelopeError, SinkError
 from agent.media.encoders import EncoderChoice
-from agent.media.video import EncoderFactory, VideoEncoder, encoder_factory
+from agent.media.video import EncoderFactory, VideoEncoder
+from agent.media.video import encoder_factory as make_encoder_factory
 from agent.storage.deletion import AuditFn, EventPurger
 from agent.storage.outbox import ClipNotRecorded, Outbox, Uploader
 from agent.storage.sinks.epochs import EpochKeyring
@@ -62,8 +63,6 @@ log = logging.getLogger(__name__)
 
 THUMB_MAX_PX = 160
 META_FORMAT = "epa1-clip-meta"
-
-_default_encoder = encoder_factory(None)
 
 
 def _thumbnail(frame: RedactedFrame) -> str | None:
@@ -114,7 +113,7 @@ class ClipSink:
         on_event: EventCallback | None = None,
         camera_name: str | None = None,
         stream_label: str | None = None,
-        encoder_factory: EncoderFactory = _default_encoder,
+        encoder_factory: EncoderFactory | None = None,
         epoch_keys: EpochKeyring | None = None,
         min_free_bytes: int = 0,
         audit: AuditFn | None = None,
@@ -135,7 +134,8 @@ class ClipSink:
         self._uploaders = dict(uploaders)
         self._clock = clock
         self._on_event = on_event
-        self._encoder_factory = encoder_factory
+        # Its own factory when none is given: the factory keeps this sink's encoder between clips.
+        self._encoder_factory = encoder_factory or make_encoder_factory(None)
         # None: every clip key is wrapped to the devices' long-term keys (as before epoch keys).
         self._epochs = epoch_keys
         self.stream_id = stream_id_for(hub, stream_label or camera_id)
@@ -429,7 +429,7 @@ def build_clip_sinks(
                 uploaders=build_uploaders(loaded, cfgs, hub.public), clock=clock, on_event=on_event,
                 camera_name=cam.name, stream_label=label, epoch_keys=keyring,
                 min_free_bytes=loaded.config.retention.min_free_mb * MIB, audit=audit, purger=purger,
-                encoder_factory=encoder_factory(encoder, loaded.config.video),
+                encoder_factory=make_encoder_factory(encoder, loaded.config.video),
             )
         )
     log.info("camera %s: encrypted clips for %d recipient(s)", camera_id, len(recips))
