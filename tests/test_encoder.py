@@ -334,3 +334,15 @@ def test_a_failed_write_leaves_no_encoder_for_the_next_clip() -> None:
         enc2.write(rf)  # type: ignore[arg-type]
     enc2.close()
     assert len(_decode(out.getvalue())) == 20
+
+
+def test_only_libx264_is_kept_between_clips() -> None:
+    """The hardware encoder buffers frames, so it gets a new encoder per clip, through the same
+    path its probe encode checks at start; libx264's sink factory keeps one."""
+    from agent.media.video import EncoderKeeper, SinkEncoders, encoder_factory
+
+    sw = encoder_factory(EncoderChoice(SOFTWARE, "test"))
+    hw = encoder_factory(EncoderChoice(HARDWARE, "test"))
+    assert isinstance(sw, SinkEncoders) and isinstance(hw, SinkEncoders)
+    assert isinstance(sw.keeper, EncoderKeeper) and hw.keeper is None
+    assert encoder_factory(None).keeper is not sw.keeper  # one keeper per sink

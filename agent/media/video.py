@@ -11,11 +11,12 @@ Invariants:
   frame into the encoder's size with black letterbox bars (never raw pixels).
 - The codec is the run's `EncoderChoice` (`agent.media.encoders`: libx264 or the hardware
   h264_v4l2m2m), with its options from `video:` set in one place (`configure_stream`).
-- A sink's encoders (`encoder_factory`) share one H.264 encoder from clip to clip while it
-  gives a packet for every frame it is given (libx264 with `zerolatency` does). Every clip still
+- A sink's libx264 clips (`encoder_factory`) share one encoder from clip to clip while it
+  gives a packet for every frame it is given (with `zerolatency` it does). Every clip still
   starts with a key frame that refers to nothing before it, so each clip decodes alone, and
-  every packet goes into the clip its frame belongs to. An encoder that holds frames back (the
-  hardware one) is flushed into its clip and replaced, as every encoder was before.
+  every packet goes into the clip its frame belongs to. A kept encoder that holds frames back
+  is flushed into its clip and replaced; the hardware encoder (which buffers frames) gets a new
+  encoder per clip, as every encoder did before.
 """
 
 from __future__ import annotations
@@ -210,18 +211,27 @@ class VideoEncoder:
 EncoderFactory = Callable[[BinaryIO, int, int, float], VideoEncoder]
 
 
-def encoder_factory(choice: EncoderChoice | None, settings: VideoConfig | None = None) -> EncoderFactory:
-    """Encoders for one sink: the run's chosen codec with the config's `video:` options, sharing
-    one encoder from clip to clip (`EncoderKeeper`). `choice` None (tools and tests without a
-    run): libx264. Each sink needs its own factory."""
-    codec = choice.codec if choice is not None else SOFTWARE
-    # One per factory: a sink builds its own factory and writes from one thread.
-    keeper = EncoderKeeper()
+class SinkEncoders:
+    """One sink's encoders: the run's codec with the config's `video:` options. Called once per
+    clip, like a function (`EncoderFactory`)."""
 
-    def make(out: BinaryIO, width_px: int, height_px: int, fps: float) -> VideoEncoder:
-        return VideoEncoder(out, width_px, height_px, fps, codec, settings, keeper)
+    def __init__(self, codec: str, settings: VideoConfig | None) -> None:
+        self.codec = codec
+        self.settings = settings
+        # One per sink: a sink writes from one thread. Only libx264's encoder is kept: it gives a
+        # packet for every frame. The hardware encoder buffers frames, so it would be flushed and
+        # replaced at every clip anyway, and it keeps the one path its probe encode checked at
+        # start (`agent.media.encoders`).
+        self.keeper: EncoderKeeper | None = EncoderKeeper() if codec == SOFTWARE else None
 
-    return make
+    def __call__(self, out: BinaryIO, width_px: int, height_px: int, fps: float) -> VideoEncoder:
+        return VideoEncoder(out, width_px, height_px, fps, self.codec, self.settings, self.keeper)
+
+
+def encoder_factory(choice: EncoderChoice | None, settings: VideoConfig | None = None) -> SinkEncoders:
+    """Encoders for one sink (`SinkEncoders`), libx264's shared from clip to clip. `choice` None
+    (tools and tests without a run): libx264. Each sink needs its own factory."""
+    return SinkEncoders(choice.codec if choice is not None else SOFTWARE, settings)
 
 
 def video_frames(path: Path) -> Iterator[Image]:
