@@ -40,7 +40,7 @@ from agent.media.encoders import MP4_OPTIONS, SOFTWARE, EncoderChoice, configure
 log = logging.getLogger(__name__)
 
 
-#: The container stream's codec for the packets a shared encoder gives (either encoder's).
+#: The container stream's codec for the packets a shared (libx264) encoder gives.
 _MUX_CODEC = "h264"
 #: `VideoFrame.pict_type` that asks the encoder for a key frame (AV_PICTURE_TYPE_I).
 _KEY_FRAME = av.video.frame.PictureType.I
@@ -187,7 +187,7 @@ class VideoEncoder:
         self._closed = True
         shared, self._shared = self._shared, None
         try:
-            if shared is None and self._keeper is None:
+            if self._keeper is None:  # the stream's own encoder: flush it into the clip
                 for packet in self._stream.encode(None):
                     self._container.mux(packet)
             elif shared is not None and self._packets < self.frames_written:
