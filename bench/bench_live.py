@@ -253,6 +253,29 @@ def decode_only(urls: list[str], warmup: float, seconds: float, t: Path, env: di
     return dict(json.loads(out.read_text()))
 
 
+def use_models(source: str, t: Path, env: dict[str, str]) -> dict[str, str]:
+    """The environment that gives every agent run checked models: without them every frame is withheld
+    (`model_missing`), and the figures would measure a camera that analyses nothing."""
+    if source == "cache":
+        check = subprocess.run([*AGENT, "models", "verify"], capture_output=True, text=True, env=env, cwd=t)
+        if check.returncode != 0:
+            raise SystemExit("bench_live: the model cache does not hold the default models "
+                             f"({(check.stderr or check.stdout).strip().splitlines()[-1:]}); "
+                             "run `privacy-agent models install --from DIR` or pass --models DIR")
+        return env
+    if not Path(source).is_dir():
+        raise SystemExit(f"bench_live: --models {source}: no such directory (the detector models to install; "
+                         "'cache' uses the user's cache)")
+    cache = t / "models"
+    env = {**env, "EPA_MODEL_CACHE": str(cache)}
+    done = subprocess.run([*AGENT, "models", "install", "--from", source], capture_output=True, text=True,
+                          env=env, cwd=t)
+    if done.returncode != 0:
+        raise SystemExit(f"bench_live: installing the models from {source} failed: "
+                         f"{(done.stderr or done.stdout).strip()}")
+    return env
+
+
 def agent_run(n: int, server: Server, cams: list[str], a: argparse.Namespace, t: Path,
               env: dict[str, str]) -> dict[str, Any]:
     data, clips = t / f"data{n}", t / f"clips{n}"
@@ -278,6 +301,12 @@ def agent_run(n: int, server: Server, cams: list[str], a: argparse.Namespace, t:
     if not out.exists():
         raise SystemExit(f"bench_live: the agent run with {n} camera(s) left no figures; see {log}")
     fig = dict(json.loads(out.read_text()))
+    # A camera that could not load a model withholds every frame and costs almost nothing: such a
+    # run's figures say nothing about the agent, so they are refused rather than reported as met.
+    missing = sorted({r for c in fig["cameras"].values() for r in c["reasons"] if r.startswith("model_")})
+    if missing:
+        raise SystemExit(f"bench_live: the agent run with {n} camera(s) withheld frames for {', '.join(missing)}: "
+                         f"its detectors did not run, so it has no figures; see {log}")
     fig["clips_written"] = len(list(clips.rglob("*.epaclip")))
     return fig
 
@@ -386,6 +415,9 @@ def main() -> int:
                     help="also run the agent with glibc's mmap threshold fixed at 1 MiB, and compare")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--keep", help="work in this directory (kept) instead of a temporary one")
+    ap.add_argument("--models", default=str(SHARED / "models"),
+                    help="install the detector models from this directory (sha256-checked) into the work "
+                         "directory's own cache; 'cache' uses the user's cache as it is (default: %(default)s)")
     a = ap.parse_args()
     counts: list[int] = a.cameras
     # Figures come from the window after the warmup: a run no longer than it has no figures at all.
@@ -401,6 +433,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as td:
         t = Path(a.keep) if a.keep else Path(td)
         t.mkdir(parents=True, exist_ok=True)
+        env = use_models(a.models, t, env)
         clips = make_clips(t, env)
         names = list(clips)
         most = max(counts)

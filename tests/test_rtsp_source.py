@@ -9,6 +9,9 @@ left half must release only frames that are black exactly there.
 
 from __future__ import annotations
 
+import http.server
+import logging
+import os
 import subprocess
 import sys
 import threading
@@ -26,6 +29,7 @@ from agent.clock import SystemClock
 from agent.core.events import EventLog
 from agent.core.pipeline import CameraPipeline
 from agent.core.policy import CameraPolicy
+from agent.media import sources
 from agent.media.sources import SourceOpener, open_source
 from agent.vocab import Mode
 
@@ -176,6 +180,109 @@ def test_a_camera_that_goes_away_is_reconnected_when_it_comes_back(clip: Path) -
     assert not runner.is_alive() and crashed == []
     for f in sink.frames:
         assert (f.image[:, : W // 2] == 0).all()
+
+
+def test_a_camera_opens_on_its_first_packet_without_a_burst_of_stale_frames(camera: str) -> None:
+    """FFmpeg's own probe reads seconds of stream before the camera counts as open, and that video
+    then comes out at once. The short probe opens on the first packet: frames come at the camera's
+    pace from the start, and the installer's own capture options are kept."""
+    src = open_source(camera)
+    try:
+        t0 = time.monotonic()
+        got = [src.read() for _ in range(12)]
+        elapsed = time.monotonic() - t0
+    finally:
+        src.close()
+    assert all(g is not None and g.shape == (H, W, 3) for g in got)
+    # 12 frames at 15 fps take 0.73 s live; a probed stream's buffered frames come in well under
+    # 0.2 s. A busy machine only makes this slower.
+    assert elapsed >= 0.45, f"12 frames in {elapsed:.2f} s: a burst of buffered frames"
+    assert sources._parse_options(os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]) == {
+        "rtsp_transport": "tcp", "probesize": "32"}
+
+
+def test_the_installers_own_probe_setting_wins(camera: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp|analyzeduration;2000000")
+    src = open_source(camera)
+    try:
+        assert src.read() is not None
+    finally:
+        src.close()
+    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "rtsp_transport;tcp|analyzeduration;2000000"
+
+
+class _MidStream(http.server.BaseHTTPRequestHandler):
+    """Raw H.264 over HTTP at the camera's frame rate, looping, joined between key frames: the
+    first bytes hold no parameter sets, which come again only with the next key frame."""
+
+    data = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "video/h264")
+        self.end_headers()
+        d = self.data
+        # Each frame's bytes run up to the next frame's first NAL unit (a slice, or the parameter
+        # sets before a key frame), start codes included.
+        nals = [i for i in range(len(d) - 4) if d[i : i + 3] == b"\x00\x00\x01"]
+        starts = [i - 1 if i and d[i - 1] == 0 else i for i in nals if d[i + 3] & 0x1F in (1, 7)]
+        frames = [d[a:b] for a, b in zip(starts, [*starts[1:], len(d)], strict=True)]
+        p_slices = [i for i, f in enumerate(frames) if f[f.index(b"\x00\x00\x01") + 3] & 0x1F == 1]
+        try:
+            order = frames[p_slices[1]:] + frames * 20
+            for f in order:
+                self.wfile.write(f)
+                time.sleep(1 / FPS)
+        except OSError:
+            pass
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+def test_a_stream_the_first_packet_cannot_open_is_opened_with_the_full_probe(
+        clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _MidStream.data = clip.read_bytes()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MidStream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/cam.h264"
+    try:
+        with caplog.at_level(logging.INFO, logger="agent.media.sources"):
+            for _ in range(2):
+                src = open_source(url)
+                try:
+                    img = src.read()
+                finally:
+                    src.close()
+                assert img is not None and img.shape == (H, W, 3)
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Once: the second open goes straight to the full probe.
+    said = [r.getMessage() for r in caplog.records if "full stream probe" in r.getMessage()]
+    assert said == [f"source {url}: the next open uses FFmpeg's full stream probe"]
+
+
+def test_probe_options_follow_full_probe_opens_and_the_installer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    env = lambda: os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]  # noqa: E731
+    sources._ProbeOptions.apply(0)
+    assert env() == "rtsp_transport;tcp|probesize;32"
+    sources._ProbeOptions.apply(+1)  # two full-probe opens at once: FFmpeg's own probe until both end
+    sources._ProbeOptions.apply(+1)
+    assert env() == "rtsp_transport;tcp"
+    sources._ProbeOptions.apply(-1)
+    assert env() == "rtsp_transport;tcp"
+    sources._ProbeOptions.apply(-1)
+    assert env() == "rtsp_transport;tcp|probesize;32"
+    # The installer changes the variable: theirs from then on.
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;udp")
+    sources._ProbeOptions.apply(0)
+    assert env() == "rtsp_transport;udp|probesize;32"
+    monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+    sources._ProbeOptions.apply(0)
+    assert env() == "probesize;32"
 
 
 def _wait(cond: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -32,22 +32,145 @@ Invariants:
   made with OpenCV still line up.
 - Live sources (`rtsp://`, `/dev/videoN`) go through OpenCV and are reopened
   by the pipeline with backoff; file sources end.
+- A network stream is opened on its first packet (FFmpeg's probe cut short),
+  so its frames come at the camera's pace from the first, never as a burst
+  of the seconds a full probe would have read; a stream that cannot open or
+  give a frame that way is opened again with the full probe. The installer's
+  own capture options are kept, and their probe setting wins.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import cv2
+import numpy as np
 
 from agent.core.datatypes import Image
 from agent.core.ports import FrameSource, SourceInfo
 from agent.errors import FrameDecodeError, SourceError
 from agent.media.frames import MAX_FAILED_READS, check_file, to_bgr
 from agent.media.videofile import VideoFileSource
+
+log = logging.getLogger(__name__)
+
+
+#: Where OpenCV's FFmpeg reads a capture's options ("key;value|key;value"); it reads it at every open.
+_CAPTURE_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+#: FFmpeg's stream probe, cut to its first packet for a network camera. By default FFmpeg reads
+#: seconds of stream before it says the stream is open (about 1.8 s of a 15 fps RTSP camera here),
+#: only to estimate a frame rate the live pipeline never uses (its clock stamps the frames, and the
+#: config's `fps` times the clips); that video then comes out in one burst of stale frames, which
+#: fills every queue at once (about 10 MiB above the steady figure with one 720p camera) and reaches
+#: the first sink late. An RTSP camera's SDP, or the stream's first packet, says the codec and the
+#: picture size.
+_SHORT_PROBE = {"probesize": "32"}  # FFmpeg's smallest: stop after the first packet
+#: Network streams that could not be opened with the short probe: opened with FFmpeg's own from then on.
+_FULL_PROBE: set[str] = set()
+_FULL_PROBE_LOCK = threading.Lock()
+
+
+def _parse_options(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in text.split("|"):
+        key, sep, value = item.partition(";")
+        if key.strip() and sep:
+            out[key.strip()] = value
+    return out
+
+
+def _options_text(options: dict[str, str]) -> str:
+    return "|".join(f"{k};{v}" for k, v in options.items())
+
+
+class _ProbeOptions:
+    """The capture options of every open: the installer's own from the environment (their word
+    wins, a probe setting of theirs included), plus the short probe while no full-probe open runs.
+
+    The variable is process-wide, so it is set under one lock from a count of full-probe opens:
+    concurrent opens never leave it wrong, as threads saving and restoring it themselves could."""
+
+    _lock = threading.Lock()
+    _full_opens = 0
+    #: What was last written, and the installer's options it was made from: a value found in the
+    #: environment that is not ours (set by the installer or a test since) is theirs.
+    _written: str | None = None
+    _own: dict[str, str] = {}
+
+    @classmethod
+    def _installer(cls) -> dict[str, str]:
+        cur = os.environ.get(_CAPTURE_OPTIONS, "")
+        return dict(cls._own) if cls._written is not None and cur == cls._written else _parse_options(cur)
+
+    @classmethod
+    def short_applies(cls) -> bool:
+        with cls._lock:
+            return not ({"probesize", "analyzeduration"} & cls._installer().keys())
+
+    @classmethod
+    def apply(cls, full_delta: int) -> None:
+        with cls._lock:
+            own = cls._installer()
+            cls._full_opens += full_delta
+            short = cls._full_opens == 0 and not ({"probesize", "analyzeduration"} & own.keys())
+            text = _options_text({**own, **_SHORT_PROBE} if short else own)
+            if text:
+                os.environ[_CAPTURE_OPTIONS] = text
+            else:
+                os.environ.pop(_CAPTURE_OPTIONS, None)
+            cls._written, cls._own = text, own
+
+
+def _open_network(target: str, spec: str) -> tuple[cv2.VideoCapture, bool]:
+    """A capture of a network stream (opened or not), and whether it was opened with the short probe.
+
+    One decoding thread per stream: OpenCV's default (a thread per core, frame threading) buys
+    nothing when several cameras and the detectors already keep every core busy, and each extra
+    thread holds its own decoded pictures: one thread costs less CPU per frame and about 4 MiB less
+    for a 720p stream (bench/bench_live.py)."""
+    params = [cv2.CAP_PROP_N_THREADS, 1]
+    with _FULL_PROBE_LOCK:
+        full = spec in _FULL_PROBE
+    if not full and _ProbeOptions.short_applies():
+        _ProbeOptions.apply(0)
+        cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            # Unreachable, or a stream whose first packet could not open it (a container that lists
+            # its streams later): the pipeline opens a lost live source again after a pause, and
+            # that open probes fully, so an unreachable camera does not wait twice now.
+            _need_full_probe(spec, True)
+            return cap, True
+        if cap.get(cv2.CAP_PROP_FRAME_WIDTH) > 0 and cap.get(cv2.CAP_PROP_FRAME_HEIGHT) > 0:
+            return cap, True
+        # Opened without a picture size: the first packet did not say enough (a stream joined
+        # between key frames, an SDP without the parameter sets). FFmpeg's full probe reads on
+        # until it knows.
+        cap.release()
+        _need_full_probe(spec, True)
+    _ProbeOptions.apply(+1)
+    try:
+        cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+    finally:
+        _ProbeOptions.apply(-1)
+    if not cap.isOpened():
+        # The full probe could not open it either: the probe was not the cause (a camera away),
+        # so the next open tries the short one again.
+        _need_full_probe(spec, False)
+    return cap, False
+
+
+def _need_full_probe(spec: str, need: bool) -> None:
+    with _FULL_PROBE_LOCK:
+        if need and spec not in _FULL_PROBE:
+            log.info("source %s: the next open uses FFmpeg's full stream probe", spec)
+            _FULL_PROBE.add(spec)
+        elif not need:
+            _FULL_PROBE.discard(spec)
 
 
 class VideoCaptureSource:
@@ -66,12 +189,21 @@ class VideoCaptureSource:
             target = int(spec[len("/dev/video"):])
         if not live:
             check_file(spec)
+        #: A frame already read by the open (the short probe's check), handed out by the first read.
+        self._first: np.ndarray | None = None
         if isinstance(target, str):
-            # One decoding thread per stream. OpenCV's default (a thread per core, frame threading)
-            # buys nothing when several cameras and the detectors already keep every core busy, and
-            # each extra thread holds its own decoded pictures: one thread costs less CPU per frame
-            # and about 4 MiB less for a 720p stream (bench/bench_live.py).
-            self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+            self._cap, short = _open_network(target, self._spec)
+            if short and self._cap.isOpened():
+                # A stream can open on its first packet, picture size and all, and still give no
+                # frame (the decoder never got the parameter sets): the first frame is read here,
+                # and failing it the stream is opened again with FFmpeg's full probe.
+                ok, img = self._cap.read()
+                if ok and img is not None:
+                    self._first = img
+                else:
+                    self._cap.release()
+                    _need_full_probe(self._spec, True)
+                    self._cap, _short = _open_network(target, self._spec)
         else:
             self._cap = cv2.VideoCapture(target)
         if not self._cap.isOpened():
@@ -85,7 +217,10 @@ class VideoCaptureSource:
         self._read = 0
 
     def read(self) -> Image | None:
-        ok, img = self._cap.read()
+        if self._first is not None:
+            ok, img, self._first = True, self._first, None
+        else:
+            ok, img = self._cap.read()
         if not ok or img is None:
             if self.info.live:
                 raise SourceError(f"source {self._spec}: stream stopped delivering frames")
