@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -119,6 +122,20 @@ def test_analysis_exception_withholds_with_event() -> None:
     assert "analysis_fault" in events.kinds()
 
 
+def _until_lanes_recover(p: CameraPipeline) -> Callable[[int], None]:
+    """A source hook for frame 20: wait until no lane waits on a hung call any more. The frames come
+    as fast as they are read, and on a loaded machine all of them could be read before the
+    released call's thread runs again, which would say nothing about recovery."""
+    def hook(i: int) -> None:
+        if i != 20:
+            return
+        deadline = time.monotonic() + 10
+        while any(lane.stuck is not None and not lane.stuck.done() for lane in p._runner._lanes):
+            assert time.monotonic() < deadline, "the released call never returned"
+            time.sleep(0.005)
+    return hook
+
+
 def test_hung_analyzer_times_out_then_recovers() -> None:
     release = threading.Event()
 
@@ -141,7 +158,7 @@ def test_hung_analyzer_times_out_then_recovers() -> None:
 
     p = CameraPipeline(CameraPolicy("cam", (ZONE,)), [Hang()], [sink], lambda: Mode.HOME, events,
                        clock=FakeClock(), analysis_timeout_s=0.05, on_decision=on_decision)
-    p.run(lambda: ListSource(40))
+    p.run(lambda: ListSource(40, on_read=_until_lanes_recover(p)))
     reasons = [d.reasons for d, _ in decisions]
     assert reasons[0] == ("analysis_timeout",)
     assert ("analysis_busy",) in reasons[1:4]
@@ -411,7 +428,7 @@ def test_a_hung_lane_withholds_its_queued_frames_and_recovers_while_other_lanes_
     # 0.5 s: long enough that the trivial lane never times out on a loaded CI machine.
     p = CameraPipeline(CameraPolicy("cam", (ZONE,)), [hang, other], [RecordingSink()], lambda: Mode.HOME, events,
                        clock=FakeClock(), analysis_timeout_s=0.5, on_decision=on_decision)
-    p.run(lambda: ListSource(40))
+    p.run(lambda: ListSource(40, on_read=_until_lanes_recover(p)))
     reasons = [d.reasons for d, _ in decisions]
     assert reasons[0] == ("analysis_timeout",)
     # Frames queued behind the hung call are not analysed by it later: they are withheld as busy.
@@ -430,6 +447,50 @@ def test_a_failing_lane_withholds_only_its_frames() -> None:
     assert stats.withheld == 3 and [f.index for f in sink.frames] == [0, 2, 4]
     assert decisions[1][0].reasons == ("analysis_error:RuntimeError",)
     assert ok.seen == list(range(6))
+
+
+def test_no_stage_holds_a_frame_it_has_handed_on() -> None:
+    """While the camera is awaited, the pipeline holds none of the frames it is done with: not the
+    raw picture (the reader, the deciding loop) nor its redacted copy (the sink stage). Each is a
+    whole picture (2.6 MiB at 720p), and a camera is awaited most of the time."""
+    raws: list[weakref.ref[np.ndarray]] = []
+    outs: list[weakref.ref[np.ndarray]] = []
+    gate, written = threading.Event(), threading.Event()
+
+    class SlowCamera(ListSource):
+        def read(self) -> np.ndarray | None:
+            if self._i >= 3:
+                gate.wait(10)  # the next frame is slow to come: the pipeline waits here
+                return None
+            img = super().read()
+            assert img is not None
+            raws.append(weakref.ref(img))
+            return img
+
+    class ForgetfulSink(RecordingSink):
+        def write(self, frame: RedactedFrame) -> None:
+            outs.append(weakref.ref(frame.image))
+            if len(outs) == 3:
+                written.set()
+
+    p, _events, _decisions = make([OkAnalyzer()], [ForgetfulSink()])
+    runner = threading.Thread(target=p.run, args=(lambda: SlowCamera(5),), daemon=True)
+    runner.start()
+    try:
+        assert written.wait(10)
+        alive: list[str] = []
+        for _ in range(200):  # each stage lets go as soon as it has handed its frame on
+            gc.collect()
+            alive = [f"raw {i}" for i, r in enumerate(raws) if r() is not None]
+            alive += [f"redacted {i}" for i, r in enumerate(outs) if r() is not None]
+            if not alive:
+                break
+            time.sleep(0.01)
+        assert alive == [], f"held while the camera is awaited: {alive}"
+    finally:
+        gate.set()
+        runner.join(10)
+    assert not runner.is_alive()
 
 
 def test_tune_process_turns_off_opencv_threads_and_is_idempotent() -> None:

@@ -429,6 +429,9 @@ class CameraPipeline:
                 if self._on_decision is not None:
                     self._on_decision(decision, out_index)
                 self._notify_tap(out if out is not None else decision)
+                # Handed on: the raw frame and its redacted copy are not held here while the next
+                # frame is awaited (two whole pictures per camera, most of the time, otherwise).
+                item = out = None
         finally:
             self._stop.set()
             self._put(out_q, None)
@@ -514,6 +517,9 @@ class CameraPipeline:
                         now = self._clock.monotonic()
                         t_s = (now - start) if src.info.live else index / src.info.fps
                         frames.put(self._submit(Frame(self.camera_id, index, t_s, now, img), src.info.live))
+                        # The frame is the queue's now: a reference kept here would hold a whole
+                        # decoded picture for as long as the next read waits for the camera.
+                        img = None
                         index += 1
                         backoff_s = 1.0
                 finally:
@@ -587,6 +593,7 @@ class CameraPipeline:
                 if item is None:
                     break
                 self._write(item)
+                item = None  # written: not held while the next one is awaited
             self._close_sinks()
         except BaseException as e:  # noqa: BLE001 - stage boundary: a dead sink stage withholds, never blocks
             self._sink_stage_dead.set()
