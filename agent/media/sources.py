@@ -70,9 +70,6 @@ _CAPTURE_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 #: the first sink late. An RTSP camera's SDP, or the stream's first packet, says the codec and the
 #: picture size.
 _SHORT_PROBE = {"probesize": "32"}  # FFmpeg's smallest: stop after the first packet
-#: Network streams that could not be opened with the short probe: opened with FFmpeg's own from then on.
-_FULL_PROBE: set[str] = set()
-_FULL_PROBE_LOCK = threading.Lock()
 
 
 def _parse_options(text: str) -> dict[str, str]:
@@ -90,7 +87,8 @@ def _options_text(options: dict[str, str]) -> str:
 
 class _ProbeOptions:
     """The capture options of every open: the installer's own from the environment (their word
-    wins, a probe setting of theirs included), plus the short probe while no full-probe open runs.
+    wins, a probe setting of theirs included), plus the short probe while no full-probe open runs;
+    and the streams that need the full probe.
 
     The variable is process-wide, so it is set under one lock from a count of full-probe opens:
     concurrent opens never leave it wrong, as threads saving and restoring it themselves could."""
@@ -101,21 +99,16 @@ class _ProbeOptions:
     #: environment that is not ours (set by the installer or a test since) is theirs.
     _written: str | None = None
     _own: dict[str, str] = {}
+    #: Streams (public specs) the short probe could not open or decode: opened with the full one.
+    _full_specs: set[str] = set()
 
     @classmethod
-    def _installer(cls) -> dict[str, str]:
-        cur = os.environ.get(_CAPTURE_OPTIONS, "")
-        return dict(cls._own) if cls._written is not None and cur == cls._written else _parse_options(cur)
-
-    @classmethod
-    def short_applies(cls) -> bool:
+    def apply(cls, full_delta: int) -> bool:
+        """Count a full-probe open starting (+1) or ending (-1), or none (0), and set the variable.
+        True: the short probe is in it now."""
         with cls._lock:
-            return not ({"probesize", "analyzeduration"} & cls._installer().keys())
-
-    @classmethod
-    def apply(cls, full_delta: int) -> None:
-        with cls._lock:
-            own = cls._installer()
+            cur = os.environ.get(_CAPTURE_OPTIONS, "")
+            own = dict(cls._own) if cls._written is not None and cur == cls._written else _parse_options(cur)
             cls._full_opens += full_delta
             short = cls._full_opens == 0 and not ({"probesize", "analyzeduration"} & own.keys())
             text = _options_text({**own, **_SHORT_PROBE} if short else own)
@@ -124,34 +117,50 @@ class _ProbeOptions:
             else:
                 os.environ.pop(_CAPTURE_OPTIONS, None)
             cls._written, cls._own = text, own
+            return short
+
+    @classmethod
+    def needs_full(cls, spec: str) -> bool:
+        with cls._lock:
+            return spec in cls._full_specs
+
+    @classmethod
+    def mark(cls, spec: str, full: bool) -> None:
+        with cls._lock:
+            if full and spec not in cls._full_specs:
+                log.info("source %s: the next open uses FFmpeg's full stream probe", spec)
+                cls._full_specs.add(spec)
+            elif not full:
+                cls._full_specs.discard(spec)
 
 
-def _open_network(target: str, spec: str) -> tuple[cv2.VideoCapture, bool]:
-    """A capture of a network stream (opened or not), and whether it was opened with the short probe.
+def _open_network(target: str, spec: str) -> tuple[cv2.VideoCapture, np.ndarray | None]:
+    """A capture of a network stream (opened or not), and its first frame when the short probe
+    opened it (the check that it decodes; handed out by the source's first read).
 
     One decoding thread per stream: OpenCV's default (a thread per core, frame threading) buys
     nothing when several cameras and the detectors already keep every core busy, and each extra
     thread holds its own decoded pictures: one thread costs less CPU per frame and about 4 MiB less
     for a 720p stream (bench/bench_live.py)."""
     params = [cv2.CAP_PROP_N_THREADS, 1]
-    with _FULL_PROBE_LOCK:
-        full = spec in _FULL_PROBE
-    if not full and _ProbeOptions.short_applies():
-        _ProbeOptions.apply(0)
+    if not _ProbeOptions.needs_full(spec) and _ProbeOptions.apply(0):
         cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             # Unreachable, or a stream whose first packet could not open it (a container that lists
             # its streams later): the pipeline opens a lost live source again after a pause, and
             # that open probes fully, so an unreachable camera does not wait twice now.
-            _need_full_probe(spec, True)
-            return cap, True
+            _ProbeOptions.mark(spec, True)
+            return cap, None
+        # A picture size and a first frame, or the first packet did not say enough: a stream
+        # joined between key frames, an SDP without the parameter sets (it can even open with a
+        # size and give no frame, the decoder never having got them). FFmpeg's full probe reads
+        # on until it knows.
         if cap.get(cv2.CAP_PROP_FRAME_WIDTH) > 0 and cap.get(cv2.CAP_PROP_FRAME_HEIGHT) > 0:
-            return cap, True
-        # Opened without a picture size: the first packet did not say enough (a stream joined
-        # between key frames, an SDP without the parameter sets). FFmpeg's full probe reads on
-        # until it knows.
+            ok, first = cap.read()
+            if ok and first is not None:
+                return cap, first
         cap.release()
-        _need_full_probe(spec, True)
+        _ProbeOptions.mark(spec, True)
     _ProbeOptions.apply(+1)
     try:
         cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
@@ -160,17 +169,8 @@ def _open_network(target: str, spec: str) -> tuple[cv2.VideoCapture, bool]:
     if not cap.isOpened():
         # The full probe could not open it either: the probe was not the cause (a camera away),
         # so the next open tries the short one again.
-        _need_full_probe(spec, False)
-    return cap, False
-
-
-def _need_full_probe(spec: str, need: bool) -> None:
-    with _FULL_PROBE_LOCK:
-        if need and spec not in _FULL_PROBE:
-            log.info("source %s: the next open uses FFmpeg's full stream probe", spec)
-            _FULL_PROBE.add(spec)
-        elif not need:
-            _FULL_PROBE.discard(spec)
+        _ProbeOptions.mark(spec, False)
+    return cap, None
 
 
 class VideoCaptureSource:
@@ -192,18 +192,7 @@ class VideoCaptureSource:
         #: A frame already read by the open (the short probe's check), handed out by the first read.
         self._first: np.ndarray | None = None
         if isinstance(target, str):
-            self._cap, short = _open_network(target, self._spec)
-            if short and self._cap.isOpened():
-                # A stream can open on its first packet, picture size and all, and still give no
-                # frame (the decoder never got the parameter sets): the first frame is read here,
-                # and failing it the stream is opened again with FFmpeg's full probe.
-                ok, img = self._cap.read()
-                if ok and img is not None:
-                    self._first = img
-                else:
-                    self._cap.release()
-                    _need_full_probe(self._spec, True)
-                    self._cap, _short = _open_network(target, self._spec)
+            self._cap, self._first = _open_network(target, self._spec)
         else:
             self._cap = cv2.VideoCapture(target)
         if not self._cap.isOpened():
