@@ -7,10 +7,10 @@ re-encoding: the clips are H.264 with a 1 s GOP and no B-frames, as many IP came
 the real CCTV clip `../shared/fixtures/opencv_vtest.avi` (people walking in a hall, 768x576 at
 10 fps), scaled and cropped to 1280x720 and played at 15 fps, and the `faces` fixture
 (`privacy-agent fixtures make`, people moving over real photos) at 1280x720 and 15 fps; the cameras
-alternate between the two. The agent reads them with its RTSP source (OpenCV/FFmpeg over TCP).
+alternate between the two. The agent reads them with its RTSP source (PyAV/FFmpeg over TCP).
 
 Each camera count gets two runs on the same streams, each in a fresh process:
-- baseline: the same streams decoded only (OpenCV, one thread per camera, nothing else);
+- baseline: the same streams decoded only (the agent's own source, PyAV with one thread per camera, nothing else);
 - agent: `privacy-agent run` (default detection, encrypted clips to a directory sink, 10 s
   segments) through `bench/live_probe.py`, which observes without changing anything and stops the
   run with SIGTERM after `--seconds`.
@@ -71,7 +71,7 @@ KEEP_UP = 0.98
 STAGE_ORDER = ["decode", "analyze:tamper", "analyze:motion", "analyze:foreground", "analyze:detection:faces",
                "infer:faces", "analyze:detection:objects", "infer:objects", "policy", "redact", "encode", "seal",
                "store"]
-# OpenCV's FFmpeg reads RTSP over TCP: loopback UDP drops packets whenever the machine is busy,
+# The agent reads RTSP over TCP (its FFmpeg options, `OPENCV_FFMPEG_CAPTURE_OPTIONS`): loopback UDP drops packets whenever the machine is busy,
 # which would measure the socket buffer instead of the agent.
 RTSP_ENV = {"OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;tcp"}
 #: The opt-in for a hub short of memory (`--lean-malloc`; the service unit's commented line).
@@ -210,20 +210,28 @@ class Server:
 
 DECODE_ONLY = r"""
 import json, os, statistics, sys, threading, time
-import cv2
+from agent.errors import AgentError, DamagedFrameError
+from agent.media.sources import open_source  # the agent's own decoder, nothing after it
 urls, warmup, seconds, out = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 counts = {u: 0 for u in urls}
 window = {"open": False}
 stop = threading.Event()
 def read(u):
-    cap = cv2.VideoCapture(u)
+    src = None
     while not stop.is_set():
-        ok, img = cap.read()
-        if not ok:
-            time.sleep(0.1); cap.release(); cap = cv2.VideoCapture(u); continue
+        try:
+            src = src or open_source(u)
+            src.read()
+        except DamagedFrameError:
+            pass
+        except AgentError:
+            if src is not None:
+                src.close()
+            src = None; time.sleep(0.1); continue
         if window["open"]:
             counts[u] += 1
-    cap.release()
+    if src is not None:
+        src.close()
 ts = [threading.Thread(target=read, args=(u,), daemon=True) for u in urls]
 t0 = time.monotonic()
 for t in ts: t.start()

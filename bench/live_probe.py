@@ -99,7 +99,7 @@ class Probe:
         # By module path: the package's `seal` is the function, which shadows the module's name.
         hashing = importlib.import_module("agent.crypto.envelope.hashing")
         sealmod = importlib.import_module("agent.crypto.envelope.seal")
-        from agent.media import sources, videofile
+        from agent.media import avsource, sources
         from agent.media.video import VideoEncoder
         from agent.storage.sinks.clips import ClipSink
         from agent.vocab import Action
@@ -148,7 +148,7 @@ class Probe:
 
         # Stages: exclusive thread CPU.
         _wrap(sources.VideoCaptureSource, "read", "decode")
-        _wrap(videofile.VideoFileSource, "read", "decode")
+        _wrap(avsource.AVSource, "read", "decode")
         init = AnalysisRunner.__init__
 
         def runner_init(r: Any, analyzers: Any, timeout_s: float) -> None:

@@ -26,7 +26,7 @@ from agent.core.policy import CameraPolicy
 from agent.core.redact import RedactedFrame
 from agent.errors import DamagedFrameError, FrameDecodeError
 from agent.lab.shared_data import shared_file
-from agent.media import videofile
+from agent.media import avsource
 from agent.media.sources import SourceOpener, open_source
 from agent.vocab import Action, Mode
 
@@ -239,7 +239,7 @@ def test_file_garbage_to_its_end_ends_cleanly(tmp_path: Path, monkeypatch: pytes
     path, pk = clip(tmp_path)
     bad = damage(path, tmp_path / "bad.mp4", *span(pk, 30, N - 1))
     if bound is not None:
-        monkeypatch.setattr(videofile, "MAX_FAILED_READS", bound)
+        monkeypatch.setattr(avsource, "MAX_FAILED_READS", bound)
     run = run_pipeline(str(bad))
 
     assert max(run.released) < 30

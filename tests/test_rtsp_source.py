@@ -29,7 +29,8 @@ from agent.clock import SystemClock
 from agent.core.events import EventLog
 from agent.core.pipeline import CameraPipeline
 from agent.core.policy import CameraPolicy
-from agent.media import sources
+from agent.errors import DamagedFrameError, SourceError
+from agent.media import avsource
 from agent.media.sources import SourceOpener, open_source
 from agent.vocab import Mode
 
@@ -182,7 +183,22 @@ def test_a_camera_that_goes_away_is_reconnected_when_it_comes_back(clip: Path) -
         assert (f.image[:, : W // 2] == 0).all()
 
 
-def test_a_camera_opens_on_its_first_packet_without_a_burst_of_stale_frames(camera: str) -> None:
+@pytest.fixture
+def opens(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """The FFmpeg options of every network open, in order."""
+    seen: list[dict[str, str]] = []
+    real = avsource._open_network
+
+    def spy(target: str, spec: str, options: dict[str, str]) -> object:
+        seen.append(dict(options))
+        return real(target, spec, options)
+
+    monkeypatch.setattr(avsource, "_open_network", spy)
+    return seen
+
+
+def test_a_camera_opens_on_its_first_packet_without_a_burst_of_stale_frames(
+        camera: str, opens: list[dict[str, str]]) -> None:
     """FFmpeg's own probe reads seconds of stream before the camera counts as open, and that video
     then comes out at once. The short probe opens on the first packet: frames come at the camera's
     pace from the start, and the installer's own capture options are kept."""
@@ -197,18 +213,20 @@ def test_a_camera_opens_on_its_first_packet_without_a_burst_of_stale_frames(came
     # 12 frames at 15 fps take 0.73 s live; a probed stream's buffered frames come in well under
     # 0.2 s. A busy machine only makes this slower.
     assert elapsed >= 0.45, f"12 frames in {elapsed:.2f} s: a burst of buffered frames"
-    assert sources._parse_options(os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]) == {
-        "rtsp_transport": "tcp", "probesize": "32"}
+    assert opens == [{"rtsp_transport": "tcp", "probesize": "32"}]
+    # Read at every open, never written: the process-wide variable is the installer's alone.
+    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "rtsp_transport;tcp"
 
 
-def test_the_installers_own_probe_setting_wins(camera: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_installers_own_probe_setting_wins(camera: str, monkeypatch: pytest.MonkeyPatch,
+                                               opens: list[dict[str, str]]) -> None:
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp|analyzeduration;2000000")
     src = open_source(camera)
     try:
         assert src.read() is not None
     finally:
         src.close()
-    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "rtsp_transport;tcp|analyzeduration;2000000"
+    assert opens == [{"rtsp_transport": "tcp", "analyzeduration": "2000000"}]
 
 
 class _MidStream(http.server.BaseHTTPRequestHandler):
@@ -240,49 +258,73 @@ class _MidStream(http.server.BaseHTTPRequestHandler):
         return None
 
 
-def test_a_stream_the_first_packet_cannot_open_is_opened_with_the_full_probe(
-        clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_camera_joined_between_key_frames_withholds_until_its_first_key_frame(clip: Path) -> None:
+    """The first bytes hold P-frames whose references and parameter sets the decoder never got:
+    those positions are withheld, never handed out concealed, and the first key frame's picture and
+    every one after it come out whole, at the stream's size."""
     _MidStream.data = clip.read_bytes()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MidStream)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/cam.h264"
+    withheld: list[DamagedFrameError] = []
+    got: list[np.ndarray] = []
+    src = open_source(url)
     try:
-        with caplog.at_level(logging.INFO, logger="agent.media.sources"):
-            for _ in range(2):
-                src = open_source(url)
-                try:
-                    img = src.read()
-                finally:
-                    src.close()
-                assert img is not None and img.shape == (H, W, 3)
+        while len(got) < 5:
+            try:
+                img = src.read()
+            except DamagedFrameError as e:
+                assert not got, "a frame after the first key frame was withheld"
+                withheld.append(e)
+                continue
+            assert img is not None
+            got.append(img)
     finally:
+        src.close()
         server.shutdown()
         server.server_close()
-    # Once: the second open goes straight to the full probe.
+    assert withheld and len(withheld) <= FPS, [str(e) for e in withheld]
+    assert all(g.shape == (H, W, 3) for g in got)
+    row = got[0][120, :, :].astype(int).mean(axis=1)
+    assert (row > 200).sum() >= 30, "the first frame handed out is not the room with its square"
+
+
+def test_a_stream_the_short_probe_cannot_open_is_opened_at_once_with_the_full_probe(
+        camera: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Where the first packet does not say enough (a container that lists its streams later), the
+    same open tries again with FFmpeg's full probe, says so once, and that camera keeps it. An
+    unreachable camera is not tried twice."""
+    seen: list[dict[str, str]] = []
+    real = avsource._open_network
+
+    def first_packet_says_too_little(target: str, spec: str, options: dict[str, str]) -> object:
+        seen.append(dict(options))
+        if "probesize" in options and target == camera:
+            raise avsource._ProbeTooShort("no video stream")
+        return real(target, spec, options)
+
+    monkeypatch.setattr(avsource, "_open_network", first_packet_says_too_little)
+    with caplog.at_level(logging.INFO, logger="agent.media.avsource"):
+        for _ in range(2):
+            src = open_source(camera)
+            try:
+                assert src.read() is not None
+            finally:
+                src.close()
+    assert seen == [{"rtsp_transport": "tcp", "probesize": "32"}, {"rtsp_transport": "tcp"},
+                    {"rtsp_transport": "tcp"}]
     said = [r.getMessage() for r in caplog.records if "full stream probe" in r.getMessage()]
-    assert said == [f"source {url}: the next open uses FFmpeg's full stream probe"]
+    assert said == [f"source {camera}: the next open uses FFmpeg's full stream probe"]
+    avsource._FullProbe.mark(camera, False)
 
-
-def test_probe_options_follow_full_probe_opens_and_the_installer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
-    env = lambda: os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]  # noqa: E731
-    sources._ProbeOptions.apply(0)
-    assert env() == "rtsp_transport;tcp|probesize;32"
-    sources._ProbeOptions.apply(+1)  # two full-probe opens at once: FFmpeg's own probe until both end
-    sources._ProbeOptions.apply(+1)
-    assert env() == "rtsp_transport;tcp"
-    sources._ProbeOptions.apply(-1)
-    assert env() == "rtsp_transport;tcp"
-    sources._ProbeOptions.apply(-1)
-    assert env() == "rtsp_transport;tcp|probesize;32"
-    # The installer changes the variable: theirs from then on.
-    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;udp")
-    sources._ProbeOptions.apply(0)
-    assert env() == "rtsp_transport;udp|probesize;32"
-    monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS")
-    sources._ProbeOptions.apply(0)
-    assert env() == "probesize;32"
+    seen.clear()
+    port = camera.split(":")[2].split("/")[0]
+    gone = camera.replace(f":{port}/", ":1/")
+    with pytest.raises(SourceError, match=r"cannot open \(Connection refused\)") as lost:
+        open_source(gone.replace("rtsp://", "rtsp://admin:secret@"))
+    assert "secret" not in str(lost.value) and "admin" not in str(lost.value)
+    assert seen == [{"rtsp_transport": "tcp", "probesize": "32"}]
 
 
 def _wait(cond: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -16,12 +16,25 @@ from agent.errors import FrameDecodeError, SourceError
 # FFmpeg's own log lines ("moov atom not found", "[rtsp @ 0x...] ...") would reach the terminal
 # before our `SourceError` says the same thing once, in our words. Every source module imports
 # this one, and every command imports a source module before running: this is the one place.
-# PyAV: no log callback at all (its default today; pinned, so an upgrade cannot turn it back on).
-# OpenCV's bundled FFmpeg reads OPENCV_FFMPEG_LOGLEVEL when it opens its first capture (-8 is
-# AV_LOG_QUIET); a value already in the environment wins, so a camera can still be debugged with
-# `OPENCV_FFMPEG_LOGLEVEL=24 privacy-agent run ...`.
-av.logging.set_level(None)
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+# PyAV (files and network cameras): no log callback at all (its default today; pinned, so an
+# upgrade cannot turn it back on). OpenCV's bundled FFmpeg (V4L2 devices) reads
+# OPENCV_FFMPEG_LOGLEVEL when it opens its first capture (-8 is AV_LOG_QUIET). A value already in
+# that variable wins for both, so a camera can still be debugged with
+# `OPENCV_FFMPEG_LOGLEVEL=24 privacy-agent run ...` (FFmpeg's lines then name the URL it was
+# given, password and all: a debugging session's terminal, never an event).
+FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
+
+
+def _ffmpeg_level(text: str | None) -> int | None:
+    try:
+        level = int(text) if text is not None else None
+    except ValueError:
+        return None
+    return level if level is not None and level >= 0 else None
+
+
+av.logging.set_level(_ffmpeg_level(os.environ.get(FFMPEG_LOGLEVEL_ENV)))
+os.environ.setdefault(FFMPEG_LOGLEVEL_ENV, "-8")
 
 
 # Reads in a row that yield no frame at all (unreadable container data or

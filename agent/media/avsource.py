@@ -1,14 +1,25 @@
-"""Video files decoded with PyAV, with damaged stretches flagged rather than handed out.
+"""Video files and network cameras decoded with PyAV, with damaged stretches flagged rather than
+handed out.
 
 PyAV reports what OpenCV hides: packets the decoder rejects, frames it marks corrupt, frames it
 drops. A frame in a damaged stretch, and every frame after it until a clean key frame, raises
-`DamagedFrameError`, which the pipeline turns into a withheld frame. Pixels, rotation, fps and
-frame counts follow OpenCV's rules, so detection sees exactly what it saw before.
+`DamagedFrameError`, which the pipeline turns into a withheld frame. A network camera's stream
+is read the same way: a packet lost on the way (an RTP gap, a camera's own hiccup) leaves the
+decoder painting with a damaged reference until the next key frame, and those pictures, smeared
+with the previous scene, are withheld rather than analysed as if they were the room.
+
+Files: pixels, rotation, fps and frame counts follow OpenCV's rules, so detection sees exactly
+what it saw before. Network cameras: a 4:2:0 picture is converted to BGR by OpenCV's own
+conversion (a third of swscale's cost here), and the stream's end, a read that times out or a
+demuxer error is a lost source (`SourceError`), which the pipeline opens again with backoff.
 """
 
 from __future__ import annotations
 
+import errno
 import heapq
+import logging
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -22,11 +33,14 @@ from agent.core.ports import SourceInfo
 from agent.errors import DamagedFrameError, SourceError
 from agent.media.frames import MAX_FAILED_READS, check_file, to_bgr
 
+log = logging.getLogger(__name__)
+
 # Decoded frames held back before they are handed out. Damage that starts
 # inside a packet often decodes "cleanly" into garbage just before the first
 # packet that fails, and some losses show only when a later frame comes out;
 # holding two frames lets damage found that late still withhold them. Kept as
 # decoded YUV frames (a few MiB at 1080p), converted to BGR only when handed out.
+# A live camera's frames wait for it too: two frame intervals (133 ms at 15 fps).
 _LOOKBEHIND_FRAMES = 2
 
 
@@ -39,6 +53,31 @@ _ROTATE = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, -90: cv2.ROTATE_90_CLOCKWISE, 270
 
 
 _AV_TIME_BASE = 1_000_000
+
+#: Seconds a network camera may take to open, and to give its next packet, before it counts as
+#: lost. FFmpeg's own default is to wait for ever: a camera that stops sending without closing
+#: the connection would hang its reader, and the pipeline would never open it again.
+STREAM_OPEN_TIMEOUT_S = 20.0
+STREAM_READ_TIMEOUT_S = 10.0
+
+#: FFmpeg's stream probe, cut to its first packet for a network camera. By default FFmpeg reads
+#: seconds of stream before it says the stream is open (about 1.8 s of a 15 fps RTSP camera here),
+#: only to estimate a frame rate the live pipeline never uses (its clock stamps the frames, and the
+#: config's `fps` times the clips); that video then comes out in one burst of stale frames, which
+#: fills every queue at once (about 10 MiB above the steady figure with one 720p camera) and reaches
+#: the first sink late. An RTSP camera's SDP, or the stream's first packet, says the codec and the
+#: picture size.
+SHORT_PROBE = {"probesize": "32"}  # FFmpeg's smallest: stop after the first packet
+#: Options of the installer's that set the probe themselves: with either, FFmpeg probes their way.
+PROBE_KEYS = frozenset({"probesize", "analyzeduration"})
+
+#: Errors of an open that say the camera is not there (or not answering), not that the probe was
+#: too short: opening it again at once with the full probe would only wait twice.
+_UNREACHABLE = (ConnectionError, TimeoutError, PermissionError, FileNotFoundError, av.error.ExitError,
+                av.error.HTTPError, av.error.HTTPClientError, av.error.HTTPServerError,
+                av.error.ProtocolNotFoundError)
+_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                 errno.ETIMEDOUT, errno.ENOENT, errno.EACCES, errno.EPERM})
 
 
 @dataclass(slots=True)
@@ -70,17 +109,104 @@ def _rate_and_count(container: av.container.InputContainer, stream: av.VideoStre
     return fps, count
 
 
-class VideoFileSource:
-    """A video file decoded with PyAV, damaged stretches withheld (see the module invariants)."""
+def _why(e: BaseException) -> str:
+    """What went wrong, without the URL: FFmpeg's errors carry the address they were given, a
+    camera's password included (`rtsp://admin:secret@...`), and these words reach events and the
+    broker."""
+    text = getattr(e, "strerror", None)
+    return str(text) if text else type(e).__name__
 
-    def __init__(self, spec: str, fps_hint: float | None) -> None:
-        self._spec = spec
-        check_file(spec)
+
+class _FullProbe:
+    """Network cameras (public specs) whose stream the short probe could not open: opened with
+    FFmpeg's full probe from then on, until an open with it fails too (then the probe was not the
+    cause, and the next open tries the short one again)."""
+
+    _lock = threading.Lock()
+    _specs: set[str] = set()
+
+    @classmethod
+    def needed(cls, spec: str) -> bool:
+        with cls._lock:
+            return spec in cls._specs
+
+    @classmethod
+    def mark(cls, spec: str, full: bool) -> None:
+        with cls._lock:
+            if full and spec not in cls._specs:
+                log.info("source %s: the next open uses FFmpeg's full stream probe", spec)
+                cls._specs.add(spec)
+            elif not full:
+                cls._specs.discard(spec)
+
+
+def open_file(spec: str, fps_hint: float | None) -> AVSource:
+    """A video file (see `AVSource`)."""
+    check_file(spec)
+    try:
+        container = av.open(spec)
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise SourceError(f"source {spec}: cannot open or decode (not a video, corrupt, or unreadable): "
+                          f"{e}") from e
+    return AVSource(container, spec, fps_hint, live=False)
+
+
+def open_stream(target: str, spec: str, fps_hint: float | None, options: dict[str, str]) -> AVSource:
+    """A network camera at `target` (named `spec`, its public form, in every message), opened with
+    the installer's FFmpeg `options` and, unless they set the probe, the short probe.
+
+    A stream the short probe cannot open (a container that lists its streams later, a format FFmpeg
+    must sniff from more than the first bytes) is opened again at once with the full probe, and
+    that camera keeps it. An unreachable camera is not tried twice."""
+    short = not (PROBE_KEYS & options.keys()) and not _FullProbe.needed(spec)
+    if short:
         try:
-            self._container = av.open(spec)
-        except (av.FFmpegError, OSError, ValueError) as e:
-            raise SourceError(f"source {spec}: cannot open or decode (not a video, corrupt, or unreadable): "
-                              f"{e}") from e
+            container = _open_network(target, spec, {**options, **SHORT_PROBE})
+        except _ProbeTooShort:
+            _FullProbe.mark(spec, True)
+        else:
+            return AVSource(container, spec, fps_hint, live=True)
+    try:
+        container = _open_network(target, spec, options)
+    except _ProbeTooShort as e:
+        _FullProbe.mark(spec, False)
+        raise SourceError(f"source {spec}: cannot open or decode ({e})") from None
+    except SourceError:
+        _FullProbe.mark(spec, False)
+        raise
+    return AVSource(container, spec, fps_hint, live=True)
+
+
+class _ProbeTooShort(Exception):
+    """The stream answered but the open found no video in it (or could not tell its format)."""
+
+
+def _open_network(target: str, spec: str, options: dict[str, str]) -> av.container.InputContainer:
+    try:
+        container = av.open(target, options=options, timeout=(STREAM_OPEN_TIMEOUT_S, STREAM_READ_TIMEOUT_S))
+    except _UNREACHABLE as e:
+        raise SourceError(f"source {spec}: cannot open ({_why(e)})") from None
+    except (av.FFmpegError, OSError, ValueError) as e:
+        if getattr(e, "errno", None) in _UNREACHABLE_ERRNOS:
+            raise SourceError(f"source {spec}: cannot open ({_why(e)})") from None
+        raise _ProbeTooShort(_why(e)) from None
+    if not container.streams.video:
+        container.close()
+        raise _ProbeTooShort("no video stream")
+    return container
+
+
+class AVSource:
+    """A container decoded with PyAV, damaged stretches withheld (see the module invariants).
+
+    Made by `open_file` or `open_stream`, which name the source: a file by its path, a network
+    camera by its public spec (never with its password)."""
+
+    def __init__(self, container: av.container.InputContainer, spec: str, fps_hint: float | None,
+                 live: bool) -> None:
+        self._spec = spec
+        self._live = live
+        self._container = container
         if not self._container.streams.video:
             self._container.close()
             raise SourceError(f"source {spec}: cannot open or decode (no video stream)")
@@ -95,10 +221,16 @@ class VideoFileSource:
         # reject streams that merely leave padding at the end of a slice, which
         # would withhold a lenient camera's every frame.
         self._stream.thread_type = "NONE"
-        fps, count = _rate_and_count(self._container, self._stream)
+        if live:
+            # The stream's declared rate (an RTSP camera's SDP or SPS says it); the live pipeline
+            # stamps frames with its own clock, so this only times clips when the config says nothing.
+            rate = self._stream.average_rate or self._stream.guessed_rate
+            fps, count = (float(rate) if rate else 0.0), 0
+        else:
+            fps, count = _rate_and_count(self._container, self._stream)
         if not (0 < fps <= 240):
             fps = fps_hint or 10.0
-        self.info = SourceInfo(spec, False, fps, count if count > 0 else None)
+        self.info = SourceInfo(spec, live, fps, count if count > 0 else None)
         self._packets = self._container.demux(self._stream)
         self._peeked: av.Packet | None = None
         self._reformatter = VideoReformatter()
@@ -134,6 +266,9 @@ class VideoFileSource:
         while not self._eof and len(self._held) <= _LOOKBEHIND_FRAMES:
             self._pump()
         if not self._held:
+            if self._live:
+                # A camera never ends: its stream closing is a lost source, opened again with backoff.
+                raise SourceError(f"source {self._spec}: stream stopped delivering frames")
             if self._n == 0:
                 raise SourceError(f"source {self._spec}: no decodable frames (corrupt or truncated video)")
             return None
@@ -160,7 +295,7 @@ class VideoFileSource:
         except av.FFmpegError as e:
             self._demux_failed(e)
             return
-        if packet.is_corrupt and packet.size and self._cut_short():
+        if not self._live and packet.is_corrupt and packet.size and self._cut_short():
             # The data ends inside this packet: the file was cut (a copy cut short, a
             # recording stopped by power loss). That is truncation, not damage: the
             # source ends where the whole frames end and the pipeline reports
@@ -178,7 +313,7 @@ class VideoFileSource:
             frames = packet.decode()
         except av.FFmpegError as e:
             self._errors_unmatched += 1
-            self._failed(f"decode error ({e})")
+            self._failed(f"decode error ({self._what(e)})")
             return
         if packet.is_corrupt:
             # The demuxer knows this packet is damaged (e.g. MPEG-TS continuity errors).
@@ -205,9 +340,18 @@ class VideoFileSource:
         return not self._peeked.size
 
     def _demux_failed(self, e: av.FFmpegError) -> None:
+        if self._live:
+            # A network demuxer that fails has lost its camera (the connection, a read that timed
+            # out): the pipeline opens it again, and nothing decoded after the gap is trusted
+            # until a key frame, as after any open.
+            raise SourceError(f"source {self._spec}: stream stopped delivering frames ({self._what(e)})") from None
         # The demuxer lost its place in damaged data; a fresh generator reads on from where it is.
         self._packets = self._container.demux(self._stream)
         self._failed(f"unreadable container data ({e})", frame_lost=False)
+
+    def _what(self, e: BaseException) -> str:
+        """An FFmpeg error in words: a file's may quote its path; a camera's never names its URL."""
+        return _why(e) if self._live else str(e)
 
     def _flush_decoder(self) -> None:
         """Drain and reset the decoder before the key frame that may end a damaged stretch.
@@ -223,7 +367,7 @@ class VideoFileSource:
         except av.FFmpegError as e:
             frames = []
             self._errors_unmatched += 1
-            self._failed(f"decode error ({e})")
+            self._failed(f"decode error ({self._what(e)})")
         for frame in frames:
             self._take(frame)
         cc.flush_buffers()
@@ -299,7 +443,8 @@ class VideoFileSource:
             if self._decoded == 0:
                 raise SourceError(f"source {self._spec}: no decodable frames (corrupt or truncated video)")
             raise SourceError(f"source {self._spec}: {self._failed_reads} reads in a row gave no frame after "
-                              f"position {self._n + len(self._held)} (last: {why}); giving up on the file")
+                              f"position {self._n + len(self._held)} (last: {why}); giving up on the "
+                              f"{'stream' if self._live else 'file'}")
         self._damage(why)
         if frame_lost:
             self._hold(_Slot(None, True, 1, why))
@@ -321,6 +466,12 @@ class VideoFileSource:
             self._hold(_Slot(None, True, 0, "unreadable container data at the end of the file"))
 
     def _image(self, frame: av.VideoFrame, n: int) -> Image:
+        if (self._live and frame.format.name == "yuv420p" and not frame.rotation
+                and frame.width % 2 == 0 and frame.height % 2 == 0):
+            # A camera's usual picture (limited-range 4:2:0): OpenCV's conversion, the BT.601 one
+            # OpenCV's own capture applied, at a third of swscale's cost. A file keeps swscale's
+            # pixels below, which the lab's fixtures were made with.
+            return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
         # BICUBIC is OpenCV's swscale flag; with it the pixels are OpenCV's, 10-bit sources included.
         out = self._reformatter.reformat(frame, format="bgr24", interpolation="BICUBIC")
         img = np.ascontiguousarray(out.to_ndarray())
