@@ -229,6 +229,14 @@ def test_the_installers_own_probe_setting_wins(camera: str, monkeypatch: pytest.
     assert opens == [{"rtsp_transport": "tcp", "analyzeduration": "2000000"}]
 
 
+def _frames_of(data: bytes) -> list[bytes]:
+    """An Annex-B clip cut into one piece per frame: each runs up to the next frame's first NAL unit
+    (a slice, or the parameter sets before a key frame), start codes included."""
+    nals = [i for i in range(len(data) - 4) if data[i : i + 3] == b"\x00\x00\x01"]
+    starts = [i - 1 if i and data[i - 1] == 0 else i for i in nals if data[i + 3] & 0x1F in (1, 7)]
+    return [data[a:b] for a, b in zip(starts, [*starts[1:], len(data)], strict=True)]
+
+
 class _MidStream(http.server.BaseHTTPRequestHandler):
     """Raw H.264 over HTTP at the camera's frame rate, looping, joined between key frames: the
     first bytes hold no parameter sets, which come again only with the next key frame."""
@@ -239,12 +247,7 @@ class _MidStream(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "video/h264")
         self.end_headers()
-        d = self.data
-        # Each frame's bytes run up to the next frame's first NAL unit (a slice, or the parameter
-        # sets before a key frame), start codes included.
-        nals = [i for i in range(len(d) - 4) if d[i : i + 3] == b"\x00\x00\x01"]
-        starts = [i - 1 if i and d[i - 1] == 0 else i for i in nals if d[i + 3] & 0x1F in (1, 7)]
-        frames = [d[a:b] for a, b in zip(starts, [*starts[1:], len(d)], strict=True)]
+        frames = _frames_of(self.data)
         p_slices = [i for i, f in enumerate(frames) if f[f.index(b"\x00\x00\x01") + 3] & 0x1F == 1]
         try:
             order = frames[p_slices[1]:] + frames * 20
@@ -288,6 +291,124 @@ def test_a_camera_joined_between_key_frames_withholds_until_its_first_key_frame(
     assert all(g.shape == (H, W, 3) for g in got)
     row = got[0][120, :, :].astype(int).mean(axis=1)
     assert (row > 200).sum() >= 30, "the first frame handed out is not the room with its square"
+
+
+class _Damaged(http.server.BaseHTTPRequestHandler):
+    """The clip once over HTTP at the camera's pace, one frame's payload garbled on the way (a
+    camera's hiccup, a lossy link): what a live stream's decoder meets mid-stream."""
+
+    frames: list[bytes] = []
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "video/h264")
+        self.end_headers()
+        try:
+            for f in self.frames:
+                self.wfile.write(f)
+                time.sleep(1 / FPS)
+        except OSError:
+            pass
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("hit", [3, 20])
+def test_a_live_streams_damaged_frames_are_withheld_until_the_next_key_frame(clip: Path, hit: int) -> None:
+    """Frame `hit` arrives garbled. Every frame the decoder paints from it (up to the next key
+    frame, every 15 frames) is withheld, never handed out concealed; every frame handed out is
+    exactly the room with its square where that frame drew it; and the camera plays on."""
+    frames = _frames_of(clip.read_bytes())
+    assert len(frames) == FRAMES
+    bad = bytearray(frames[hit])
+    third = len(bad) // 3
+    # Noise without zero bytes, so no start code appears: the frame's slice is garbled, not cut.
+    bad[third : 2 * third] = np.random.default_rng(hit).integers(16, 256, third, dtype=np.uint8).tobytes()
+    _Damaged.frames = [*frames[:hit], bytes(bad), *frames[hit + 1 :]]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Damaged)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    got: list[int | None] = []  # per position: the frame it shows, or None when withheld
+    src = open_source(f"http://127.0.0.1:{server.server_address[1]}/cam.h264")
+    try:
+        while True:
+            try:
+                img = src.read()
+            except DamagedFrameError:
+                got.append(None)
+                continue
+            except SourceError:
+                break  # the stream ended: a lost camera, which the pipeline would open again
+            assert img is not None
+            bright = np.nonzero(img[120, :, :].astype(int).mean(axis=1) > 200)[0]
+            assert bright.size >= 30, f"position {len(got)}: the square is missing"
+            assert np.abs(img[20:60].astype(int) - GREY).max() <= 20, f"position {len(got)}: the room is smeared"
+            got.append((int(bright[0]) - 20) // 4)
+    finally:
+        src.close()
+        server.shutdown()
+        server.server_close()
+    next_key = (hit // FPS + 1) * FPS
+    withheld = [i for i, g in enumerate(got) if g is None]
+    # From the damage (and the look-behind before it) to the next key frame, and nothing else.
+    assert withheld and withheld[0] <= hit and withheld[-1] == next_key - 1, got
+    assert withheld == list(range(withheld[0], next_key)), got
+    assert all(g == i for i, g in enumerate(got) if g is not None), got
+    assert len(got) >= next_key + 10, f"the camera did not play on past the damage: {got}"
+
+
+class _Silent(http.server.BaseHTTPRequestHandler):
+    """A camera that keeps its connection open and stops sending: first `sent` frames, then nothing."""
+
+    frames: list[bytes] = []
+    sent = 0
+    release = threading.Event()
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "video/h264")
+        self.end_headers()
+        try:
+            for f in self.frames[: self.sent]:
+                self.wfile.write(f)
+            self.wfile.flush()
+        except OSError:
+            return
+        self.release.wait(30)
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("sent", [0, 20])
+def test_a_camera_that_stops_sending_without_closing_is_lost_not_waited_for(
+        clip: Path, sent: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FFmpeg on its own waits for ever on a connection that stays open and silent: the reader
+    would hang and the pipeline never open the camera again. The open and each read are bounded."""
+    monkeypatch.setattr(avsource, "STREAM_OPEN_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(avsource, "STREAM_READ_TIMEOUT_S", 1.0)
+    _Silent.frames, _Silent.sent = _frames_of(clip.read_bytes()), sent
+    _Silent.release.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Silent)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/cam.h264"
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SourceError) as lost:
+            src = open_source(url)
+            try:
+                for _ in range(FRAMES):
+                    src.read()
+            finally:
+                src.close()
+    finally:
+        _Silent.release.set()
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - t0 < 15, "the silent camera was waited for"
+    assert str(lost.value).startswith(f"source {url}: ")
 
 
 def test_a_stream_the_short_probe_cannot_open_is_opened_at_once_with_the_full_probe(
