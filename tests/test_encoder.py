@@ -115,7 +115,7 @@ def test_stream_options_per_encoder() -> None:
     settings = VideoConfig(preset="veryfast", crf=30, bitrate_kbps=3000)
     sw = SimpleNamespace()
     configure_stream(sw, SOFTWARE, 320, 240, settings)  # type: ignore[arg-type]
-    assert sw.options == {"preset": "veryfast", "tune": "zerolatency", "crf": "30"} and sw.pix_fmt == "yuv420p"
+    assert sw.options == {"preset": "veryfast", "tune": "zerolatency", "crf": "30", "threads": "1"} and sw.pix_fmt == "yuv420p"
     hw = SimpleNamespace()
     configure_stream(hw, HARDWARE, 320, 240, settings)  # type: ignore[arg-type]
     assert hw.bit_rate == 3_000_000 and hw.pix_fmt == "yuv420p" and not hasattr(hw, "options")

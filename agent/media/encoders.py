@@ -83,7 +83,11 @@ def configure_stream(stream: av.VideoStream, codec: str, width_px: int, height_p
     # Both encoders take yuv420p; the hardware one takes nothing else.
     stream.pix_fmt = "yuv420p"
     if codec == SOFTWARE:
-        stream.options = {"preset": settings.preset, "tune": "zerolatency", "crf": str(settings.crf)}
+        # One thread: x264's sliced threads split every frame over the cores and join them again,
+        # which buys nothing when decode and detection already keep every core busy, and each
+        # camera's encoder would add threads waking each other at every frame.
+        stream.options = {"preset": settings.preset, "tune": "zerolatency", "crf": str(settings.crf),
+                          "threads": "1"}
     elif codec == HARDWARE:
         # V4L2 M2M has no constant-quality mode: a target bitrate. Its buffer counts keep
         # FFmpeg's defaults (16 output, 4 capture), which the Pi's driver accepts.
