@@ -9,6 +9,7 @@ left half must release only frames that are black exactly there.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import logging
 import os
@@ -237,28 +238,55 @@ def _frames_of(data: bytes) -> list[bytes]:
     return [data[a:b] for a, b in zip(starts, [*starts[1:], len(data)], strict=True)]
 
 
-class _MidStream(http.server.BaseHTTPRequestHandler):
-    """Raw H.264 over HTTP at the camera's frame rate, looping, joined between key frames: the
-    first bytes hold no parameter sets, which come again only with the next key frame."""
+class _HttpCamera(http.server.BaseHTTPRequestHandler):
+    """Raw H.264 over HTTP, as a simple IP camera sends it: `frames()` at the camera's pace."""
 
-    data = b""
+    def frames(self) -> list[bytes]:
+        raise NotImplementedError
 
     def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "video/h264")
         self.end_headers()
-        frames = _frames_of(self.data)
-        p_slices = [i for i, f in enumerate(frames) if f[f.index(b"\x00\x00\x01") + 3] & 0x1F == 1]
         try:
-            order = frames[p_slices[1]:] + frames * 20
-            for f in order:
+            for f in self.frames():
                 self.wfile.write(f)
                 time.sleep(1 / FPS)
+            self.wfile.flush()
         except OSError:
-            pass
+            return
+        self.after()
+
+    def after(self) -> None:
+        """What the camera does once its frames are sent: close the connection."""
 
     def log_message(self, *args: object) -> None:
         return None
+
+
+@contextlib.contextmanager
+def _serving(handler: type[_HttpCamera]) -> Iterator[str]:
+    """The handler's camera on a loopback port: its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cam.h264"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _MidStream(_HttpCamera):
+    """Looping, joined between key frames: the first bytes hold no parameter sets, which come again
+    only with the next key frame."""
+
+    data = b""
+
+    def frames(self) -> list[bytes]:
+        frames = _frames_of(self.data)
+        p_slices = [i for i, f in enumerate(frames) if f[f.index(b"\x00\x00\x01") + 3] & 0x1F == 1]
+        return frames[p_slices[1]:] + frames * 20
 
 
 def test_a_camera_joined_between_key_frames_withholds_until_its_first_key_frame(clip: Path) -> None:
@@ -266,52 +294,36 @@ def test_a_camera_joined_between_key_frames_withholds_until_its_first_key_frame(
     those positions are withheld, never handed out concealed, and the first key frame's picture and
     every one after it come out whole, at the stream's size."""
     _MidStream.data = clip.read_bytes()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MidStream)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/cam.h264"
     withheld: list[DamagedFrameError] = []
     got: list[np.ndarray] = []
-    src = open_source(url)
-    try:
-        while len(got) < 5:
-            try:
-                img = src.read()
-            except DamagedFrameError as e:
-                assert not got, "a frame after the first key frame was withheld"
-                withheld.append(e)
-                continue
-            assert img is not None
-            got.append(img)
-    finally:
-        src.close()
-        server.shutdown()
-        server.server_close()
+    with _serving(_MidStream) as url:
+        src = open_source(url)
+        try:
+            while len(got) < 5:
+                try:
+                    img = src.read()
+                except DamagedFrameError as e:
+                    assert not got, "a frame after the first key frame was withheld"
+                    withheld.append(e)
+                    continue
+                assert img is not None
+                got.append(img)
+        finally:
+            src.close()
     assert withheld and len(withheld) <= FPS, [str(e) for e in withheld]
     assert all(g.shape == (H, W, 3) for g in got)
     row = got[0][120, :, :].astype(int).mean(axis=1)
     assert (row > 200).sum() >= 30, "the first frame handed out is not the room with its square"
 
 
-class _Damaged(http.server.BaseHTTPRequestHandler):
-    """The clip once over HTTP at the camera's pace, one frame's payload garbled on the way (a
-    camera's hiccup, a lossy link): what a live stream's decoder meets mid-stream."""
+class _Damaged(_HttpCamera):
+    """The clip once, one frame's payload garbled on the way (a camera's hiccup, a lossy link): what
+    a live stream's decoder meets mid-stream."""
 
-    frames: list[bytes] = []
+    sent: list[bytes] = []
 
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "video/h264")
-        self.end_headers()
-        try:
-            for f in self.frames:
-                self.wfile.write(f)
-                time.sleep(1 / FPS)
-        except OSError:
-            pass
-
-    def log_message(self, *args: object) -> None:
-        return None
+    def frames(self) -> list[bytes]:
+        return self.sent
 
 
 @pytest.mark.parametrize("hit", [3, 20])
@@ -325,30 +337,26 @@ def test_a_live_streams_damaged_frames_are_withheld_until_the_next_key_frame(cli
     third = len(bad) // 3
     # Noise without zero bytes, so no start code appears: the frame's slice is garbled, not cut.
     bad[third : 2 * third] = np.random.default_rng(hit).integers(16, 256, third, dtype=np.uint8).tobytes()
-    _Damaged.frames = [*frames[:hit], bytes(bad), *frames[hit + 1 :]]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Damaged)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Damaged.sent = [*frames[:hit], bytes(bad), *frames[hit + 1 :]]
     got: list[int | None] = []  # per position: the frame it shows, or None when withheld
-    src = open_source(f"http://127.0.0.1:{server.server_address[1]}/cam.h264")
-    try:
-        while True:
-            try:
-                img = src.read()
-            except DamagedFrameError:
-                got.append(None)
-                continue
-            except SourceError:
-                break  # the stream ended: a lost camera, which the pipeline would open again
-            assert img is not None
-            bright = np.nonzero(img[120, :, :].astype(int).mean(axis=1) > 200)[0]
-            assert bright.size >= 30, f"position {len(got)}: the square is missing"
-            assert np.abs(img[20:60].astype(int) - GREY).max() <= 20, f"position {len(got)}: the room is smeared"
-            got.append((int(bright[0]) - 20) // 4)
-    finally:
-        src.close()
-        server.shutdown()
-        server.server_close()
+    with _serving(_Damaged) as url:
+        src = open_source(url)
+        try:
+            while True:
+                try:
+                    img = src.read()
+                except DamagedFrameError:
+                    got.append(None)
+                    continue
+                except SourceError:
+                    break  # the stream ended: a lost camera, which the pipeline would open again
+                assert img is not None
+                bright = np.nonzero(img[120, :, :].astype(int).mean(axis=1) > 200)[0]
+                assert bright.size >= 30, f"position {len(got)}: the square is missing"
+                assert np.abs(img[20:60].astype(int) - GREY).max() <= 20, f"position {len(got)}: the room is smeared"
+                got.append((int(bright[0]) - 20) // 4)
+        finally:
+            src.close()
     next_key = (hit // FPS + 1) * FPS
     withheld = [i for i, g in enumerate(got) if g is None]
     # From the damage (and the look-behind before it) to the next key frame, and nothing else.
@@ -358,27 +366,18 @@ def test_a_live_streams_damaged_frames_are_withheld_until_the_next_key_frame(cli
     assert len(got) >= next_key + 10, f"the camera did not play on past the damage: {got}"
 
 
-class _Silent(http.server.BaseHTTPRequestHandler):
-    """A camera that keeps its connection open and stops sending: first `sent` frames, then nothing."""
+class _Silent(_HttpCamera):
+    """A camera that keeps its connection open and stops sending: first `count` frames, then nothing."""
 
-    frames: list[bytes] = []
-    sent = 0
+    clip: list[bytes] = []
+    count = 0
     release = threading.Event()
 
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "video/h264")
-        self.end_headers()
-        try:
-            for f in self.frames[: self.sent]:
-                self.wfile.write(f)
-            self.wfile.flush()
-        except OSError:
-            return
-        self.release.wait(30)
+    def frames(self) -> list[bytes]:
+        return self.clip[: self.count]
 
-    def log_message(self, *args: object) -> None:
-        return None
+    def after(self) -> None:
+        self.release.wait(30)
 
 
 @pytest.mark.parametrize("sent", [0, 20])
@@ -388,25 +387,20 @@ def test_a_camera_that_stops_sending_without_closing_is_lost_not_waited_for(
     would hang and the pipeline never open the camera again. The open and each read are bounded."""
     monkeypatch.setattr(avsource, "STREAM_OPEN_TIMEOUT_S", 1.0)
     monkeypatch.setattr(avsource, "STREAM_READ_TIMEOUT_S", 1.0)
-    _Silent.frames, _Silent.sent = _frames_of(clip.read_bytes()), sent
+    _Silent.clip, _Silent.count = _frames_of(clip.read_bytes()), sent
     _Silent.release.clear()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Silent)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/cam.h264"
     t0 = time.monotonic()
-    try:
-        with pytest.raises(SourceError) as lost:
-            src = open_source(url)
-            try:
-                for _ in range(FRAMES):
-                    src.read()
-            finally:
-                src.close()
-    finally:
-        _Silent.release.set()
-        server.shutdown()
-        server.server_close()
+    with _serving(_Silent) as url:
+        try:
+            with pytest.raises(SourceError) as lost:
+                src = open_source(url)
+                try:
+                    for _ in range(FRAMES):
+                        src.read()
+                finally:
+                    src.close()
+        finally:
+            _Silent.release.set()
     assert time.monotonic() - t0 < 15, "the silent camera was waited for"
     assert str(lost.value).startswith(f"source {url}: ")
 
