@@ -72,12 +72,13 @@ SHORT_PROBE = {"probesize": "32"}  # FFmpeg's smallest: stop after the first pac
 PROBE_KEYS = frozenset({"probesize", "analyzeduration"})
 
 #: Errors of an open that say the camera is not there (or not answering), not that the probe was
-#: too short: opening it again at once with the full probe would only wait twice.
+#: too short: opening it again at once with the full probe would only wait twice. PyAV's errors
+#: subclass Python's own (refused, reset, timed out, not found, not permitted); the two network
+#: errnos Python has no class for are named.
 _UNREACHABLE = (ConnectionError, TimeoutError, PermissionError, FileNotFoundError, av.error.ExitError,
                 av.error.HTTPError, av.error.HTTPClientError, av.error.HTTPServerError,
                 av.error.ProtocolNotFoundError)
-_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH,
-                                 errno.ETIMEDOUT, errno.ENOENT, errno.EACCES, errno.EPERM})
+_UNREACHABLE_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH})
 
 
 @dataclass(slots=True)
@@ -148,6 +149,9 @@ def open_file(spec: str, fps_hint: float | None) -> AVSource:
     except (av.FFmpegError, OSError, ValueError) as e:
         raise SourceError(f"source {spec}: cannot open or decode (not a video, corrupt, or unreadable): "
                           f"{e}") from e
+    if not container.streams.video:
+        container.close()
+        raise SourceError(f"source {spec}: cannot open or decode (no video stream)")
     return AVSource(container, spec, fps_hint, live=False)
 
 
@@ -184,10 +188,8 @@ class _ProbeTooShort(Exception):
 def _open_network(target: str, spec: str, options: dict[str, str]) -> av.container.InputContainer:
     try:
         container = av.open(target, options=options, timeout=(STREAM_OPEN_TIMEOUT_S, STREAM_READ_TIMEOUT_S))
-    except _UNREACHABLE as e:
-        raise SourceError(f"source {spec}: cannot open ({_why(e)})") from None
     except (av.FFmpegError, OSError, ValueError) as e:
-        if getattr(e, "errno", None) in _UNREACHABLE_ERRNOS:
+        if isinstance(e, _UNREACHABLE) or getattr(e, "errno", None) in _UNREACHABLE_ERRNOS:
             raise SourceError(f"source {spec}: cannot open ({_why(e)})") from None
         raise _ProbeTooShort(_why(e)) from None
     if not container.streams.video:
@@ -199,17 +201,14 @@ def _open_network(target: str, spec: str, options: dict[str, str]) -> av.contain
 class AVSource:
     """A container decoded with PyAV, damaged stretches withheld (see the module invariants).
 
-    Made by `open_file` or `open_stream`, which name the source: a file by its path, a network
-    camera by its public spec (never with its password)."""
+    Made by `open_file` or `open_stream`, which name the source (a file by its path, a network
+    camera by its public spec, never with its password) and hand over a container with video."""
 
     def __init__(self, container: av.container.InputContainer, spec: str, fps_hint: float | None,
                  live: bool) -> None:
         self._spec = spec
         self._live = live
         self._container = container
-        if not self._container.streams.video:
-            self._container.close()
-            raise SourceError(f"source {spec}: cannot open or decode (no video stream)")
         self._stream = self._container.streams.video[0]
         # One decoding thread. Slice threads would turn FFmpeg's H.264 error
         # concealment, and with it the per-frame corrupt flag, off. Frame threads

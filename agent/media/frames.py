@@ -26,11 +26,12 @@ FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
 
 
 def _ffmpeg_level(text: str | None) -> int | None:
+    """FFmpeg's log level the variable asks for; None (quiet) when unset, negative or not a number."""
     try:
-        level = int(text) if text is not None else None
+        level = int(text or "-8")
     except ValueError:
         return None
-    return level if level is not None and level >= 0 else None
+    return level if level >= 0 else None
 
 
 av.logging.set_level(_ffmpeg_level(os.environ.get(FFMPEG_LOGLEVEL_ENV)))

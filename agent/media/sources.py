@@ -158,7 +158,7 @@ def public_spec(spec: str) -> str:
 
 
 def is_live(spec: str) -> bool:
-    return spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "/dev/video"))
+    return _is_network(spec) or spec.startswith("/dev/video")
 
 
 def resolve_spec(spec: str, base_dir: Path | None) -> str:
