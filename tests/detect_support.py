@@ -79,7 +79,7 @@ class FakeDetector:
         self.fail: Exception | None = None
         self.on_call: Callable[[np.ndarray], None] | None = None
 
-    def detect(self, image_bgr: np.ndarray) -> tuple[Detection, ...]:
+    def detect(self, image_bgr: np.ndarray, half_bgr: np.ndarray | None = None) -> tuple[Detection, ...]:
         self.calls += 1
         if self.clock is not None and self.takes_s:
             self.clock.advance(self.takes_s)

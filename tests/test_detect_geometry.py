@@ -9,9 +9,11 @@ from detect_support import photo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.analysis.shrink import shrink_frame
+from agent.core.datatypes import HALF_MIN_PX, Frame
 from agent.detect import nms as nms_mod
 from agent.detect.nms import batched_nms, grid, iou_matrix, iou_one_to_many, nms, xywh_to_xyxy
-from agent.detect.prep import PrepSpec, area_shrink, as_bgr, geometry, prepare
+from agent.detect.prep import PrepSpec, area_shrink, as_bgr, fit_aspect, geometry, prepare
 from agent.detect.ultraface import priors
 from agent.detect.yolox import decode_yolox
 from agent.detect.yunet import decode_yunet
@@ -81,6 +83,43 @@ def test_area_shrink_stays_close_to_inter_area(src: tuple[int, int], dst: tuple[
     exact = cv2.resize(img, dst, interpolation=cv2.INTER_AREA)
     assert ours.shape == exact.shape and ours.dtype == np.uint8
     assert np.abs(ours.astype(np.int16) - exact.astype(np.int16)).mean() < 2.0
+
+
+@pytest.mark.parametrize("src", [(1280, 720), (1920, 1080), (768, 576), (3840, 2160), (641, 480), (640, 384),
+                                 (1280, 722)])
+def test_a_frames_half_gives_the_detector_the_same_input(src: tuple[int, int]) -> None:
+    """`Frame.half` is the exact 2x2 area mean of the frame, and a detector fed it beside the frame
+    prepares exactly the blob it prepares from the frame alone, for the face model's own fitted
+    input, a fixed square input and an object model's bilinear path; a half that does not belong
+    to the image (another size) is not used."""
+    img = cv2.resize(photo("coco_val2017_000000001000.jpg"), src)
+    frame = Frame("cam", 0, 0.0, 0.0, img)
+    w, h = src
+    if w % 2 or h % 2:
+        assert frame.half is None
+    else:
+        assert frame.half is not None and not frame.half.flags.writeable
+        assert np.array_equal(frame.half, cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA))
+    spec = PrepSpec.parse("resize=letterbox_tl;pad=0;order=bgr")
+    for in_w, in_h in (fit_aspect(w, h, 640), (320, 320), (416, 256)):
+        for antialias in (True, False):
+            want, box = prepare(img, spec, in_w, in_h, antialias)
+            got, box2 = prepare(img, spec, in_w, in_h, antialias, frame.half)
+            assert box == box2 and np.array_equal(want, got), (in_w, in_h, antialias)
+    wrong = np.zeros((h // 2 + 2, w // 2, 3), np.uint8)
+    want, _ = prepare(img, spec, 320, 320)
+    assert np.array_equal(prepare(img, spec, 320, 320, True, wrong)[0], want)
+
+
+def test_small_and_odd_frames_have_no_half_and_still_shrink() -> None:
+    assert Frame("cam", 0, 0.0, 0.0, np.zeros((HALF_MIN_PX - 2, 200, 3), np.uint8)).half is None
+    odd = Frame("cam", 0, 0.0, 0.0, np.full((361, 640, 3), 7, np.uint8))
+    assert odd.half is None
+    assert shrink_frame(odd, (160, 90)).shape == (90, 160, 3)
+    even = Frame("cam", 0, 0.0, 0.0, np.full((360, 640, 3), 7, np.uint8))
+    assert even.half is not None and np.all(shrink_frame(even, (160, 90)) == 7)
+    # A target larger than the half comes from the frame itself.
+    assert shrink_frame(even, (400, 225)).shape == (225, 400, 3)
 
 
 @pytest.mark.parametrize(

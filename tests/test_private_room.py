@@ -156,7 +156,7 @@ def test_the_latched_room_survives_a_restart_until_relearn(tmp_path: Path) -> No
             super().__init__("yolox_nano", frozenset({"sink"}))
             self.found: tuple[Detection, ...] = (SINK,)
 
-        def detect(self, image_bgr: np.ndarray) -> tuple[Detection, ...]:
+        def detect(self, image_bgr: np.ndarray, half_bgr: np.ndarray | None = None) -> tuple[Detection, ...]:
             return self.found
 
     objects = Fixtures()

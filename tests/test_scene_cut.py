@@ -38,7 +38,7 @@ class SceneDetector(FakeDetector):
         self.gate = gate
         self.seen: list[str] = []
 
-    def detect(self, image_bgr: np.ndarray) -> tuple[Detection, ...]:
+    def detect(self, image_bgr: np.ndarray, half_bgr: np.ndarray | None = None) -> tuple[Detection, ...]:
         self.calls += 1
         scene = "bedroom" if np.array_equal(image_bgr, self.bedroom) else "bathroom"
         self.seen.append(scene)

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from agent.analysis.shrink import shrink
+from agent.analysis.shrink import shrink_frame
 from agent.clock import Clock
 from agent.config import ROOM_LABELS, DetectionConfig
 from agent.core.datatypes import Analysis, Detection, Event, Frame
@@ -248,7 +248,7 @@ class DetectionAnalyzer:
         """True when this frame's whole view differs from the previous frame's (a new scene)."""
         if not self.cfg.scene_cut.enabled:
             return False
-        thumb = cv2.cvtColor(shrink(frame.image, _THUMB_PX), cv2.COLOR_BGR2GRAY).astype(np.float32)
+        thumb = cv2.cvtColor(shrink_frame(frame, _THUMB_PX), cv2.COLOR_BGR2GRAY).astype(np.float32)
         thumb -= float(thumb.mean())  # a brightness change alone is not a cut
         prev, self._thumb = self._thumb, thumb
         return prev is not None and float(np.abs(thumb - prev).mean()) > self.cfg.scene_cut.threshold
@@ -323,7 +323,7 @@ class DetectionAnalyzer:
         assert slot.detector is not None
         t0 = self.clock.monotonic()
         try:
-            dets = slot.detector.detect(frame.image)
+            dets = slot.detector.detect(frame.image, frame.half)
         except Exception as e:  # noqa: BLE001  (stage boundary: any detector failure withholds the frame)
             return self._failed(slot, e)
         return self._succeeded(slot, dets, frame.t_s, frame.captured_monotonic_s,
@@ -401,7 +401,7 @@ class DetectionAnalyzer:
 
         def work() -> None:
             try:
-                job.detections = detector.detect(frame.image)
+                job.detections = detector.detect(frame.image, frame.half)
             except Exception as e:  # noqa: BLE001  (reported on the analyzer's thread; the frame fails closed)
                 job.error = e
             job.finished_mono_s = clock.monotonic()

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from agent.analysis.shrink import shrink
+from agent.analysis.shrink import shrink_frame
 from agent.config import MotionConfig
-from agent.core.datatypes import Analysis, Frame, Image, ZoneActivity
+from agent.core.datatypes import Analysis, Frame, ZoneActivity
 from agent.core.policy import ZonePolicy
 from agent.core.zones import zone_mask
 
@@ -82,8 +82,8 @@ class MotionAnalyzer:
         during which every withhold zone counts as occupied."""
         self._size = None
 
-    def _grey(self, img: Image) -> np.ndarray:
-        small = shrink(img, self._work)
+    def _grey(self, frame: Frame) -> np.ndarray:
+        small = shrink_frame(frame, self._work)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         return cv2.GaussianBlur(grey, (5, 5), 0)
 
@@ -93,7 +93,7 @@ class MotionAnalyzer:
             self._reset(w, h)
         if not self._zones:
             return Analysis()
-        grey = self._grey(frame.image)
+        grey = self._grey(frame)
 
         assert self._bg is not None
         any_occupied = any(s.occupied for s in self._states.values())

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from agent.analysis.scenestore import SceneStore
-from agent.analysis.shrink import shrink
+from agent.analysis.shrink import shrink_frame
 from agent.config import TamperConfig
 from agent.core.datatypes import Analysis, Frame
 from agent.errors import SceneStateError
@@ -85,7 +85,7 @@ class TamperAnalyzer:
         log.info("camera %s: relearning the scene", getattr(self._store, "camera_id", "?"))
 
     def _edges(self, frame: Frame) -> tuple[np.ndarray, float]:
-        small = shrink(frame.image, _WORK_PX)
+        small = shrink_frame(frame, _WORK_PX)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         std = float(grey.std())
         edges = cv2.Canny(cv2.GaussianBlur(grey, (3, 3), 0), 40, 120)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -25,6 +26,10 @@ from agent.geometry import BoxRel, PointRel
 from agent.vocab import Action, Style
 
 Image = npt.NDArray[np.uint8]
+
+
+#: Frames smaller than this on a side get no `Frame.half`: nothing shrinks them by half.
+HALF_MIN_PX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,12 @@ class Frame:
     t_s: float  # stream time: seconds since the start of this source
     captured_monotonic_s: float  # when the hub captured it, on the injected monotonic clock
     image: Image = field(repr=False, compare=False)
+    #: The image area-averaged to half its width and height (each output pixel the mean of a 2x2
+    #: block), or None when a side is odd or under `HALF_MIN_PX`. Every analyzer and detector
+    #: shrinks the frame: they start from this, made once while the frame is fresh in the cache
+    #: of the thread that decoded it, rather than each reading the whole frame again on its own
+    #: core (a 720p frame is 2.6 MiB, more than a core's cache). Derived, never supplied.
+    half: Image | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         img = self.image
@@ -44,6 +55,11 @@ class Frame:
         if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
             raise ValueError(f"frame image must be HxWx3, got shape {img.shape}")
         img.setflags(write=False)
+        h, w = img.shape[:2]
+        if not (w % 2 or h % 2) and min(w, h) >= HALF_MIN_PX:
+            half = np.asarray(cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+            half.setflags(write=False)
+            object.__setattr__(self, "half", half)
 
     @property
     def width_px(self) -> int:

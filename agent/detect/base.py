@@ -62,8 +62,13 @@ class Detector(Protocol):
     model: str  # manifest name, reported as Detection.detector
     labels: frozenset[str]  # policy labels this instance reports
 
-    def detect(self, image_bgr: npt.NDArray[np.uint8]) -> tuple[Detection, ...]:
-        """Detect in one image. Raises on bad input or inference failure."""
+    def detect(self, image_bgr: npt.NDArray[np.uint8],
+               half_bgr: npt.NDArray[np.uint8] | None = None) -> tuple[Detection, ...]:
+        """Detect in one image. Raises on bad input or inference failure.
+
+        `half_bgr`: the same image area-averaged to half its size (`Frame.half`), when the caller
+        has it. A detector that shrinks the image may start from it; the result must be the same
+        as without it."""
         ...
 
 
@@ -162,18 +167,20 @@ class OnnxDetector:
 
     # --- the pipeline ----------------------------------------------------------
 
-    def run(self, image_bgr: npt.NDArray[np.uint8]) -> tuple[dict[str, FloatArray], Letterbox]:
+    def run(self, image_bgr: npt.NDArray[np.uint8],
+            half_bgr: npt.NDArray[np.uint8] | None = None) -> tuple[dict[str, FloatArray], Letterbox]:
         img = as_bgr(image_bgr)
         w, h = self.input_size_for(img.shape[1], img.shape[0])
-        blob, box = prepare(img, self.spec, w, h, self.antialias)
+        blob, box = prepare(img, self.spec, w, h, self.antialias, half_bgr if img is image_bgr else None)
         with _inference_slots:
             outs = self.session.run(self.output_names, {self.input_name: blob})
         return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outs, strict=True)}, box
 
-    def detect(self, image_bgr: npt.NDArray[np.uint8]) -> tuple[Detection, ...]:
+    def detect(self, image_bgr: npt.NDArray[np.uint8],
+               half_bgr: npt.NDArray[np.uint8] | None = None) -> tuple[Detection, ...]:
         if not self.labels:
             return ()
-        outputs, box = self.run(image_bgr)
+        outputs, box = self.run(image_bgr, half_bgr)
         boxes, scores, cls = self.decode(outputs, box)
         if scores.size == 0:
             return ()

@@ -158,7 +158,7 @@ def geometry(src_w_px: int, src_h_px: int, in_w_px: int, in_h_px: int, resize: R
                      float(pad_x), float(pad_y))
 
 
-def _resized(image: Image, box: Letterbox, antialias: bool = True) -> Image:
+def _resized(image: Image, box: Letterbox, antialias: bool = True, half: Image | None = None) -> Image:
     new_w = round(box.src_w_px * box.scale_x)
     new_h = round(box.src_h_px * box.scale_y)
     if (new_w, new_h) == (box.src_w_px, box.src_h_px):
@@ -167,10 +167,10 @@ def _resized(image: Image, box: Letterbox, antialias: bool = True) -> Image:
     if not (antialias and shrink):
         # Object detectors (large objects) and enlargements: bilinear, under 1 ms for 1080p.
         return np.asarray(cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
-    return area_shrink(image, new_w, new_h)
+    return area_shrink(image, new_w, new_h, half)
 
 
-def area_shrink(image: Image, new_w: int, new_h: int) -> Image:
+def area_shrink(image: Image, new_w: int, new_h: int, half: Image | None = None) -> Image:
     """Shrink with every source pixel counted, so small faces do not alias away, at a bounded cost.
 
     OpenCV's INTER_AREA is cheap for a ratio of exactly 2 (1280x720 -> 640x360 in 0.2 ms) and
@@ -179,8 +179,15 @@ def area_shrink(image: Image, new_w: int, new_h: int) -> Image:
     ratio under 2, is bilinear, whose 2x2 taps reach every source pixel. A frame with an odd side,
     or a target of another aspect, that is still twice the target along a side goes bilinear to
     twice the target, then one exact halving.
+
+    `half`, when given, is `image` after the first of those halvings (`Frame.half`): it is used
+    in its place, so the result is the same pixels, without reading the whole image again.
     """
     img = image
+    if (half is not None and img.shape[1] >= 2 * new_w and img.shape[0] >= 2 * new_h
+            and not (img.shape[1] % 2 or img.shape[0] % 2)
+            and half.shape[:2] == (img.shape[0] // 2, img.shape[1] // 2)):
+        img = half
     while img.shape[1] >= 2 * new_w and img.shape[0] >= 2 * new_h and not (img.shape[1] % 2 or img.shape[0] % 2):
         img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
     h, w = img.shape[:2]
@@ -208,8 +215,8 @@ def resize_into(image: Image, box: Letterbox, pad_value: float, antialias: bool 
 
 
 def prepare(image: npt.NDArray[np.generic], spec: PrepSpec, in_w_px: int, in_h_px: int,
-            antialias: bool = True) -> tuple[FloatArray, Letterbox]:
-    """Image -> (1x3xHxW float32 blob, geometry to map outputs back).
+            antialias: bool = True, half: Image | None = None) -> tuple[FloatArray, Letterbox]:
+    """Image -> (1x3xHxW float32 blob, geometry to map outputs back). `half`: see `area_shrink`.
 
     The resized pixels are written straight into the planar blob (no padded
     uint8 canvas, no transpose copy); padding gets `pad_value` before
@@ -218,7 +225,7 @@ def prepare(image: npt.NDArray[np.generic], spec: PrepSpec, in_w_px: int, in_h_p
     bgr = as_bgr(image)
     h, w = bgr.shape[:2]
     box = geometry(w, h, in_w_px, in_h_px, spec.resize)
-    resized = _resized(bgr, box, antialias)
+    resized = _resized(bgr, box, antialias, half if bgr is image else None)
     new_h, new_w = resized.shape[:2]
     x, y = int(box.pad_x_px), int(box.pad_y_px)
     blob = np.empty((1, 3, in_h_px, in_w_px), dtype=np.float32)
