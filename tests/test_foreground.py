@@ -91,6 +91,47 @@ def test_a_person_entering_at_each_edge_is_caught_on_the_first_frame(room: np.nd
     assert cover.mean() < 0.05  # the mask is around the person, not the frame
 
 
+@pytest.mark.parametrize("edge", ["bottom", "top", "left", "right"])
+@pytest.mark.parametrize("peek", [2, 4, 6])
+def test_the_first_rows_of_a_person_at_an_edge_are_caught(room: np.ndarray, edge: str, peek: int) -> None:
+    """A few rows of a 720p frame, the top of a head entering from below: the work resolution
+    alone averages them into the row above and blurs them below `diff`; the border band sees them."""
+    sp = sprite_image("boy_red", 500)
+    sh, sw = sp.shape[:2]
+    x, y = {"bottom": (600, H - peek), "top": (600, peek - sh), "left": (peek - sw, 100),
+            "right": (W - peek, 100)}[edge]
+    img = paste(room, sp, x, y)
+    strong = changed(img, room, 25)
+    assert strong.sum() >= 10, (edge, peek)
+    r = Cam().learned(room)(img)
+    assert r.foreground, (edge, peek)
+    cover = covered(r)
+    assert cover[strong].all(), (edge, peek)
+    assert cover.mean() < 0.05, (edge, peek)  # around the person, not the frame
+
+
+@pytest.mark.parametrize("edge", ["bottom", "top", "left", "right"])
+@pytest.mark.parametrize("peek", [2, 4])
+def test_a_faint_sliver_at_an_edge_is_caught(room: np.ndarray, edge: str, peek: int) -> None:
+    """Hair barely darker than the floor behind it (18 grey levels in every channel, noise on
+    top), `peek` rows of it at the edge: what the 4x4 averages of a 720p frame turn into a
+    difference of about 10."""
+    img = room.copy()
+    region = {"bottom": np.s_[H - peek:, 600:640], "top": np.s_[:peek, 600:640],
+              "left": np.s_[300:340, :peek], "right": np.s_[300:340, W - peek:]}[edge]
+    img[region] = np.clip(img[region].astype(np.int16) - 18, 0, 255).astype(np.uint8)
+    assert (room[region] >= 18).all()  # a room bright enough there for the sliver to differ
+    r = Cam().learned(room)(img)
+    cover = covered(r)
+    assert cover[region].all(), (edge, peek)
+    assert cover.mean() < 0.01, (edge, peek)
+
+
+def test_the_border_band_learns_and_stays_quiet_on_a_noisy_empty_room(room: np.ndarray) -> None:
+    cam = Cam().learned(room)
+    assert all(cam(room).foreground == () for _ in range(20))
+
+
 def test_an_arm_outside_a_box_is_foreground(room: np.ndarray) -> None:
     arm = np.full((24, 160, 3), (40, 60, 200), np.uint8)  # a sleeve reaching out to the side
     img = paste(room, arm, 900, 300)

@@ -39,11 +39,19 @@ Invariants:
   the floor it just left, not the pet. A trail is never learned either.
 - More regions than `_MAX_BLOBS` become one region around all of them: the
   policy's work stays bounded and nothing is dropped.
+- The frame's border is compared at a finer scale (`_Band`): someone entering
+  through an edge first shows a sliver there (the top of a head: five rows of
+  a 720p frame) that the work resolution's 4x4 averages and blur dilute below
+  `diff`. Each side's outermost `_BAND_WORK_PX` work pixels are compared on
+  `Frame.half` (or the frame itself), against an empty state of their own,
+  learned like the rest; a band pixel over `diff` marks the work pixels it lies
+  in, and the size test then applies as everywhere else.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import cv2
 import numpy as np
@@ -68,6 +76,37 @@ _TRAIL_GROW = np.ones((5, 5), np.uint8)
 _TRAIL_EPS_PX = 1.0
 # Trail within 3 px (work resolution) of this frame's regions joins them: outline jitter, not motion.
 _NEAR = np.ones((7, 7), np.uint8)
+# Work pixels along each side of the frame that are also compared at the band's finer scale.
+_BAND_WORK_PX = 2
+
+
+class _Band:
+    """The border strips of one frame size: top, bottom, left and right, in the pixels of the
+    band's source (`Frame.half`, or the frame where it has none), with their learned empty state.
+
+    Each strip maps to the outermost work rows (or columns) it lies in, rounded outward, so a
+    marked band pixel never lands inside the frame further than where it is."""
+
+    def __init__(self, src_w: int, src_h: int, work: tuple[int, int]) -> None:
+        ww, wh = work
+        self.src = (src_w, src_h)
+        self.rows = min(src_h, math.ceil(_BAND_WORK_PX * src_h / wh))
+        self.cols = min(src_w, math.ceil(_BAND_WORK_PX * src_w / ww))
+        self.work_rows = min(wh, math.ceil(self.rows * wh / src_h))
+        self.work_cols = min(ww, math.ceil(self.cols * ww / src_w))
+        self.ref: list[np.ndarray] | None = None  # float32 BGR per strip, blurred
+        self.warm: list[list[np.ndarray]] = []
+
+    def strips(self, src: np.ndarray) -> list[np.ndarray]:
+        r, c = self.rows, self.cols
+        # Replicated, not reflected, at the border: the outermost row keeps its own colour.
+        return [cv2.GaussianBlur(s, (3, 3), 0, borderType=cv2.BORDER_REPLICATE)
+                for s in (src[:r], src[-r:], src[:, :c], src[:, -c:])]
+
+    def work_views(self, a: np.ndarray) -> list[np.ndarray]:
+        """The work-resolution views of `a` (wh x ww) that the strips map to, in the same order."""
+        r, c = self.work_rows, self.work_cols
+        return [a[:r], a[-r:], a[:, :c], a[:, -c:]]
 
 
 class ForegroundAnalyzer:
@@ -86,11 +125,13 @@ class ForegroundAnalyzer:
         # Stream time at which each work pixel was last inside a masked region (-inf: never).
         self._seen: np.ndarray | None = None
         self._last_t = -np.inf
+        self._band: _Band | None = None
 
     def relearn(self) -> None:
         """Forget the empty scene and learn it again from the next frames (a deliberate re-mount)."""
         log.info("camera %s: foreground: relearning the empty scene", self._camera_id)
         self._ref, self._warm, self._seen = None, [], None
+        self._band = None
 
     def _reset(self, w: int, h: int) -> None:
         self._size = (w, h)
@@ -100,6 +141,7 @@ class ForegroundAnalyzer:
         r = int(round(self._cfg.dilate_rel * ww))
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)) if r > 0 else _OPEN
         self._ref, self._warm, self._seen = None, [], None
+        self._band = None
 
     def _small(self, frame: Frame) -> np.ndarray:
         # Colour, not grey: a red shirt in front of a green wall of the same brightness is foreground.
@@ -111,14 +153,22 @@ class ForegroundAnalyzer:
         if self._size != (frame.width_px, frame.height_px):
             self._reset(frame.width_px, frame.height_px)
         img = self._small(frame)
-        if self._ref is None:
+        src = frame.half if frame.half is not None else frame.image
+        band = self._band
+        if band is None or band.src != (src.shape[1], src.shape[0]):
+            band = self._band = _Band(src.shape[1], src.shape[0], self._work)
+        strips = band.strips(src)
+        if self._ref is None or band.ref is None:
             self._warm.append(img)
+            band.warm.append(strips)
             if len(self._warm) < self._cfg.warmup_frames:
                 return Analysis(foreground_ready=False)
             # The median, not the mean: someone walking through the warm-up is not learned.
             self._ref = np.median(np.stack(self._warm), axis=0).astype(np.float32)  # float: learning is gradual
-            self._warm = []
+            band.ref = [np.median(np.stack(s), axis=0).astype(np.float32) for s in zip(*band.warm, strict=True)]
+            self._warm, band.warm = [], []
         ref = self._ref
+        assert band.ref is not None
 
         # Take out a change of the whole frame's brightness (medians of a sparse grid: cheap, robust).
         ref_med = float(np.median(ref[::4, ::4]))
@@ -131,6 +181,7 @@ class ForegroundAnalyzer:
             # No opening against noise: it would erase a thin arm. Noise is blurred away above, and
             # what is left is dropped by the size test on each region.
             fg = (cv2.max(cv2.max(d[0], d[1]), d[2]) > self._cfg.diff).astype(np.uint8)
+            self._mark_band(fg, strips, band.ref, gain)
         grown = cv2.dilate(fg, self._kernel)
         share = float(np.count_nonzero(fg)) / fg.size
         found = self._kept(fg, grown)
@@ -139,8 +190,12 @@ class ForegroundAnalyzer:
         if share < _FREEZE_ALL_REL and self._cfg.learn_rate > 0:
             # Learn only where nothing is, or is near, the foreground, or was in the last `hold_s`:
             # a still person is never learned, nor one who briefly matches the background.
-            quiet = (grown == 0) if held is None else ((grown == 0) & ~held)
-            cv2.accumulateWeighted(img, ref, self._cfg.learn_rate, mask=quiet.astype(np.uint8))
+            quiet = ((grown == 0) if held is None else ((grown == 0) & ~held)).astype(np.uint8)
+            cv2.accumulateWeighted(img, ref, self._cfg.learn_rate, mask=quiet)
+            for strip, sref, q in zip(strips, band.ref, band.work_views(quiet), strict=True):
+                h, w = strip.shape[:2]
+                cv2.accumulateWeighted(strip, sref, self._cfg.learn_rate,
+                                       mask=cv2.resize(q, (w, h), interpolation=cv2.INTER_NEAREST))
         if kept is None and (held is None or not held.any()):
             return Analysis()
         now = kept if kept is not None else np.zeros_like(fg, bool)
@@ -159,6 +214,20 @@ class ForegroundAnalyzer:
         if trail is not None and trail.any():
             blobs = _merge(blobs, self._trail_blobs(trail, fg))
         return Analysis(foreground=blobs)
+
+    def _mark_band(self, fg: np.ndarray, strips: list[np.ndarray], refs: list[np.ndarray], gain: float) -> None:
+        """Set the work pixels of `fg` (in place) that hold a band pixel over `diff`."""
+        assert self._band is not None
+        for strip, sref, view in zip(strips, refs, self._band.work_views(fg), strict=True):
+            d = cv2.split(cv2.absdiff(strip, cv2.convertScaleAbs(sref, alpha=gain)))
+            over = cv2.compare(cv2.max(cv2.max(d[0], d[1]), d[2]), float(self._cfg.diff), cv2.CMP_GT)  # 0 / 255
+            if not cv2.countNonZero(over):
+                continue
+            # An area shrink of 0 / 255 is above 0 wherever any band pixel was over: "any", not "most".
+            hit = cv2.resize(over, (view.shape[1], view.shape[0]), interpolation=cv2.INTER_AREA) > 0
+            if hit.shape != view.shape:  # a one-pixel-wide view: resize returns a 1-D shape
+                hit = hit.reshape(view.shape)
+            view[hit] = 1
 
     def _kept(self, fg: np.ndarray, grown: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                                  np.ndarray] | None:
