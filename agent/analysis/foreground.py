@@ -89,7 +89,6 @@ class _Band:
 
     def __init__(self, src_w: int, src_h: int, work: tuple[int, int]) -> None:
         ww, wh = work
-        self.src = (src_w, src_h)
         self.rows = min(src_h, math.ceil(_BAND_WORK_PX * src_h / wh))
         self.cols = min(src_w, math.ceil(_BAND_WORK_PX * src_w / ww))
         self.work_rows = min(wh, math.ceil(self.rows * wh / src_h))
@@ -154,11 +153,11 @@ class ForegroundAnalyzer:
             self._reset(frame.width_px, frame.height_px)
         img = self._small(frame)
         src = frame.half if frame.half is not None else frame.image
+        if self._band is None:  # dropped with the empty scene, on a new size or a relearn
+            self._band = _Band(src.shape[1], src.shape[0], self._work)
         band = self._band
-        if band is None or band.src != (src.shape[1], src.shape[0]):
-            band = self._band = _Band(src.shape[1], src.shape[0], self._work)
         strips = band.strips(src)
-        if self._ref is None or band.ref is None:
+        if self._ref is None:
             self._warm.append(img)
             band.warm.append(strips)
             if len(self._warm) < self._cfg.warmup_frames:
@@ -224,10 +223,7 @@ class ForegroundAnalyzer:
             if not cv2.countNonZero(over):
                 continue
             # An area shrink of 0 / 255 is above 0 wherever any band pixel was over: "any", not "most".
-            hit = cv2.resize(over, (view.shape[1], view.shape[0]), interpolation=cv2.INTER_AREA) > 0
-            if hit.shape != view.shape:  # a one-pixel-wide view: resize returns a 1-D shape
-                hit = hit.reshape(view.shape)
-            view[hit] = 1
+            view[cv2.resize(over, (view.shape[1], view.shape[0]), interpolation=cv2.INTER_AREA) > 0] = 1
 
     def _kept(self, fg: np.ndarray, grown: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                                  np.ndarray] | None:

@@ -171,7 +171,7 @@ class OnnxDetector:
             half_bgr: npt.NDArray[np.uint8] | None = None) -> tuple[dict[str, FloatArray], Letterbox]:
         img = as_bgr(image_bgr)
         w, h = self.input_size_for(img.shape[1], img.shape[0])
-        blob, box = prepare(img, self.spec, w, h, self.antialias, half_bgr if img is image_bgr else None)
+        blob, box = prepare(img, self.spec, w, h, self.antialias, half_bgr)
         with _inference_slots:
             outs = self.session.run(self.output_names, {self.input_name: blob})
         return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outs, strict=True)}, box
