@@ -127,6 +127,45 @@ def test_a_faint_sliver_at_an_edge_is_caught(room: np.ndarray, edge: str, peek: 
     assert cover.mean() < 0.01, (edge, peek)
 
 
+@pytest.mark.parametrize("edge", ["bottom", "top", "left", "right"])
+def test_a_region_that_stops_short_of_an_edge_is_joined_to_it(room: np.ndarray, edge: str) -> None:
+    """Someone entering whose part nearest the edge matches the background (grey trousers on a
+    grey wall): what differs stops short of the edge, and the strip between is theirs too."""
+    gap = 60  # pixels of the person next to the edge that look like the room behind them: more than
+    # the growth of a region (6 work pixels, 24 here) covers
+    sp = sprite_image("boy_red", 300)
+    sh, sw = sp.shape[:2]
+    x, y = {"bottom": (600, H - 120), "top": (600, 120 - sh), "left": (120 - sw, 200),
+            "right": (W - 120, 200)}[edge]
+    img = paste(room, sp, x, y)
+    hidden = {"bottom": np.s_[H - gap:, x:x + sw], "top": np.s_[:gap, x:x + sw],
+              "left": np.s_[y:y + sh, :gap], "right": np.s_[y:y + sh, W - gap:]}[edge]
+    img[hidden] = room[hidden]  # camouflaged: nothing differs next to the edge
+    seen = changed(img, room, 25)
+    r = Cam().learned(room)(img)
+    cover = covered(r)
+    assert cover[seen].all(), edge
+    beside = np.zeros((H, W), bool)  # the strip between what differs and the edge, across its width
+    ys, xs = np.nonzero(seen)
+    if edge in ("bottom", "top"):
+        rows = slice(ys.max() + 1, H) if edge == "bottom" else slice(0, ys.min())
+        beside[rows, xs.min():xs.max() + 1] = True
+    else:
+        cols = slice(xs.max() + 1, W) if edge == "right" else slice(0, xs.min())
+        beside[ys.min():ys.max() + 1, cols] = True
+    assert cover[beside].all(), edge
+    assert cover.mean() < 0.06, edge
+
+
+def test_a_region_away_from_the_edges_is_not_joined_to_them(room: np.ndarray) -> None:
+    sp = sprite_image("boy_red", 300)
+    sh, sw = sp.shape[:2]
+    r = Cam().learned(room)(paste(room, sp, 600, 200))
+    cover = covered(r)
+    assert cover.any()
+    assert not (cover[0].any() or cover[-1].any() or cover[:, 0].any() or cover[:, -1].any())
+
+
 def test_the_border_band_learns_and_stays_quiet_on_a_noisy_empty_room(room: np.ndarray) -> None:
     cam = Cam().learned(room)
     assert all(cam(room).foreground == () for _ in range(20))

@@ -39,6 +39,25 @@ def test_no_person_pixel_leaves_the_hub(scenario_dir: Callable[[str], Path], tmp
     assert rep.zone_pixels_leaked == 0
 
 
+@pytest.mark.parametrize(("width", "height", "fps"), [(1280, 720, 25.0), (1280, 720, 5.0), (720, 1280, 10.0)])
+def test_no_person_pixel_leaves_the_hub_as_people_enter_a_720p_frame(tmp_path: Path, width: int, height: int,
+                                                                     fps: float) -> None:
+    """Where the first sliver of someone entering is thinnest: one row of hair, 6-10 pixels of a
+    720p frame, on its own frame indistinguishable from noise (masked by looking ahead a frame);
+    and grey trousers entering from the top of a portrait view against a grey wall (a region
+    that stops short of the edge, joined to it)."""
+    from agent.lab.fixtures import make_scenario
+    from agent.lab.replay import run_replay
+    from agent.lab.specs import Params
+
+    fx = make_scenario("edges", tmp_path / "edges", Params(width, height, 7.0, fps))
+    loaded = load_config(fx / "config.yaml")
+    out = tmp_path / "replay"
+    run_replay(str(loaded.resolve(loaded.config.camera("cam").source)), loaded, "cam", out)
+    rep = evaluate(fx, out)
+    assert rep.person_leaks == 0, format_report(rep)
+
+
 def test_a_brightness_change_does_not_over_mask(scenario_dir: Callable[[str], Path], tmp_path: Path) -> None:
     # The light scenario's room is a bathroom; `none` measures the layer alone, not the room's rule.
     rep = replayed(scenario_dir, tmp_path, "light", room="none")

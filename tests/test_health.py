@@ -299,7 +299,8 @@ class OkAnalyzer:
 def test_a_real_pipeline_stuck_in_a_read_stops_the_pings(systemd: FakeSystemd) -> None:
     clock = FakeClock()
     decided = threading.Event()
-    src = HangingSource(5, clock)
+    # Six frames: the sixth is held for the next frame's decision (look-ahead), which never comes.
+    src = HangingSource(6, clock)
 
     def on_decision(_d: object, _i: object) -> None:
         if p.stats.frames_in == 5:

@@ -46,6 +46,11 @@ Invariants:
   `Frame.half` (or the frame itself), against an empty state of their own,
   learned like the rest; a band pixel over `diff` marks the work pixels it lies
   in, and the size test then applies as everywhere else.
+- A region that comes within twice its growth of a frame edge is joined to that
+  edge (`_to_edges`): the part of someone entering that is nearest the edge can
+  match the background and differ nowhere, and lies between what does differ
+  and the edge. (The very first sliver, too thin for any of this on its own
+  frame, is covered by the pipeline's look-ahead: `agent.core.policy.look_ahead`.)
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ _TRAIL_EPS_PX = 1.0
 _NEAR = np.ones((7, 7), np.uint8)
 # Work pixels along each side of the frame that are also compared at the band's finer scale.
 _BAND_WORK_PX = 2
+# A region within twice its growth of a frame edge (and never less than this) is joined to it.
+_EDGE_REACH_MIN_PX = 2
 
 
 class _Band:
@@ -119,6 +126,7 @@ class ForegroundAnalyzer:
         self._size: tuple[int, int] | None = None
         self._work: tuple[int, int] = (0, 0)
         self._kernel = _OPEN
+        self._reach = 0  # work pixels: a region this close to an edge is joined to it (`_to_edges`)
         self._ref: np.ndarray | None = None  # float32 BGR, blurred, work resolution
         self._warm: list[np.ndarray] = []
         # Stream time at which each work pixel was last inside a masked region (-inf: never).
@@ -139,6 +147,7 @@ class ForegroundAnalyzer:
         self._work = (ww, wh)
         r = int(round(self._cfg.dilate_rel * ww))
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)) if r > 0 else _OPEN
+        self._reach = max(_EDGE_REACH_MIN_PX, 2 * r)
         self._ref, self._warm, self._seen = None, [], None
         self._band = None
 
@@ -291,9 +300,11 @@ class ForegroundAnalyzer:
             x, y, bw, bh, _area = (int(v) for v in stats[i])
             contours, _ = cv2.findContours((labels[y:y + bh, x:x + bw] == i).astype(np.uint8),
                                            cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            pts = np.concatenate(contours).reshape(-1, 2) + (x, y)
+            pts = _to_edges(np.concatenate(contours).reshape(-1, 2) + (x, y), ww, wh, self._reach)
             hull = cv2.convexHull(pts).reshape(-1, 2)
-            out.append(_blob(hull, x, y, x + bw - 1, y + bh - 1, int(per[i]) / (ww * wh), ww, wh))
+            x0, y0 = (int(v) for v in pts.min(axis=0))
+            x1, y1 = (int(v) for v in pts.max(axis=0))
+            out.append(_blob(hull, x0, y0, x1, y1, int(per[i]) / (ww * wh), ww, wh))
         return tuple(out)
 
     def _trail_blobs(self, trail: np.ndarray, fg: np.ndarray) -> tuple[ForegroundBlob, ...]:
@@ -329,6 +340,30 @@ def _merge(now: tuple[ForegroundBlob, ...], trail: tuple[ForegroundBlob, ...]) -
     box = BoxRel(min(b.x0_rel for b in boxes), min(b.y0_rel for b in boxes),
                  max(b.x1_rel for b in boxes), max(b.y1_rel for b in boxes))
     return (ForegroundBlob(box, box.to_points(), sum(b.area_rel for b in now + trail)),)
+
+
+def _to_edges(pts: np.ndarray, ww: int, wh: int, reach: int) -> np.ndarray:
+    """A region's outline points (work pixels, N x 2), with its extent on each frame edge it comes
+    within `reach` of added: its hull then runs to that edge.
+
+    Someone entering through an edge is joined to it, but the part of them between what differs
+    and the edge can match the background (grey trousers against a grey wall, entering from the
+    top): a region that stops just short of an edge most likely goes on to it, and the strip
+    between is masked with it."""
+    x0, y0 = pts.min(axis=0)
+    x1, y1 = pts.max(axis=0)
+    extra = []
+    if y0 <= reach:
+        extra += [(x0, 0), (x1, 0)]
+    if y1 >= wh - 1 - reach:
+        extra += [(x0, wh - 1), (x1, wh - 1)]
+    if x0 <= reach:
+        extra += [(0, y0), (0, y1)]
+    if x1 >= ww - 1 - reach:
+        extra += [(ww - 1, y0), (ww - 1, y1)]
+    if not extra:
+        return pts
+    return np.concatenate([pts, np.asarray(extra, pts.dtype)])
 
 
 def _rel(v: float, size: int) -> float:

@@ -34,6 +34,13 @@ Invariants (fail closed):
   new policy whose withhold zones or detection rules differ from those the
   analyzers were built for withholds every frame ("restart_needed") until the
   agent restarts: the analyzers would watch the old zones.
+- A frame is released only once the next frame is decided (`policy.look_ahead`):
+  masked wherever the next one masks foreground, a person or a face, withheld
+  when the next one is withheld for what it shows. The first sliver of someone entering is too thin to tell
+  from noise on its own frame, and plain on the next. So one more raw frame is
+  held per camera, a frame interval of latency added; a live frame whose next
+  one does not come within `max_lag_s` is withheld for lag. Only the end of a
+  source (or a stop) releases a frame on its own decision: nothing follows it.
 - A frame tap (`set_frame_tap`) sees each frame's outcome after the sinks'
   checks: the `RedactedFrame` that was released, or the withholding
   `Decision`. It never sees a raw frame.
@@ -57,7 +64,7 @@ from agent.core import redact
 from agent.core.datatypes import Analysis, Decision, Event, Frame
 from agent.core.events import EventCallback
 from agent.core.lanes import AnalysisRunner, PendingAnalysis
-from agent.core.policy import CameraPolicy, decide
+from agent.core.policy import CameraPolicy, decide, look_ahead
 from agent.core.ports import Analyzer, FrameSource, Sink
 from agent.core.redact import RedactedFrame
 from agent.errors import FrameDecodeError, SourceError
@@ -245,31 +252,37 @@ class CameraPipeline:
 
     def _finish(self, pending: PendingAnalysis | Decision, live: bool, *,
                 note: bool = True) -> tuple[Decision, RedactedFrame | None]:
+        """Decide and redact one frame on its own (no next frame to look ahead to)."""
+        decision, frame = self._decide(pending, live)
+        return self._redact(frame, decision, note=note)
+
+    def _decide(self, pending: PendingAnalysis | Decision, live: bool) -> tuple[Decision, Frame | None]:
+        """The frame's own decision, and the frame (None when it was withheld before analysis)."""
         if isinstance(pending, Decision):
-            decision = pending
-            frame = None
-        else:
-            frame = pending.frame
-            analysis, problem = self._runner.collect(pending)
-            # How far analysis is behind capture (the service's health reports it).
-            self.analysis_lag_s = self._clock.monotonic() - frame.captured_monotonic_s
-            if problem:
-                self._event("analysis_fault", problem, frame=frame.index)
-            self._note_scene(analysis)
-            # A frame that waited for its analysis may have fallen behind a live source meanwhile.
-            lagging = self._lagging(frame, live)
-            policy = self.policy  # read once: this frame is decided under one policy
-            if lagging is not None:
-                decision = lagging
-            elif self._restart_needed:
-                decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, ("restart_needed",))
-            else:
-                try:
-                    decision = decide(policy, frame, analysis, self._mode())
-                except Exception as e:  # noqa: BLE001 - stage boundary: policy failure withholds
-                    self._event("policy_fault", f"{type(e).__name__}: {e}", frame=frame.index)
-                    decision = Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD,
-                                        (f"policy_error:{type(e).__name__}",))
+            return pending, None
+        frame = pending.frame
+        analysis, problem = self._runner.collect(pending)
+        # How far analysis is behind capture (the service's health reports it).
+        self.analysis_lag_s = self._clock.monotonic() - frame.captured_monotonic_s
+        if problem:
+            self._event("analysis_fault", problem, frame=frame.index)
+        self._note_scene(analysis)
+        # A frame that waited for its analysis may have fallen behind a live source meanwhile.
+        lagging = self._lagging(frame, live)
+        policy = self.policy  # read once: this frame is decided under one policy
+        if lagging is not None:
+            return lagging, frame
+        if self._restart_needed:
+            return Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, ("restart_needed",)), frame
+        try:
+            return decide(policy, frame, analysis, self._mode()), frame
+        except Exception as e:  # noqa: BLE001 - stage boundary: policy failure withholds
+            self._event("policy_fault", f"{type(e).__name__}: {e}", frame=frame.index)
+            return Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD,
+                            (f"policy_error:{type(e).__name__}",)), frame
+
+    def _redact(self, frame: Frame | None, decision: Decision, *,
+                note: bool = True) -> tuple[Decision, RedactedFrame | None]:
         out: RedactedFrame | None = None
         if frame is not None and decision.action is not Action.WITHHOLD:
             try:
@@ -391,11 +404,20 @@ class CameraPipeline:
         writer = threading.Thread(target=self._writer, args=(out_q,), name=f"sink-{self.camera_id}", daemon=True)
         reader.start()
         writer.start()
+        # The frame decided last, not yet released: it waits for the next frame's decision
+        # (`policy.look_ahead`). Only ever one, so at most one more raw frame is held.
+        held: tuple[Decision, Frame] | None = None
         try:
             while True:
                 try:
                     item = frames.get(timeout=0.2)
                 except queue.Empty:
+                    # A live camera gone quiet: the held frame waits for the next one no longer
+                    # than a frame may lag, then goes out withheld for lag. A file always has a
+                    # next frame or an end: its frame waits, whatever the pace.
+                    if held is not None and self._live and self._lagging(held[1], True) is not None:
+                        self._release(*held, None, out_q)
+                        held = None
                     # Asked to stop while the reader is stuck in a read (a live source that went
                     # quiet): stop without it; the reader is a daemon thread and is abandoned.
                     if self._stop.is_set():
@@ -403,35 +425,19 @@ class CameraPipeline:
                     continue
                 if item is None:
                     break
-                live = self._live
-                # Noted once, after the sinks' checks: a frame released by the policy and then
-                # held for a sink is one withheld frame, not a "released" and a "withheld" event.
-                decision, out = self._finish(item, live, note=False)
-                out_index: int | None = None
-                if out is not None and self._sink_stage_dead.is_set():
-                    out, decision = None, self._withhold_for_sinks(decision, "sink_failed")
-                if out is not None:
-                    hold = self._sink_hold()
-                    if hold is not None:
-                        out, decision = None, self._withhold_for_sinks(decision, hold)
-                if out is not None and live and out_q.full():
-                    # Never let a slow sink turn into unbounded memory; a
-                    # dropped frame is a withheld frame, never a raw one.
-                    out, decision = None, self._withhold_for_sinks(decision, "sink_backlog")
-                self._note_withhold(decision)
-                self.stats.count(decision)
-                if out is not None:
-                    out_index = self.stats.frames_out
-                    self.stats.frames_out += 1
-                    self._put(out_q, out)
+                decision, frame = self._decide(item, self._live)
+                item = None
+                if held is not None:
+                    self._release(*held, decision, out_q)
+                    held = None
+                if frame is None or decision.action is Action.WITHHOLD:
+                    self._release(decision, frame, None, out_q)  # looking ahead never releases a withheld frame
                 else:
-                    self._put(out_q, decision)
-                if self._on_decision is not None:
-                    self._on_decision(decision, out_index)
-                self._notify_tap(out if out is not None else decision)
-                # Handed on: the raw frame and its redacted copy are not held here while the next
-                # frame is awaited (two whole pictures per camera, most of the time, otherwise).
-                item = out = None
+                    held = (decision, frame)
+                frame = None
+            if held is not None:
+                self._release(*held, None, out_q)  # the source ended (or was stopped): nothing follows
+            held = None
         finally:
             self._stop.set()
             self._put(out_q, None)
@@ -446,6 +452,41 @@ class CameraPipeline:
                     pass
             self._runner.close()
         return self.stats
+
+    def _release(self, decision: Decision, frame: Frame | None, following: Decision | None,
+                 out_q: queue.Queue[RedactedFrame | Decision | None]) -> None:
+        """Redact a decided frame, given the next frame's decision, and hand it to the sink stage."""
+        live = self._live
+        decision = look_ahead(decision, following)
+        if frame is not None and decision.action is not Action.WITHHOLD:
+            # It also waited for the next frame's analysis: it may have fallen behind meanwhile.
+            decision = self._lagging(frame, live) or decision
+        # Noted once, after the sinks' checks: a frame released by the policy and then
+        # held for a sink is one withheld frame, not a "released" and a "withheld" event.
+        decision, out = self._redact(frame, decision, note=False)
+        frame = None
+        out_index: int | None = None
+        if out is not None and self._sink_stage_dead.is_set():
+            out, decision = None, self._withhold_for_sinks(decision, "sink_failed")
+        if out is not None:
+            hold = self._sink_hold()
+            if hold is not None:
+                out, decision = None, self._withhold_for_sinks(decision, hold)
+        if out is not None and live and out_q.full():
+            # Never let a slow sink turn into unbounded memory; a
+            # dropped frame is a withheld frame, never a raw one.
+            out, decision = None, self._withhold_for_sinks(decision, "sink_backlog")
+        self._note_withhold(decision)
+        self.stats.count(decision)
+        if out is not None:
+            out_index = self.stats.frames_out
+            self.stats.frames_out += 1
+            self._put(out_q, out)
+        else:
+            self._put(out_q, decision)
+        if self._on_decision is not None:
+            self._on_decision(decision, out_index)
+        self._notify_tap(out if out is not None else decision)
 
     _live = False
     _queue_sizes: tuple[Callable[[], int], ...] = ()

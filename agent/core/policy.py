@@ -20,6 +20,13 @@ Invariants:
   withholds the whole frame (`room:<kind>:person`); an empty room is released
   with its private objects masked with a wide margin, its reasons carrying
   `room:<kind>`.
+- Look-ahead (`look_ahead`): a frame is released only once the next frame is
+  decided, and it is masked wherever the next frame masks foreground, a person
+  or a face too, or withheld
+  when the next frame is withheld for what it shows. Someone entering first
+  shows a sliver (one row of hair at an edge, a hand round a door) that no
+  layer can tell from noise on its own frame, but that is plain one frame
+  later; the trail covers the other direction, where someone just was.
 """
 
 from __future__ import annotations
@@ -299,6 +306,54 @@ def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -
         return Decision(policy.camera_id, frame.index, frame.t_s, Action.MASK, tuple(dict.fromkeys(reasons)),
                         tuple(regions))
     return Decision(policy.camera_id, frame.index, frame.t_s, Action.PASS, tuple(dict.fromkeys(reasons)))
+
+
+def _carries_back(reason: str) -> bool:
+    """A withhold reason of a frame that holds for the frame before it too: what the frame shows
+    (a person in a private room, an occupied withhold zone, a withhold-rule detection), or what
+    the household or the agent now says of every frame (a mode that withholds, a policy needing a
+    restart: a frame decided just before goes out no earlier than the one that found it). Not why
+    a frame could not be judged (lag, a fault, learning, a sink), which says nothing of another."""
+    if reason.startswith("room:"):
+        return reason.endswith(":person")
+    if reason.startswith("zone:"):
+        return reason.rsplit(":", 1)[-1] not in ("unknown", "warmup")
+    return reason.startswith(("detection:", "mode:")) or reason == "restart_needed"
+
+
+def _moves(region: MaskRegion) -> bool:
+    """A region of someone who may have just come into view: foreground, a person, a face. A
+    homeowner's zone is the same on both frames, and a private object does not walk in: the next
+    frame's box of it is the same bed with a box a few pixels off, masked twice for nothing."""
+    return region.kind == "foreground" or (region.kind == "detection" and region.name in ("face", "person"))
+
+
+def look_ahead(current: Decision, following: Decision | None) -> Decision:
+    """`current`, given the decision of the frame after it (`following`, as `decide` made it;
+    None when there is none to wait for: the source ended or went quiet).
+
+    Only ever adds: `current` is masked wherever `following` masks someone who may have just come
+    into view (its foreground, person and face regions, under their own names, reasons
+    `ahead:<name>`), and withheld when `following` is withheld for what it shows, or by a mode
+    (reasons `ahead:<reason>`, `_carries_back`). Someone entering first shows a sliver too thin
+    to tell from noise on its own frame (a row of hair at an edge); one frame later it is a
+    region, and a person moves little in one frame. A `following` withheld for any other reason
+    (lag, a fault, learning) says nothing about this frame, which keeps its own decision.
+    """
+    if following is None or current.action is Action.WITHHOLD:
+        return current
+    if following.action is Action.WITHHOLD:
+        shown = tuple(f"ahead:{r}" for r in following.reasons if _carries_back(r))
+        if not shown:
+            return current
+        return Decision(current.camera_id, current.frame_index, current.t_s, Action.WITHHOLD, shown)
+    have = set(current.regions)
+    added = tuple(r for r in dict.fromkeys(following.regions) if _moves(r) and r not in have)
+    if not added:
+        return current
+    reasons = tuple(dict.fromkeys((*current.reasons, *(f"ahead:{r.name}" for r in added))))
+    return Decision(current.camera_id, current.frame_index, current.t_s, Action.MASK, reasons,
+                    current.regions + added)
 
 
 def decide_zones_only(policy: CameraPolicy, frame: Frame, mode: Mode) -> Decision:

@@ -80,7 +80,9 @@ def pick_frames(decisions: dict[int, DecisionRecord], max_cells: int = MAX_CELLS
     key_of_run: list[tuple[str, tuple[str, ...]]] = []
     for i in sorted(decisions):
         d = decisions[i]
-        key = (d.action, tuple(sorted(d.reasons)))
+        # A frame masked or withheld for what the next one shows (`ahead:`) is in the same run: one
+        # more frame of the same decision, not a decision of its own kind.
+        key = (d.action, tuple(sorted({r.removeprefix("ahead:") for r in d.reasons})))
         if runs and key_of_run[-1] == key and runs[-1][-1] == i - 1:
             runs[-1].append(i)
         else:

@@ -54,7 +54,9 @@ BUSY_ZONE_SHARE = 0.5
 
 
 def withhold_zone(reason: str) -> str | None:
-    """The zone named by a withhold reason `zone:NAME:WHY` (NAME may hold ':'), else None."""
+    """The zone named by a withhold reason `zone:NAME:WHY` (NAME may hold ':'), else None. The
+    frame before one withheld by a zone is withheld for it too, as `ahead:zone:NAME:WHY`."""
+    reason = reason.removeprefix("ahead:")
     if not reason.startswith("zone:") or reason.count(":") < 2:
         return None
     return reason[len("zone:") : reason.rindex(":")]

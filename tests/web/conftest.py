@@ -40,7 +40,10 @@ PASSWORD = "correct horse battery"
 
 
 class PushSource:
-    """A camera that gives `image` once per `push()`, and ends on `end()`."""
+    """A camera that gives `image` once per `push()`, and ends on `end()`.
+
+    The pipeline releases a frame once the next one is decided (look-ahead), so a test that wants
+    frame k's outcome pushes k+1 too: `push_next()`."""
 
     def __init__(self, image: np.ndarray) -> None:
         self.image = image
@@ -48,11 +51,20 @@ class PushSource:
         self._cond = threading.Condition()
         self._pending = 0
         self._ended = False
+        #: Frames pushed so far: the next pushed frame's index.
+        self.pushed = 0
 
     def push(self, n: int = 1) -> None:
         with self._cond:
             self._pending += n
+            self.pushed += n
             self._cond.notify_all()
+
+    def push_next(self) -> int:
+        """Push a new frame, and the one after it that lets it out; return the new frame's index."""
+        index = self.pushed
+        self.push(2)
+        return index
 
     def end(self) -> None:
         with self._cond:
@@ -135,13 +147,12 @@ class Hub:
         return cookie, doc["csrf"]
 
     def next_frame(self, after: int = -1, want_reason: str | None = None) -> tuple[int, np.ndarray]:
-        """Push frames, one at a time, until one after frame `after` is released (with `want_reason`)."""
+        """Push frames until a new one after frame `after` is released (with `want_reason`). A new
+        frame is one pushed by this call, so decided after whatever the test did before it."""
         for _ in range(50):
-            latest = self.server.app.board.latest(self.camera)
-            after = max(after, latest.frame_index if latest is not None else -1)
-            self.source.push()
-            got = self.wait_board(after)
-            assert got is not None, f"no frame after frame {after}"
+            index = self.source.push_next()
+            got = self.wait_board(max(after, index - 1))
+            assert got is not None, f"no frame after frame {max(after, index - 1)}"
             if got.withheld is None and (want_reason is None or want_reason in got.frame.decision.reasons):
                 return got.frame_index, got.frame.image.copy()
         raise AssertionError(f"no released frame with {want_reason!r} after frame {after}")
@@ -158,11 +169,9 @@ class Hub:
         return None
 
     def next_withheld(self) -> tuple[str, ...]:
-        """Push one frame and return the reasons it was withheld for."""
-        latest = self.server.app.board.latest(self.camera)
-        after = latest.frame_index if latest is not None else -1
-        self.source.push()
-        got = self.wait_board(after)
+        """Push a new frame and return the reasons it was withheld for."""
+        index = self.source.push_next()
+        got = self.wait_board(index - 1)
         assert got is not None and got.withheld is not None, "the frame was not withheld"
         return tuple(got.withheld)
 

@@ -42,12 +42,15 @@ class Taps:
             self.cond.notify_all()
 
     def next(self, src: PushSource) -> RedactedFrame | Decision:
+        """The outcome of a new frame (pushed now, with the one after it that lets it out)."""
+        index = src.push_next()
+
+        def index_of(item: RedactedFrame | Decision) -> int:
+            return item.index if isinstance(item, RedactedFrame) else item.frame_index
+
         with self.cond:
-            n = len(self.items)
-        src.push()
-        with self.cond:
-            assert self.cond.wait_for(lambda: len(self.items) > n, timeout=20)
-            return self.items[n]
+            assert self.cond.wait_for(lambda: any(index_of(i) == index for i in self.items), timeout=20)
+            return next(i for i in self.items if index_of(i) == index)
 
 
 @pytest.fixture
