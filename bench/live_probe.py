@@ -125,15 +125,17 @@ class Probe:
 
         pl.PipelineStats.count = counted  # type: ignore[method-assign]
 
-        finish = pl.CameraPipeline._finish
+        redact_frame = pl.CameraPipeline._redact
 
-        def finished(p: Any, pending: Any, live: bool, **k: Any) -> Any:
-            decision, out = finish(p, pending, live, **k)
+        def redacted(p: Any, frame: Any, decision: Any, **k: Any) -> Any:
+            # Every released frame is redacted here, after it has waited for the next frame's
+            # decision (look-ahead): that wait is part of the latency.
+            decision, out = redact_frame(p, frame, decision, **k)
             if out is not None:
-                probe.captured[(p.camera_id, out.index)] = pending.frame.captured_monotonic_s
+                probe.captured[(p.camera_id, out.index)] = frame.captured_monotonic_s
             return decision, out
 
-        pl.CameraPipeline._finish = finished  # type: ignore[method-assign]
+        pl.CameraPipeline._redact = redacted  # type: ignore[method-assign]
 
         write = pl.CameraPipeline._write
 
