@@ -66,7 +66,8 @@ def test_a_frame_is_withheld_when_the_next_is_withheld_for_what_it_shows_or_by_a
     """What the next frame shows was most likely there a frame earlier; and the privacy switch,
     once on, lets out no frame decided just before it, as none after."""
     out = look_ahead(d(1, Action.MASK, ("zone:sofa",), (ZONE,)), d(2, Action.WITHHOLD, ("room:bathroom", reason)))
-    assert out.action is Action.WITHHOLD and out.reasons == (f"ahead:{reason}",)
+    assert out.action is Action.WITHHOLD and out.reasons == ("ahead:room:bathroom", f"ahead:{reason}")
+    assert (out.frame_index, out.regions) == (1, ())
 
 
 @pytest.mark.parametrize("reasons", [("lag:2.31s",), ("analysis_busy",), ("analysis_error:RuntimeError",),
@@ -185,3 +186,30 @@ def test_the_frame_before_a_zone_withholds_counts_for_that_zone() -> None:
 
     assert withhold_zone("ahead:zone:dressing:presence") == withhold_zone("zone:dressing:presence") == "dressing"
     assert withhold_zone("ahead:room:bathroom:person") is None
+
+
+class Bathroom:
+    """A private room someone walks into on frame `first`."""
+
+    name = "room"
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+
+    def analyze(self, frame: Frame) -> Analysis:
+        blobs = (ForegroundBlob(BOTTOM, BOTTOM.to_points(), 0.01),) if frame.index >= self.first else ()
+        return Analysis(foreground=blobs)
+
+
+def test_a_stretch_withheld_for_someone_in_a_private_room_starts_a_frame_early_with_one_event() -> None:
+    events = EventLog()
+    decisions: list[Decision] = []
+    p = CameraPipeline(CameraPolicy("cam", foreground=ForegroundPolicy(), privacy_room="bathroom"), [Bathroom(3)],
+                       [RecordingSink()], lambda: Mode.HOME, events, clock=FakeClock(),
+                       on_decision=lambda dec, _i: decisions.append(dec))
+    p.run(lambda: ListSource(6))
+    assert [x.action for x in decisions] == [Action.PASS, Action.PASS] + [Action.WITHHOLD] * 4
+    assert decisions[2].reasons == ("ahead:room:bathroom", "ahead:room:bathroom:person")
+    assert decisions[3].reasons == ("room:bathroom", "room:bathroom:person")
+    withheld = [e for e in events.events if e.kind == "withheld"]
+    assert len(withheld) == 1 and withheld[0].details["frame"] == 2

@@ -318,8 +318,10 @@ class CameraPipeline:
 
     def _note_withhold(self, d: Decision) -> None:
         self._note_room(d)
-        # One event per change of withhold reason, not one per frame.
-        reason = ",".join(d.reasons) if d.action is Action.WITHHOLD else None
+        # One event per change of withhold reason, not one per frame. A frame withheld for what the
+        # next one shows (`ahead:`) starts the next one's stretch: the same reasons, one event.
+        reason = (",".join(dict.fromkeys(r.removeprefix("ahead:") for r in d.reasons))
+                  if d.action is Action.WITHHOLD else None)
         if reason != self._last_withhold_reason:
             if reason is not None:
                 self._event("withheld", f"withholding frames: {reason}", frame=d.frame_index, reasons=list(d.reasons))

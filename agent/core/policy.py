@@ -335,7 +335,7 @@ def look_ahead(current: Decision, following: Decision | None) -> Decision:
     Only ever adds: `current` is masked wherever `following` masks someone who may have just come
     into view (its foreground, person and face regions, under their own names, reasons
     `ahead:<name>`), and withheld when `following` is withheld for what it shows, or by a mode
-    (reasons `ahead:<reason>`, `_carries_back`). Someone entering first shows a sliver too thin
+    (`_carries_back`; its reasons are then `following`'s, each as `ahead:<reason>`). Someone entering first shows a sliver too thin
     to tell from noise on its own frame (a row of hair at an edge); one frame later it is a
     region, and a person moves little in one frame. A `following` withheld for any other reason
     (lag, a fault, learning) says nothing about this frame, which keeps its own decision.
@@ -343,10 +343,11 @@ def look_ahead(current: Decision, following: Decision | None) -> Decision:
     if following is None or current.action is Action.WITHHOLD:
         return current
     if following.action is Action.WITHHOLD:
-        shown = tuple(f"ahead:{r}" for r in following.reasons if _carries_back(r))
-        if not shown:
+        if not any(_carries_back(r) for r in following.reasons):
             return current
-        return Decision(current.camera_id, current.frame_index, current.t_s, Action.WITHHOLD, shown)
+        # All of the next frame's reasons, marked: the log reads as one stretch withheld for them.
+        return Decision(current.camera_id, current.frame_index, current.t_s, Action.WITHHOLD,
+                        tuple(f"ahead:{r}" for r in following.reasons))
     have = set(current.regions)
     added = tuple(r for r in dict.fromkeys(following.regions) if _moves(r) and r not in have)
     if not added:

@@ -4,7 +4,7 @@ Required: the same frame count and, per frame, the same action, the same reasons
 order follows which detector lane answered first, which is timing) and the same masked area: the
 union of the frame's regions, drawn on a 640x480 grid, may differ by at most `--area-tolerance` of
 the frame. Only a reason that stands for one found region (`detection:*`, `foreground:unexplained`,
-`foreground:person`) may be on one side only, and only within that area tolerance. The two builds of ONNX Runtime and OpenCV differ slightly (boxes in the 3rd decimal,
+`foreground:person`, and their `ahead:` forms, the next frame's regions) may be on one side only, and only within that area tolerance. The two builds of ONNX Runtime and OpenCV differ slightly (boxes in the 3rd decimal,
 detections near the score threshold, foreground blobs), so boxes are paired per kind and name and
 reported (the largest difference of a pair, the boxes found on one side only), not required equal.
 Prints a one-line verdict, then the differing frames; exits 0 when they agree, 1 when not."""
@@ -24,6 +24,16 @@ import numpy as np
 AREA_TOLERANCE = 0.005  # share of the frame masked on one side only
 #: Reasons that stand for one region the analysis found; see `differences`.
 REGION_REASONS = ("detection:", "foreground:unexplained", "foreground:person")
+#: The next frame's regions a frame is masked with too (look-ahead) are named `ahead:<region name>`:
+#: a detection's region is named by its label.
+AHEAD_REGION_NAMES = ("face", "person", "foreground:unexplained", "foreground:person")
+
+
+def region_reason(reason: str) -> bool:
+    """Whether `reason` stands for one region the analysis found, on this frame or the next."""
+    if reason.startswith("ahead:"):
+        return reason.removeprefix("ahead:") in AHEAD_REGION_NAMES
+    return reason.startswith(REGION_REASONS)
 PAIR_TOLERANCE = 0.05   # two boxes further apart than this (relative) are not the same box
 GRID_W, GRID_H = 640, 480
 
@@ -95,7 +105,7 @@ def differences(native: list[dict[str, Any]], other: list[dict[str, Any]], area_
         # threshold on one build and just below on the other; its reason may then be on one side
         # only, as long as the action is the same and the masked area agrees within the
         # tolerance. Every other reason (zones, rooms, modes, faults, learning) must match.
-        if {r for r in ra ^ rb if not r.startswith(REGION_REASONS)} or (ra != rb and only > area_tol):
+        if {r for r in ra ^ rb if not region_reason(r)} or (ra != rb and only > area_tol):
             out.append(f"frame {frame}: reasons {a.get('reasons')!r} native, {b.get('reasons')!r} arm64")
         if only > area_tol:
             out.append(f"frame {frame}: {only:.2%} of the frame masked on one side only "
