@@ -231,7 +231,8 @@ class CameraPipeline:
     # -- one frame ----------------------------------------------------------------
 
     def process(self, frame: Frame, live: bool) -> tuple[Decision, RedactedFrame | None]:
-        """Decide and redact one frame. Never raises; every failure withholds."""
+        """Decide and redact one frame on its own (`run` also looks ahead to the next frame's
+        decision; a single frame has none). Never raises; every failure withholds."""
         return self._finish(self._submit(frame, live), live)
 
     def _lagging(self, frame: Frame, live: bool) -> Decision | None:
