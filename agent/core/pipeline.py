@@ -36,11 +36,12 @@ Invariants (fail closed):
   agent restarts: the analyzers would watch the old zones.
 - A frame is released only once the next frame is decided (`policy.look_ahead`):
   masked wherever the next one masks foreground, a person or a face, withheld
-  when the next one is withheld for what it shows. The first sliver of someone entering is too thin to tell
-  from noise on its own frame, and plain on the next. So one more raw frame is
-  held per camera, a frame interval of latency added; a live frame whose next
-  one does not come within `max_lag_s` is withheld for lag. Only the end of a
-  source (or a stop) releases a frame on its own decision: nothing follows it.
+  when the next one is withheld for what it shows. The first sliver of someone
+  entering is too thin to tell from noise on its own frame, and plain on the
+  next. So one more raw frame is held per camera, a frame interval of latency
+  added; a live frame whose next one does not come within `max_lag_s` is
+  withheld for lag. Only the end of a source (or a stop) releases a frame on
+  its own decision: nothing follows it.
 - A frame tap (`set_frame_tap`) sees each frame's outcome after the sinks'
   checks: the `RedactedFrame` that was released, or the withholding
   `Decision`. It never sees a raw frame.
@@ -64,7 +65,7 @@ from agent.core import redact
 from agent.core.datatypes import Analysis, Decision, Event, Frame
 from agent.core.events import EventCallback
 from agent.core.lanes import AnalysisRunner, PendingAnalysis
-from agent.core.policy import CameraPolicy, decide, look_ahead
+from agent.core.policy import CameraPolicy, decide, look_ahead, own_reason
 from agent.core.ports import Analyzer, FrameSource, Sink
 from agent.core.redact import RedactedFrame
 from agent.errors import FrameDecodeError, SourceError
@@ -233,7 +234,8 @@ class CameraPipeline:
     def process(self, frame: Frame, live: bool) -> tuple[Decision, RedactedFrame | None]:
         """Decide and redact one frame on its own (`run` also looks ahead to the next frame's
         decision; a single frame has none). Never raises; every failure withholds."""
-        return self._finish(self._submit(frame, live), live)
+        decision, raw = self._decide(self._submit(frame, live), live)
+        return self._redact(raw, decision)
 
     def _lagging(self, frame: Frame, live: bool) -> Decision | None:
         lag = self._clock.monotonic() - frame.captured_monotonic_s
@@ -250,12 +252,6 @@ class CameraPipeline:
                         + (", ".join(names) or "no analyzer keeps a learned scene"), frame=frame.index,
                         analyzers=names)
         return self._lagging(frame, live) or self._runner.submit(frame)
-
-    def _finish(self, pending: PendingAnalysis | Decision, live: bool, *,
-                note: bool = True) -> tuple[Decision, RedactedFrame | None]:
-        """Decide and redact one frame on its own (no next frame to look ahead to)."""
-        decision, frame = self._decide(pending, live)
-        return self._redact(frame, decision, note=note)
 
     def _decide(self, pending: PendingAnalysis | Decision, live: bool) -> tuple[Decision, Frame | None]:
         """The frame's own decision, and the frame (None when it was withheld before analysis)."""
@@ -321,7 +317,7 @@ class CameraPipeline:
         self._note_room(d)
         # One event per change of withhold reason, not one per frame. A frame withheld for what the
         # next one shows (`ahead:`) starts the next one's stretch: the same reasons, one event.
-        reason = (",".join(dict.fromkeys(r.removeprefix("ahead:") for r in d.reasons))
+        reason = (",".join(dict.fromkeys(map(own_reason, d.reasons)))
                   if d.action is Action.WITHHOLD else None)
         if reason != self._last_withhold_reason:
             if reason is not None:

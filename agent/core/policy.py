@@ -22,11 +22,11 @@ Invariants:
   `room:<kind>`.
 - Look-ahead (`look_ahead`): a frame is released only once the next frame is
   decided, and it is masked wherever the next frame masks foreground, a person
-  or a face too, or withheld
-  when the next frame is withheld for what it shows. Someone entering first
-  shows a sliver (one row of hair at an edge, a hand round a door) that no
-  layer can tell from noise on its own frame, but that is plain one frame
-  later; the trail covers the other direction, where someone just was.
+  or a face too, or withheld when the next frame is withheld for what it shows.
+  Someone entering first shows a sliver (one row of hair at an edge, a hand
+  round a door) that no layer can tell from noise on its own frame, but that is
+  plain one frame later; the trail covers the other direction, where someone
+  just was.
 """
 
 from __future__ import annotations
@@ -308,6 +308,15 @@ def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -
     return Decision(policy.camera_id, frame.index, frame.t_s, Action.PASS, tuple(dict.fromkeys(reasons)))
 
 
+#: Marks a reason a frame has for what the next frame showed (`look_ahead`).
+AHEAD = "ahead:"
+
+
+def own_reason(reason: str) -> str:
+    """`reason` as the frame that found it gives it: without the `AHEAD` mark."""
+    return reason.removeprefix(AHEAD)
+
+
 def _carries_back(reason: str) -> bool:
     """A withhold reason of a frame that holds for the frame before it too: what the frame shows
     (a person in a private room, an occupied withhold zone, a withhold-rule detection), or what
@@ -335,10 +344,11 @@ def look_ahead(current: Decision, following: Decision | None) -> Decision:
     Only ever adds: `current` is masked wherever `following` masks someone who may have just come
     into view (its foreground, person and face regions, under their own names, reasons
     `ahead:<name>`), and withheld when `following` is withheld for what it shows, or by a mode
-    (`_carries_back`; its reasons are then `following`'s, each as `ahead:<reason>`). Someone entering first shows a sliver too thin
-    to tell from noise on its own frame (a row of hair at an edge); one frame later it is a
-    region, and a person moves little in one frame. A `following` withheld for any other reason
-    (lag, a fault, learning) says nothing about this frame, which keeps its own decision.
+    (`_carries_back`; its reasons are then `following`'s, each as `ahead:<reason>`). Someone
+    entering first shows a sliver too thin to tell from noise on its own frame (a row of hair at
+    an edge); one frame later it is a region, and a person moves little in one frame. A
+    `following` withheld for any other reason (lag, a fault, learning) says nothing about this
+    frame, which keeps its own decision.
     """
     if following is None or current.action is Action.WITHHOLD:
         return current
@@ -347,12 +357,12 @@ def look_ahead(current: Decision, following: Decision | None) -> Decision:
             return current
         # All of the next frame's reasons, marked: the log reads as one stretch withheld for them.
         return Decision(current.camera_id, current.frame_index, current.t_s, Action.WITHHOLD,
-                        tuple(f"ahead:{r}" for r in following.reasons))
+                        tuple(AHEAD + r for r in following.reasons))
     have = set(current.regions)
     added = tuple(r for r in dict.fromkeys(following.regions) if _moves(r) and r not in have)
     if not added:
         return current
-    reasons = tuple(dict.fromkeys((*current.reasons, *(f"ahead:{r.name}" for r in added))))
+    reasons = tuple(dict.fromkeys((*current.reasons, *(AHEAD + r.name for r in added))))
     return Decision(current.camera_id, current.frame_index, current.t_s, Action.MASK, reasons,
                     current.regions + added)
 

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from agent.core.datatypes import Image
+from agent.core.policy import own_reason
 from agent.errors import FixtureError
 from agent.lab.decisions import DecisionRecord, fixture_frames, output_frames, read_decisions
 from agent.lab.fixtures import load_truth
@@ -82,7 +83,7 @@ def pick_frames(decisions: dict[int, DecisionRecord], max_cells: int = MAX_CELLS
         d = decisions[i]
         # A frame masked or withheld for what the next one shows (`ahead:`) is in the same run: one
         # more frame of the same decision, not a decision of its own kind.
-        key = (d.action, tuple(sorted({r.removeprefix("ahead:") for r in d.reasons})))
+        key = (d.action, tuple(sorted(set(map(own_reason, d.reasons)))))
         if runs and key_of_run[-1] == key and runs[-1][-1] == i - 1:
             runs[-1].append(i)
         else:

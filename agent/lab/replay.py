@@ -33,7 +33,7 @@ from agent.core.datatypes import Decision
 from agent.core.events import EventLog
 from agent.core.modes import ModeController
 from agent.core.pipeline import CameraPipeline
-from agent.core.policy import camera_policy
+from agent.core.policy import camera_policy, own_reason
 from agent.core.process import tune_process
 from agent.core.redact import RedactedFrame, require_redacted
 from agent.errors import SinkError, SourceError
@@ -56,7 +56,7 @@ BUSY_ZONE_SHARE = 0.5
 def withhold_zone(reason: str) -> str | None:
     """The zone named by a withhold reason `zone:NAME:WHY` (NAME may hold ':'), else None. The
     frame before one withheld by a zone is withheld for it too, as `ahead:zone:NAME:WHY`."""
-    reason = reason.removeprefix("ahead:")
+    reason = own_reason(reason)
     if not reason.startswith("zone:") or reason.count(":") < 2:
         return None
     return reason[len("zone:") : reason.rindex(":")]
