@@ -157,6 +157,13 @@ def test_cameras_with_the_same_settings_share_one_detector(cache: Path, tmp_path
     assert load_detector("yolox_nano", cache=cache, wanted=frozenset({"person", "bed"})) is a
 
 
+def test_inference_slots_leave_half_the_cores_to_the_rest() -> None:
+    # Two runs at once on a 2-core machine slowed each other and everything else down
+    # (base.inference_slots): one there, and never none on a machine of one core.
+    assert [base_mod.inference_slots(n) for n in (1, 2, 3, 4, 8)] == [1, 1, 1, 2, 4]
+    assert base_mod.INFERENCE_SLOTS == base_mod.inference_slots(base_mod._cores())
+
+
 def test_inferences_in_flight_are_bounded(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Four lanes ask at once; two slots: two run, two wait for a slot (ONNX Runtime keeps the
     # working memory of every run in flight). Thresholds of its own: a detector nobody shares.

@@ -13,12 +13,11 @@ Invariants:
   to the frame.
 - Bad input (empty, wrong dtype, wrong channel count) raises `AnalysisError`;
   the analysis stage turns any raise into WITHHOLD.
-- At most `INFERENCE_SLOTS` (one per core) inferences run at once in the process,
-  whatever the number of cameras and models: ONNX Runtime keeps the working memory of
-  every run in flight, so the eight lanes of four cameras inside `run` together held
-  eight runs' worth (four cameras' shared detectors: 89 MiB, against 54 MiB bounded)
-  for no more throughput than the cores give. A lane waiting for a slot is waiting
-  for a core.
+- At most `INFERENCE_SLOTS` (half the cores, at least one) inferences run at once in the
+  process, whatever the number of cameras and models. ONNX Runtime keeps the working memory of
+  every run in flight, so the eight lanes of four cameras inside `run` together held eight
+  runs' worth (four cameras' shared detectors: 89 MiB, against 54 MiB bounded) for no more
+  throughput than the cores give. A lane waiting for a slot is waiting for a core.
 """
 
 from __future__ import annotations
@@ -50,8 +49,24 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def inference_slots(cores: int) -> int:
+    """How many inferences may run at once on a machine with `cores` cores: half of them.
+
+    A convolution network's run streams its weights and activations through the caches, and
+    two runs at once on two cores slowed each other down more than they overlapped: each face
+    run took about 10 ms instead of 8.6, and foreground, redaction and encoding, which shared
+    the cores with them, slowed down too. With one slot on this 2-core machine, the other core
+    is left to decoding, foreground, redaction and encoding, which interleave with a run rather
+    than compete with another. Four live 720p cameras (bench/bench_live.py, two interleaved
+    pairs of 40 s) read 51.1 and 50.5 frames a second in all for 31.2 and 31.6 ms of CPU per
+    frame, against 44.3 and 42.7 for 35.9 and 37.4 with one slot per core; one camera's file
+    replay is no slower (53.5-55.7 against 51.8-54.7 fps).
+    """
+    return max(1, cores // 2)
+
+
 #: Inferences that may run at once in this process (see the module docstring).
-INFERENCE_SLOTS = max(1, _cores())
+INFERENCE_SLOTS = inference_slots(_cores())
 _inference_slots = threading.BoundedSemaphore(INFERENCE_SLOTS)
 
 
