@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 import pytest
 
-from agent.analysis.foreground import ForegroundAnalyzer
+from agent.analysis.foreground import ForegroundAnalyzer, _components
 from agent.config import ForegroundConfig
 from agent.core.datatypes import Analysis, Frame
 from agent.core.zones import zone_mask
@@ -282,3 +283,17 @@ def test_hold_s_zero_masks_only_the_frame_itself(room: np.ndarray) -> None:
     cam = Cam(ForegroundConfig(hold_s=0)).learned(room)
     assert cam(paste(room, sp, 600, 200)).foreground
     assert cam(room).foreground == ()
+
+
+def test_labelling_matches_opencvs_default() -> None:
+    # The foreground layer names its labelling algorithm for speed; blobs must not change with it:
+    # the same count, labels (numbering included) and stats as OpenCV's default.
+    rng = np.random.default_rng(7)
+    for density in (0.02, 0.2, 0.6):
+        mask = (rng.random((180, 320)) < density).astype(np.uint8)
+        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+        n, labels, stats = _components(mask)
+        n0, labels0, stats0, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        assert n == n0 and n > 1
+        assert np.array_equal(labels, labels0)
+        assert np.array_equal(stats, stats0)

@@ -241,7 +241,7 @@ class ForegroundAnalyzer:
         if not fg.any():
             return None
         ww, wh = self._work
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+        n, labels, stats = _components(grown)
         if n <= 1:
             return None
         min_px = max(1, int(round(self._cfg.min_area_rel * ww * wh)))
@@ -280,7 +280,7 @@ class ForegroundAnalyzer:
 
     def _regions(self, fg: np.ndarray, now: np.ndarray) -> tuple[ForegroundBlob, ...]:
         """One blob per connected region of `now` (bool), outlined by its convex hull."""
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(now.view(np.uint8), connectivity=8)
+        n, labels, stats = _components(now.view(np.uint8))
         if n <= 1:
             return ()
         return self._hulls(fg, labels, stats, np.arange(1, n), np.bincount(labels[fg > 0], minlength=n))
@@ -331,6 +331,17 @@ class ForegroundAnalyzer:
             # sliver of someone leaving through an edge is in that outermost row.
             out.append(ForegroundBlob(box, _points(_edges(poly[:, 0], ww), _edges(poly[:, 1], wh)), area / (ww * wh)))
         return tuple(out)
+
+def _components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(count, labels, stats) of the 8-connected regions of `mask`, background included.
+
+    Grana's block-based labelling, named rather than OpenCV's default: at the work size it takes
+    0.10 instead of 0.24 ms a call here (two calls a frame on busy footage), and it gives the
+    same labels in the same order (the blobs of the CCTV clip's frames were identical).
+    """
+    n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
+    return n, labels, stats
+
 
 def _merge(now: tuple[ForegroundBlob, ...], trail: tuple[ForegroundBlob, ...]) -> tuple[ForegroundBlob, ...]:
     if len(now) + len(trail) <= _MAX_BLOBS:
