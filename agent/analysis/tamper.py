@@ -84,12 +84,14 @@ class TamperAnalyzer:
         self._moved, self._verified, self._broken, self._unsaved = False, True, None, False
         log.info("camera %s: relearning the scene", getattr(self._store, "camera_id", "?"))
 
-    def _edges(self, frame: Frame) -> tuple[np.ndarray, float]:
-        small = shrink_frame(frame, _WORK_PX)
-        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        std = float(grey.std())
-        edges = cv2.Canny(cv2.GaussianBlur(grey, (3, 3), 0), 40, 120)
-        return edges, std
+    def _grey(self, frame: Frame) -> tuple[np.ndarray, float]:
+        """The frame at the work size in grey, and its grey-level spread (the covered test)."""
+        grey = cv2.cvtColor(shrink_frame(frame, _WORK_PX), cv2.COLOR_BGR2GRAY)
+        return grey, float(grey.std())
+
+    @staticmethod
+    def _edges(grey: np.ndarray) -> np.ndarray:
+        return cv2.Canny(cv2.GaussianBlur(grey, (3, 3), 0), 40, 120)
 
     def _save(self, t_s: float, *, moved_cleared: bool = False) -> None:
         if self._store is None or self._ref_prob is None:
@@ -117,12 +119,13 @@ class TamperAnalyzer:
     def analyze(self, frame: Frame) -> Analysis:
         if not self._cfg.enabled:
             return Analysis()
-        edges, std = self._edges(frame)
+        grey, std = self._grey(frame)
         faults: list[str] = []
         if std < self._cfg.covered_std:
             faults.append("tamper:covered")
         if not self._cfg.moved_enabled:
-            return Analysis(faults=tuple(faults))
+            return Analysis(faults=tuple(faults))  # edges are for the moved check only
+        edges = self._edges(grey)
         if self._broken is not None:
             return Analysis(faults=(*faults, "tamper:scene_unreadable"))
         if self._saved_t_s is not None and frame.t_s < self._saved_t_s:

@@ -64,7 +64,7 @@ def shared_cpu_arena() -> bool:
 
     Each session otherwise grows a private arena to its own high-water mark and never gives it
     back: with a face and an object model, about 4 MiB more than one shared arena, which serves
-    whichever session runs (at most one inference per core runs at once, `detect.base`). The arena
+    whichever session runs (at most `INFERENCE_SLOTS` inferences run at once, `detect.base`). The arena
     grows by what is asked for, not to the next power of two (the default), so it holds little
     unused room. Measured with bench/bench_live.py.
     """
