@@ -332,6 +332,7 @@ class ForegroundAnalyzer:
             out.append(ForegroundBlob(box, _points(_edges(poly[:, 0], ww), _edges(poly[:, 1], wh)), area / (ww * wh)))
         return tuple(out)
 
+
 def _components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """(count, labels, stats) of the 8-connected regions of `mask`, background included.
 

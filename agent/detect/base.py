@@ -17,7 +17,7 @@ Invariants:
   process, whatever the number of cameras and models. ONNX Runtime keeps the working memory of
   every run in flight, so the eight lanes of four cameras inside `run` together held eight
   runs' worth (four cameras' shared detectors: 89 MiB, against 54 MiB bounded) for no more
-  throughput than the cores give. A lane waiting for a slot is waiting for a core.
+  throughput than the cores give. A lane waiting for a slot leaves the cores to the other stages.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def inference_slots(cores: int) -> int:
     than compete with another. Four live 720p cameras (bench/bench_live.py, two interleaved
     pairs of 40 s) read 51.1 and 50.5 frames a second in all for 31.2 and 31.6 ms of CPU per
     frame, against 44.3 and 42.7 for 35.9 and 37.4 with one slot per core; one camera's file
-    replay is no slower (53.5-55.7 against 51.8-54.7 fps).
+    replay is no slower (53.5-55.7 against 51.8-54.7 fps). A 4-core Pi gets two; that split is
+    not measured there.
     """
     return max(1, cores // 2)
 
