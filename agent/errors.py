@@ -95,6 +95,20 @@ class DamagedFrameError(FrameDecodeError):
         self.errors = errors
 
 
+class FrameSkipped(FrameDecodeError):
+    """A live camera's frame the source skipped undecoded to catch up with the camera (see
+    `AVSource.catch_up`): the frame is withheld for lag. `behind_s` is how far behind the
+    camera the reader was when it skipped it."""
+
+    def __init__(self, message: str, behind_s: float) -> None:
+        super().__init__(message)
+        self.behind_s = behind_s
+
+    @property
+    def reason(self) -> str:
+        return f"lag:{self.behind_s:.2f}s"
+
+
 class SinkError(AgentError):
     """A sink cannot store or upload redacted output (unwritable dir, full disk, ...)."""
 

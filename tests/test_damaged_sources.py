@@ -173,8 +173,13 @@ def test_damage_mid_file_is_withheld_counted_and_playback_recovers_at_the_next_k
     # The damaged frames, plus at most the few decoded just before (still in the decoder or
     # held back when the damage showed); never a frame after the key frame at 30.
     assert set(range(25, 30)) <= held <= set(range(20, 30))
-    assert all(run.decisions[i].reasons == ("decode_damaged",) for i in held)
-    assert run.stats.decode_errors >= 5 and run.stats.reasons["decode_damaged"] == len(held)
+    # The frame before the stretch waits for the next one's judgement, which never came: withheld
+    # for it too (look-ahead fails closed).
+    first = min(held)
+    assert run.decisions[first].reasons == ("ahead:decode_damaged",)
+    assert all(run.decisions[i].reasons == ("decode_damaged",) for i in held - {first})
+    assert run.stats.decode_errors >= 5 and run.stats.reasons["decode_damaged"] == len(held) - 1
+    assert run.stats.reasons["ahead:decode_damaged"] == 1
 
     clean = decode_all(path)
     assert set(run.released) == set(range(N)) - held
@@ -184,7 +189,7 @@ def test_damage_mid_file_is_withheld_counted_and_playback_recovers_at_the_next_k
     kinds = run.events.kinds()
     assert kinds.count("decode_error") == 1, "one event per damaged stretch, not per frame"
     (recovered,) = [e for e in run.events.events if e.kind == "decode_recovered"]
-    assert recovered.details["frame"] == 30 and recovered.details["frames"] == len(held)
+    assert recovered.details["frame"] == 30 and recovered.details["frames"] == len(held) - 1
     assert "source_ended" in kinds
     assert "source_truncated" not in kinds and "decode_unrecovered" not in kinds
 
@@ -230,7 +235,9 @@ def test_damage_with_no_key_frame_after_it_is_withheld_to_the_end(tmp_path: Path
     kinds = run.events.kinds()
     assert "decode_recovered" not in kinds and "source_ended" in kinds
     (end,) = [e for e in run.events.events if e.kind == "decode_unrecovered"]
-    assert end.details["frames"] == len(held) and "never recovered" in end.message
+    # The stretch, and the frame before it withheld ahead of it (look-ahead fails closed).
+    assert run.decisions[min(held)].reasons == ("ahead:decode_damaged",)
+    assert end.details["frames"] == len(held) - 1 and "never recovered" in end.message
 
 
 @pytest.mark.parametrize("bound", [None, 5])
@@ -288,7 +295,9 @@ def test_undecodable_image_in_a_glob_is_withheld_with_its_own_decision(tmp_path:
 
     assert sorted(run.decisions) == [0, 1, 2]
     assert run.decisions[1].action is Action.WITHHOLD and run.decisions[1].reasons == ("decode_error",)
-    assert sorted(run.released) == [0, 2] and run.stats.decode_errors == 1
+    # The image before it waits for a judgement of the next that never came (look-ahead fails closed).
+    assert run.decisions[0].reasons == ("ahead:decode_error",)
+    assert sorted(run.released) == [2] and run.stats.decode_errors == 1
     kinds = run.events.kinds()
     assert kinds.count("decode_error") == 1 and kinds.count("decode_recovered") == 1
 

@@ -74,9 +74,12 @@ def test_a_frame_is_withheld_when_the_next_is_withheld_for_what_it_shows_or_by_a
                                      ("foreground:learning",), ("detections_stale:1.20s",), ("zone:bed:unknown",),
                                      ("zone:bed:warmup",), ("room:bathroom", "tamper:moved"), ("sink_backlog",),
                                      ("decode_damaged",), ("scene_cut:pending",), ("policy_error:KeyError",)])
-def test_a_next_frame_withheld_unseen_says_nothing_about_this_one(reasons: tuple[str, ...]) -> None:
+def test_a_frame_is_withheld_when_the_next_is_withheld_unseen_or_unjudged(reasons: tuple[str, ...]) -> None:
+    """Nothing then says this frame has no first sliver of someone entering: fail closed."""
     own = d(1, Action.PASS, ("room:bathroom",))
-    assert look_ahead(own, d(2, Action.WITHHOLD, reasons)) is own
+    out = look_ahead(own, d(2, Action.WITHHOLD, reasons))
+    assert out.action is Action.WITHHOLD and out.reasons == tuple(f"ahead:{r}" for r in reasons)
+    assert (out.frame_index, out.regions) == (1, ())
 
 
 def test_nothing_ahead_or_a_withheld_frame_is_left_as_it_is() -> None:

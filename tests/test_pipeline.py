@@ -83,10 +83,15 @@ class OkAnalyzer:
 
 
 class BoomAnalyzer:
+    """Raises on the frames in `fail`."""
+
     name = "boom"
 
+    def __init__(self, fail: tuple[int, ...]) -> None:
+        self.fail = fail
+
     def analyze(self, frame: Frame) -> Analysis:
-        if frame.index % 2:
+        if frame.index in self.fail:
             raise RuntimeError("model exploded")
         return Analysis()
 
@@ -114,11 +119,12 @@ def test_happy_path_masks_every_frame_and_closes_sinks() -> None:
 
 def test_analysis_exception_withholds_with_event() -> None:
     sink = RecordingSink()
-    p, events, decisions = make([BoomAnalyzer()], [sink])
+    p, events, decisions = make([BoomAnalyzer(fail=(3,))], [sink])
     stats = p.run(lambda: ListSource(6))
-    assert stats.withheld == 3 and len(sink.frames) == 3
-    assert all(f.index % 2 == 0 for f in sink.frames)
-    assert decisions[1][0].reasons == ("analysis_error:RuntimeError",) and decisions[1][1] is None
+    # Frame 3's analysis failed; frame 2 waited for its judgement and is withheld with it.
+    assert stats.withheld == 2 and [f.index for f in sink.frames] == [0, 1, 4, 5]
+    assert decisions[3][0].reasons == ("analysis_error:RuntimeError",) and decisions[3][1] is None
+    assert decisions[2][0].reasons == ("ahead:analysis_error:RuntimeError",)
     assert "analysis_fault" in events.kinds()
 
 
@@ -442,10 +448,10 @@ def test_a_hung_lane_withholds_its_queued_frames_and_recovers_while_other_lanes_
 def test_a_failing_lane_withholds_only_its_frames() -> None:
     ok = Recording("ok")
     sink = RecordingSink()
-    p, _, decisions = make([BoomAnalyzer(), ok], [sink])
+    p, _, decisions = make([BoomAnalyzer(fail=(3,)), ok], [sink])
     stats = p.run(lambda: ListSource(6))
-    assert stats.withheld == 3 and [f.index for f in sink.frames] == [0, 2, 4]
-    assert decisions[1][0].reasons == ("analysis_error:RuntimeError",)
+    assert stats.withheld == 2 and [f.index for f in sink.frames] == [0, 1, 4, 5]
+    assert decisions[3][0].reasons == ("analysis_error:RuntimeError",)
     assert ok.seen == list(range(6))
 
 

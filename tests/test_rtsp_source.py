@@ -27,6 +27,7 @@ import pytest
 from test_pipeline import ZONE, OkAnalyzer, RecordingSink
 
 from agent.clock import SystemClock
+from agent.core.datatypes import Analysis, Frame
 from agent.core.events import EventLog
 from agent.core.pipeline import CameraPipeline
 from agent.core.policy import CameraPolicy
@@ -451,3 +452,65 @@ def _wait(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, *sys.argv[1:]]))
+
+
+class _SlowAnalyzer:
+    """Takes 150 ms a frame: a hub that cannot keep up with a 15 fps camera."""
+
+    name = "slow"
+
+    def analyze(self, frame: Frame) -> Analysis:
+        time.sleep(0.15)
+        return Analysis()
+
+
+def test_a_reader_behind_the_camera_is_behind_by_the_streams_own_clock(camera: str) -> None:
+    """Read promptly, a frame is behind by the source's look-behind only; read slower than the
+    camera sends, the packets wait in the network and every frame is later than the one before,
+    by the stream's timestamps, although none is lost and each read returns at once."""
+    src = open_source(camera)
+    try:
+        prompt = []
+        for _ in range(10):
+            src.read()
+            prompt.append(src.backlog_s())
+        behind = []
+        for _ in range(25):
+            time.sleep(0.12)  # 8 frames a second from a 15 fps camera
+            src.read()
+            behind.append(src.backlog_s())
+    finally:
+        src.close()
+    assert max(prompt) < 0.1, prompt
+    # Frames taken 120 ms apart from a camera that sends one every 67 ms: each 53 ms more behind.
+    # (The first two were decoded before the slow reads began: the source's look-behind.)
+    assert behind[-1] - behind[2] == pytest.approx(22 * (0.12 - 1 / FPS), abs=0.3), behind
+    assert behind[2:] == sorted(behind[2:]), behind
+
+
+def test_a_hub_that_cannot_keep_up_withholds_for_lag_and_catches_up(camera: str) -> None:
+    """A pipeline that analyses 7 frames a second of a 15 fps camera falls behind it. The frames
+    that waited in the network are withheld for lag, unanalysed, once they are half of
+    `max_lag_s` behind the camera by the stream's clock, and the source drops what follows up
+    to a key frame undecoded; so the reader catches up and releases fresh frames again. Stamped
+    when read, every one of them would have passed for fresh."""
+    sink = RecordingSink()
+    reasons: list[str] = []
+    p = CameraPipeline(CameraPolicy("cam", (ZONE,)), [_SlowAnalyzer()], [sink], lambda: Mode.HOME, EventLog(),
+                       clock=SystemClock(), analysis_timeout_s=5.0, max_lag_s=1.5,
+                       on_decision=lambda d, _i: reasons.extend(d.reasons))
+    stopper = threading.Timer(9.0, p.stop)
+    stopper.start()
+    try:
+        stats = p.run(SourceOpener(camera))
+    finally:
+        stopper.cancel()
+    lagged = [r for r in reasons if r.startswith("lag:")]
+    assert lagged, stats
+    # Withheld from half of `max_lag_s` behind on (the other half is the pipeline's); then the
+    # frames up to a key frame are skipped undecoded, each withheld with how far behind it was
+    # read, less and less as the reader catches up.
+    behind = sorted(float(r[4:-1]) for r in lagged)
+    assert behind[-1] >= 0.75 - 0.005, behind
+    assert behind[0] < 0.75, behind
+    assert len(sink.frames) >= 10, stats  # it caught up, again and again

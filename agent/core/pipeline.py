@@ -65,10 +65,10 @@ from agent.core import redact
 from agent.core.datatypes import Analysis, Decision, Event, Frame
 from agent.core.events import EventCallback
 from agent.core.lanes import AnalysisRunner, PendingAnalysis
-from agent.core.policy import CameraPolicy, decide, look_ahead, own_reason
+from agent.core.policy import CameraPolicy, decide, look_ahead, own_reason, reason_key
 from agent.core.ports import Analyzer, FrameSource, Sink
 from agent.core.redact import RedactedFrame
-from agent.errors import FrameDecodeError, SourceError
+from agent.errors import FrameDecodeError, FrameSkipped, SourceError
 from agent.vocab import Action, Mode
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,13 @@ _QUEUE_FRAMES = 2
 
 
 _BACKOFF_MAX_S = 60.0
+
+#: The share of `max_lag_s` a live frame may be behind its camera when read and still be analysed.
+#: Further behind, it is withheld for lag unanalysed and the source catches up (`_catch_up`). A
+#: frame analysed closer to the limit still has its analysis, the next frame's decision and its
+#: release ahead of it, and is withheld for lag at the end of them: an overloaded hub that spent
+#: its time on such frames only fell further behind, every camera hovering at the limit.
+_CATCH_UP_AT = 0.5
 
 #: Tamper faults about the learned scene (`agent.analysis.tamper`), most serious first.
 _SCENE_FAULTS = {"tamper:scene_unreadable": "unreadable", "tamper:moved": "moved",
@@ -121,9 +128,15 @@ class PipelineStats:
             self.passed += 1
         if d.action is Action.WITHHOLD:
             for r in d.reasons:
-                # "lag:2.31s" and "detections_stale:1.20s" vary per frame; count them by kind.
-                key = r.split(":")[0] if r.startswith(("lag:", "detections_stale:")) else r
+                key = reason_key(r)  # "lag:2.31s" varies per frame: counted as "lag"
                 self.reasons[key] = self.reasons.get(key, 0) + 1
+
+
+def _backlog(src: FrameSource) -> float:
+    """Seconds the frame just read waited before this reader took it (a live source's optional
+    `backlog_s()`, from the stream's own timestamps); 0 for a source that cannot say."""
+    backlog = getattr(src, "backlog_s", None)
+    return max(0.0, float(backlog())) if callable(backlog) else 0.0
 
 
 def _source_failure(e: Exception, what: str, doing: str) -> str:
@@ -317,7 +330,8 @@ class CameraPipeline:
         self._note_room(d)
         # One event per change of withhold reason, not one per frame. A frame withheld for what the
         # next one shows (`ahead:`) starts the next one's stretch: the same reasons, one event.
-        reason = (",".join(dict.fromkeys(map(own_reason, d.reasons)))
+        # By kind: one event for a stretch withheld for lag, not one per frame for its figure.
+        reason = (",".join(dict.fromkeys(own_reason(reason_key(r)) for r in d.reasons))
                   if d.action is Action.WITHHOLD else None)
         if reason != self._last_withhold_reason:
             if reason is not None:
@@ -518,6 +532,12 @@ class CameraPipeline:
                     while not self._stop.is_set():
                         try:
                             img = src.read()
+                        except FrameSkipped as e:
+                            # Skipped undecoded while the source catches up with its camera.
+                            t_s = self._clock.monotonic() - start
+                            frames.put(Decision(self.camera_id, index, t_s, Action.WITHHOLD, (e.reason,)))
+                            index += 1
+                            continue
                         except FrameDecodeError as e:
                             # A frame the source could not give, or gives as unreliable (a damaged
                             # stretch of a video file): it still gets its decision, WITHHOLD, so the
@@ -556,7 +576,14 @@ class CameraPipeline:
                             return
                         now = self._clock.monotonic()
                         t_s = (now - start) if src.info.live else index / src.info.fps
-                        frames.put(self._submit(Frame(self.camera_id, index, t_s, now, img), src.info.live))
+                        # A frame that waited in the network for a reader behind the camera is as
+                        # old as that wait, not fresh (`_backlog`).
+                        backlog = _backlog(src) if src.info.live else 0.0
+                        if backlog > self._max_lag_s * _CATCH_UP_AT:
+                            frames.put(self._catch_up(src, index, t_s, backlog))
+                        else:
+                            frames.put(self._submit(Frame(self.camera_id, index, t_s, now - backlog, img),
+                                                    src.info.live))
                         # The frame is the queue's now: a reference kept here would hold a whole
                         # decoded picture for as long as the next read waits for the camera.
                         img = None
@@ -578,6 +605,14 @@ class CameraPipeline:
                         f"({type(e).__name__}: {e})", frame=index)
         finally:
             frames.put(None)
+
+    def _catch_up(self, src: FrameSource, index: int, t_s: float, backlog_s: float) -> Decision:
+        """A live frame read more than `_CATCH_UP_AT` of `max_lag_s` behind its camera: withheld
+        for lag unanalysed, and the source asked to catch up (its optional `catch_up`)."""
+        catch_up = getattr(src, "catch_up", None)
+        if callable(catch_up):
+            catch_up(self._max_lag_s * _CATCH_UP_AT)
+        return Decision(self.camera_id, index, t_s, Action.WITHHOLD, (f"lag:{backlog_s:.2f}s",))
 
     def _decode_failed(self, e: FrameDecodeError, index: int,
                        damage: tuple[int, int, int] | None) -> tuple[int, int, int]:

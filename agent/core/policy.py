@@ -317,17 +317,17 @@ def own_reason(reason: str) -> str:
     return reason.removeprefix(AHEAD)
 
 
-def _carries_back(reason: str) -> bool:
-    """A withhold reason of a frame that holds for the frame before it too: what the frame shows
-    (a person in a private room, an occupied withhold zone, a withhold-rule detection), or what
-    the household or the agent now says of every frame (a mode that withholds, a policy needing a
-    restart: a frame decided just before goes out no earlier than the one that found it). Not why
-    a frame could not be judged (lag, a fault, learning, a sink), which says nothing of another."""
-    if reason.startswith("room:"):
-        return reason.endswith(":person")
-    if reason.startswith("zone:"):
-        return reason.rsplit(":", 1)[-1] not in ("unknown", "warmup")
-    return reason.startswith(("detection:", "mode:")) or reason == "restart_needed"
+#: Reasons that carry a measurement (`lag:2.31s`): the same kind of withholding on every frame.
+_MEASURED = ("lag:", "detections_stale:")
+
+
+def reason_key(reason: str) -> str:
+    """`reason` to count by: a measured one without its figure (`lag`, `ahead:lag`), which varies
+    from frame to frame; any other as it is."""
+    own = own_reason(reason)
+    if not own.startswith(_MEASURED):
+        return reason
+    return reason[: len(reason) - len(own)] + own.split(":", 1)[0]
 
 
 def _moves(region: MaskRegion) -> bool:
@@ -343,18 +343,21 @@ def look_ahead(current: Decision, following: Decision | None) -> Decision:
 
     Only ever adds: `current` is masked wherever `following` masks someone who may have just come
     into view (its foreground, person and face regions, under their own names, reasons
-    `ahead:<name>`), and withheld when `following` is withheld for what it shows, or by a mode
-    (`_carries_back`; its reasons are then `following`'s, each as `ahead:<reason>`). Someone
-    entering first shows a sliver too thin to tell from noise on its own frame (a row of hair at
-    an edge); one frame later it is a region, and a person moves little in one frame. A
-    `following` withheld for any other reason (lag, a fault, learning) says nothing about this
-    frame, which keeps its own decision.
+    `ahead:<name>`), and withheld whenever `following` is withheld (its reasons then `following`'s,
+    each as `ahead:<reason>`). Someone entering first shows a sliver too thin to tell from noise
+    on its own frame (a row of hair at an edge); one frame later it is a region, and a person
+    moves little in one frame. So a frame goes out only once the next one has been seen and
+    judged:
+    - withheld for what it shows (a person in a private room, an occupied withhold zone, a
+      withhold rule) or by a mode: that was most likely there a frame earlier, and the privacy
+      switch, once on, lets out no frame decided just before it;
+    - withheld unseen or unjudged (lag, a decode error, an analysis fault, learning, a scene cut
+      waiting for its objects): nothing says the sliver is not on `current`, so it is not let
+      out either (fail closed). That costs one more withheld frame per withheld stretch.
     """
     if following is None or current.action is Action.WITHHOLD:
         return current
     if following.action is Action.WITHHOLD:
-        if not any(_carries_back(r) for r in following.reasons):
-            return current
         # All of the next frame's reasons, marked: the log reads as one stretch withheld for them.
         return Decision(current.camera_id, current.frame_index, current.t_s, Action.WITHHOLD,
                         tuple(AHEAD + r for r in following.reasons))

@@ -25,7 +25,12 @@ class SourceInfo:
 
 
 class FrameSource(Protocol):
-    """A camera or recording. Its raw frames go to the pipeline and nowhere else."""
+    """A camera or recording. Its raw frames go to the pipeline and nowhere else.
+
+    A live source may also have `backlog_s() -> float`: how many seconds after a prompt reader
+    would have had it the frame just read was read (packets waiting in the network for a reader
+    behind the camera). The pipeline counts the frame's age from then, so `max_lag_s` sees it.
+    """
 
     info: SourceInfo
 

@@ -20,8 +20,10 @@ import errno
 import heapq
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import cv2
@@ -30,8 +32,9 @@ from av.video.reformatter import VideoReformatter
 
 from agent.core.datatypes import Image
 from agent.core.ports import SourceInfo
-from agent.errors import DamagedFrameError, SourceError
+from agent.errors import DamagedFrameError, FrameSkipped, SourceError
 from agent.media.frames import MAX_FAILED_READS, check_file, to_bgr
+from agent.media.streamclock import StreamClock
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,10 @@ class _Slot:
     damaged: bool
     errors: int  # decode errors this position stands for
     why: str
+    #: A live camera's: how far behind the camera the frame came out of the decoder (`StreamClock`).
+    behind_s: float = 0.0
+    #: Skipped undecoded to catch up with the camera (`AVSource.catch_up`): withheld for lag.
+    skipped: bool = False
 
 
 def _rate_and_count(container: av.container.InputContainer, stream: av.VideoStream) -> tuple[float, int]:
@@ -108,6 +115,10 @@ def _rate_and_count(container: av.container.InputContainer, stream: av.VideoStre
             seconds = float(stream.duration * stream.time_base)
         count = int(np.floor(seconds * fps + 0.5))
     return fps, count
+
+
+def _seconds(ts: int | None, base: Fraction | None) -> float | None:
+    return float(ts * base) if ts is not None and base else None
 
 
 def _why(e: BaseException) -> str:
@@ -257,6 +268,11 @@ class AVSource:
         self._decoded = 0  # frames the decoder returned at all
         self._eof = False
         self._n = 0  # positions handed out (frames and lost frames)
+        # A live camera's backlog: how much later than a prompt reader this reader has each frame.
+        self._clock = StreamClock()
+        self._behind_s = 0.0
+        # While catching up: the backlog a key frame may have at most for decoding to start again.
+        self._catch_up: float | None = None
 
     # -- reading ------------------------------------------------------------------
 
@@ -274,9 +290,31 @@ class AVSource:
         slot = self._held.popleft()
         n = self._n
         self._n += 1
+        self._behind_s = slot.behind_s
+        if slot.skipped:
+            raise FrameSkipped(f"source {self._spec} frame {n}: {slot.why}", slot.behind_s)
         if slot.frame is None or slot.damaged:
             raise DamagedFrameError(f"source {self._spec} frame {n}: {slot.why}", slot.errors)
         return self._image(slot.frame, n)
+
+    def backlog_s(self) -> float:
+        """Seconds the frame just read was behind the camera when it came out of the decoder
+        (`StreamClock`); 0 for a file. The source's own look-behind is not counted: it holds
+        every frame the same few frame intervals, as before the backlog was measured."""
+        return self._behind_s
+
+    def catch_up(self, max_behind_s: float) -> None:
+        """Catch up with a camera this reader has fallen behind: decode nothing more until a
+        key frame no more than `max_behind_s` behind the camera. The packets in between are
+        read and dropped, each a position withheld for lag (`FrameSkipped`).
+
+        Decoding them only to withhold them costs a frame's decode each, on a hub that is behind
+        because it has no time to spare: a reader that decoded its way through a backlog barely
+        kept pace with the camera and never caught up. Dropped whole, a second of stream costs
+        next to nothing, and decoding starts again from a key frame, which needs no earlier one.
+        A file is never skipped: it has no camera to keep up with."""
+        if self._live:
+            self._catch_up = max_behind_s
 
     def close(self) -> None:
         self._held.clear()
@@ -294,6 +332,12 @@ class AVSource:
         except av.FFmpegError as e:
             self._demux_failed(e)
             return
+        if self._live:
+            now = time.monotonic()
+            pts_s = _seconds(packet.pts, packet.time_base)
+            self._clock.arrived(now, pts_s, _seconds(packet.dts, packet.time_base))
+            if self._catch_up is not None and self._skipped(packet, self._clock.behind_s(now, pts_s)):
+                return
         if not self._live and packet.is_corrupt and packet.size and self._cut_short():
             # The data ends inside this packet: the file was cut (a copy cut short, a
             # recording stopped by power loss). That is truncation, not damage: the
@@ -319,6 +363,26 @@ class AVSource:
             self._damage("the container marked a packet corrupt")
         for frame in frames:
             self._take(frame)
+
+    def _skipped(self, packet: av.Packet, behind_s: float) -> bool:
+        """While catching up: drop `packet` undecoded (True), or decode again from it (False)."""
+        limit = self._catch_up
+        assert limit is not None
+        if packet.is_keyframe and behind_s <= limit:
+            self._catch_up = None
+            return False
+        if self._packets_sent > self._flushed_at:
+            # The frames still inside the decoder come out first, in order, and the decoder is
+            # reset: the key frame that ends the skip decodes from a clean state.
+            self._flush_decoder()
+        if not self._recovering:
+            # As after damage: only an intra key frame is clean again. A frame of an open GOP
+            # that refers to a skipped one is withheld, not decoded from what is not there.
+            self._recovering, self._recover_why = True, "follows frames skipped to catch up with the camera"
+        if packet.size and not packet.is_discard:
+            self._held.append(_Slot(None, False, 0, f"skipped undecoded, {behind_s:.2f}s behind the camera",
+                                    behind_s, skipped=True))
+        return True
 
     def _next_packet(self) -> av.Packet:
         if self._peeked is not None:
@@ -384,20 +448,21 @@ class AVSource:
             for _ in range(missing):
                 self._hold(_Slot(None, True, 1, "dropped by the decoder (damaged data)"))
         sent = self._sent.pop(frame.pts, None) if frame.pts is not None else None
+        behind_s = self._clock.behind_s(time.monotonic(), _seconds(frame.pts, frame.time_base)) if self._live else 0.0
         if frame.is_corrupt:
             self._damage("decoded with errors")
-            self._hold(_Slot(frame, True, 1, "decoded with errors"))
+            self._hold(_Slot(frame, True, 1, "decoded with errors", behind_s))
         elif sent is not None and sent <= self._suspect_through:
-            self._hold(_Slot(frame, True, 0, f"{self._recover_why}; was being decoded when it was found"))
+            self._hold(_Slot(frame, True, 0, f"{self._recover_why}; was being decoded when it was found", behind_s))
         elif self._recovering and frame.key_frame and frame.pict_type == _PICT_I:
             # An intra key frame needs no earlier frame: the decoder is clean again
             # (unless damage turns up within the look-behind, which re-marks it).
             self._recovering = False
-            self._hold(_Slot(frame, False, 0, ""))
+            self._hold(_Slot(frame, False, 0, "", behind_s))
         elif self._recovering:
-            self._hold(_Slot(frame, True, 0, f"{self._recover_why}; withheld until a clean key frame"))
+            self._hold(_Slot(frame, True, 0, f"{self._recover_why}; withheld until a clean key frame", behind_s))
         else:
-            self._hold(_Slot(frame, False, 0, ""))
+            self._hold(_Slot(frame, False, 0, "", behind_s))
 
     def _missing_before(self, pts: int | None) -> tuple[int, int | None]:
         """Pending packets presented before `pts` that never came out, less errors already counted,
