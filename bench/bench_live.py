@@ -109,6 +109,14 @@ def ensure_gstreamer() -> None:
         raise SystemExit(f"bench_live: still missing after apt-get: {why}")
 
 
+#: Withheld for lag: behind the camera, or the frame just before such a stretch (look-ahead).
+LAG_KINDS = ("lag", "ahead:lag")
+
+
+def _lagged(reasons: dict[str, int]) -> int:
+    return sum(reasons.get(k, 0) for k in LAG_KINDS)
+
+
 # --- clips ---------------------------------------------------------------------------
 
 
@@ -333,7 +341,7 @@ def report_lean(pairs: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> None
           f"{'steady':>6} {'(default)':>9} | {'lag':>3} {'(default)':>9} | {'slowest fps':>11} {'(default)':>9}")
 
     def lag(f: dict[str, Any]) -> int:
-        return sum(c["reasons"].get("lag", 0) for c in f["cameras"].values())
+        return sum(_lagged(c["reasons"]) for c in f["cameras"].values())
 
     def slowest(f: dict[str, Any]) -> float:
         return min(c["received"] for c in f["cameras"].values()) / f["window_s"]
@@ -353,14 +361,14 @@ def report(rows: list[tuple[int, list[str], dict[str, Any], dict[str, Any]]], a:
         for i, clip in enumerate(cams):
             c = fig["cameras"].get(f"cam{i}", {"received": 0, "released": 0, "withheld": 0, "reasons": {}})
             r = c["reasons"]
-            lag = r.get("lag", 0)
+            lag = _lagged(r)
             busy = r.get("analysis_busy", 0) + r.get("analysis_timeout", 0)
             base_fps = list(base["fps"].values())[i]
             print(f"{n:>4} {'cam' + str(i):>6} {clip:>6} | {c['received'] / window:8.2f} {base_fps:8.2f} | "
                   f"{c['released']:>8} {lag:>5} {busy:>5} {c['withheld'] - lag - busy:>5} | "
                   f"{_ms(c.get('latency_median_s')):>10} {_ms(c.get('latency_p95_s')):>7} "
                   f"{_ms(c.get('latency_max_s')):>7}")
-            others = {k: v for k, v in r.items() if k not in ("lag", "analysis_busy", "analysis_timeout")}
+            others = {k: v for k, v in r.items() if k not in (*LAG_KINDS, "analysis_busy", "analysis_timeout")}
             if others:
                 print(f"{'':>18}   other withhold reasons: {others}")
     print("\nper run (process CPU per frame received; RSS of the whole process):")
@@ -394,10 +402,11 @@ def report(rows: list[tuple[int, list[str], dict[str, Any], dict[str, Any]]], a:
         print(f"{g[:40]:>40} | " + " ".join(vals))
     by_n = {n: f for n, _c, _b, f in rows}
     for n, f in sorted(by_n.items()):
-        lag = sum(c["reasons"].get("lag", 0) for c in f["cameras"].values())
+        lag = sum(_lagged(c["reasons"]) for c in f["cameras"].values())
         p95 = max((c["latency_p95_s"] or 0.0) for c in f["cameras"].values())
-        # A camera that is not read as fast as it sends loses frames before the agent sees them
-        # (the server drops the oldest, as a camera's buffer would): lag the agent cannot count.
+        # A camera read slower than it sends: its frames wait in the network, and are withheld for
+        # lag once too far behind it (the agent catches up by skipping them). Only a reader more
+        # than the server's own 2 s buffer behind would lose frames before the agent sees them.
         slowest = min(c["received"] for c in f["cameras"].values()) / f["window_s"]
         ok = lag == 0 and p95 < TARGET_P95_S and slowest >= KEEP_UP * FPS
         print(f"\n{'target ' if n == 4 else ''}{n} camera(s): {lag} frames withheld for lag (target 0), worst p95 "

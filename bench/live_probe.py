@@ -99,6 +99,7 @@ class Probe:
         # By module path: the package's `seal` is the function, which shadows the module's name.
         hashing = importlib.import_module("agent.crypto.envelope.hashing")
         sealmod = importlib.import_module("agent.crypto.envelope.seal")
+        from agent.core.policy import AHEAD, own_reason
         from agent.media import avsource, sources
         from agent.media.video import VideoEncoder
         from agent.storage.sinks.clips import ClipSink
@@ -116,7 +117,9 @@ class Probe:
             if d.action is Action.WITHHOLD:
                 c["withheld"] += 1
                 for r in d.reasons:
-                    kind = r.split(":")[0]
+                    # By kind, as the bench prints them: lag, zone, ahead:lag (the frame before a stretch).
+                    kind = own_reason(r).split(":")[0]
+                    kind = AHEAD + kind if r.startswith(AHEAD) else kind
                     c["reasons"][kind] = c["reasons"].get(kind, 0) + 1
             else:
                 c["released"] += 1
