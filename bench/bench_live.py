@@ -15,9 +15,10 @@ Each camera count gets two runs on the same streams, each in a fresh process:
   segments) through `bench/live_probe.py`, which observes without changing anything and stops the
   run with SIGTERM after `--seconds`.
 Figures come from the window after `--warmup` seconds (connection, model loading). Per camera:
-frames received (fps, against the 15 fps served), released, withheld for lag (`lag`) or busy
-analysis (`analysis_busy`, `analysis_timeout`), capture-to-sealed latency (median, p95: from the
-frame leaving the source to the sink's write returning, the frame encoded); per run: process CPU
+frames received (fps, against the 15 fps served), released, withheld for lag (`lag`, and the frame
+before each lag stretch, `ahead:lag`) or busy analysis (`analysis_busy`, `analysis_timeout`),
+capture-to-sealed latency (median, p95: from when the camera sent the frame, by the stream's own
+timestamps, to the sink's write returning, the frame encoded); per run: process CPU
 ms per frame and where it goes (exclusive thread CPU per stage), RSS peak and steady (median).
 Targets (x86, 2 cores): 4 cameras with 0 frames withheld for lag and p95 < 1 s; one camera's
 process <= 200 MiB peak, each further camera < 100 MiB.

@@ -5,8 +5,8 @@
 
 The agent runs unchanged; the hooks only observe (each wraps a method and calls the original):
 - per camera, every frame's decision (`PipelineStats.count`): received, released, withheld and why;
-- capture-to-sealed latency of every released frame: from the pipeline's `captured_monotonic_s` (the
-  source handed the frame over) until the sinks' `write` returned, i.e. the frame is encoded (the muxer hands
+- capture-to-sealed latency of every released frame: from the pipeline's `captured_monotonic_s` (when
+  the camera sent the frame, by the stream's timestamps: `agent.media.streamclock`) until the sinks' `write` returned, i.e. the frame is encoded (the muxer hands
   its bytes to the encrypting `ClipWriter` with the next fragment, at most a second later);
 - CPU per stage, as exclusive thread CPU time (`time.thread_time`, nested calls subtracted):
   decode (the source's `read`), each analyzer (`analyze`) and each model's inference (`detect`),

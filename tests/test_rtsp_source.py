@@ -29,7 +29,7 @@ from test_pipeline import ZONE, OkAnalyzer, RecordingSink
 from agent.clock import SystemClock
 from agent.core.datatypes import Analysis, Frame
 from agent.core.events import EventLog
-from agent.core.pipeline import CameraPipeline
+from agent.core.pipeline import CameraPipeline, PipelineStats
 from agent.core.policy import CameraPolicy
 from agent.errors import DamagedFrameError, SourceError
 from agent.media import avsource
@@ -112,6 +112,16 @@ def _tcp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 
 
+def _run_for(p: CameraPipeline, camera: str, seconds: float) -> PipelineStats:
+    """Run `p` on the live camera for `seconds`, then stop it."""
+    stopper = threading.Timer(seconds, p.stop)
+    stopper.start()
+    try:
+        return p.run(SourceOpener(camera))
+    finally:
+        stopper.cancel()
+
+
 def test_rtsp_camera_gives_live_bgr_frames(camera: str) -> None:
     src = open_source(camera)
     try:
@@ -139,12 +149,7 @@ def test_rtsp_camera_through_a_pipeline_is_masked_exactly_in_the_zone(camera: st
     sink = RecordingSink()
     p = CameraPipeline(CameraPolicy("cam", (ZONE,)), [OkAnalyzer()], [sink], lambda: Mode.HOME, EventLog(),
                        clock=SystemClock(), analysis_timeout_s=5.0, max_lag_s=5.0)
-    stopper = threading.Timer(3.0, p.stop)
-    stopper.start()
-    try:
-        stats = p.run(SourceOpener(camera))
-    finally:
-        stopper.cancel()
+    stats = _run_for(p, camera, 3.0)
     assert stats.frames_in >= 15, stats
     assert len(sink.frames) >= 15
     for f in sink.frames:
@@ -499,12 +504,7 @@ def test_a_hub_that_cannot_keep_up_withholds_for_lag_and_catches_up(camera: str)
     p = CameraPipeline(CameraPolicy("cam", (ZONE,)), [_SlowAnalyzer()], [sink], lambda: Mode.HOME, EventLog(),
                        clock=SystemClock(), analysis_timeout_s=5.0, max_lag_s=1.5,
                        on_decision=lambda d, _i: reasons.extend(d.reasons))
-    stopper = threading.Timer(9.0, p.stop)
-    stopper.start()
-    try:
-        stats = p.run(SourceOpener(camera))
-    finally:
-        stopper.cancel()
+    stats = _run_for(p, camera, 9.0)
     lagged = [r for r in reasons if r.startswith("lag:")]
     assert lagged, stats
     # Withheld from half of `max_lag_s` behind on (the other half is the pipeline's); then the
