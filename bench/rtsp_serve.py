@@ -13,11 +13,13 @@ the pipeline's running time, so a slow client falls behind a stream that does no
 clip loops from its first access unit (an IDR frame), so a decoder picks up again at the seam.
 
     /usr/bin/python3 bench/rtsp_serve.py --clip cam0=/tmp/a.h264 --clip cam1=/tmp/b.h264 --fps 15 \
-        [--port 0] [--ready FILE]
+        [--port 0] [--ready FILE] [--stamp-scale 1.0]
 
 `--port 0` (the default) takes a free port; the bound port is written to `--ready` (or printed as
 `ready PORT`) once the server listens. SIGTERM or SIGINT stops it; on stop it prints, per clip,
-the access units pushed to all clients.
+the access units pushed to all clients. `--stamp-scale S` stamps the frames as if time ran at S
+of the real pace while still sending them at the frame rate: a camera whose timestamps are wrong
+(the tests' camera that stamps a nominal rate it does not send at).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstApp, GstRtspServer  # noqa: E402
 
 CAPS = "video/x-h264,stream-format=byte-stream,alignment=au"
+#: The stream's timestamps run at this share of real time (`--stamp-scale`; 1: a camera's own clock).
+STAMP_SCALE = 1.0
 
 
 def load_access_units(path: str) -> list[bytes]:
@@ -98,7 +102,10 @@ class Pusher:
                 if wait > 0 and self.stop.wait(wait):
                     break
             buf = Gst.Buffer.new_wrapped(self.units[k % len(self.units)])
-            buf.duration = int(frame_s * Gst.SECOND)
+            buf.duration = int(frame_s * STAMP_SCALE * Gst.SECOND)
+            if STAMP_SCALE != 1.0:
+                # A camera that stamps its frames wrongly (tests): time runs at this share of the real.
+                buf.pts = buf.dts = int(k * frame_s * STAMP_SCALE * Gst.SECOND)
             if self.src.push_buffer(buf) != Gst.FlowReturn.OK:
                 break  # the client went away: the media is being torn down
             with self.lock:
@@ -114,7 +121,8 @@ class ClipFactory(GstRtspServer.RTSPMediaFactory):
         num, den = Gst.util_double_to_fraction(fps)
         # A live source stamped with running time: the stream plays at the clock, like a camera.
         # A client that falls 2 s behind loses the oldest frames, as from a camera's own buffer.
-        self.set_launch(f"( appsrc name=src is-live=true do-timestamp=true format=time block=false "
+        stamp = "true" if STAMP_SCALE == 1.0 else "false"
+        self.set_launch(f"( appsrc name=src is-live=true do-timestamp={stamp} format=time block=false "
                         f"max-buffers=30 leaky-type=downstream caps={CAPS},framerate={num}/{den} ! h264parse ! "
                         "rtph264pay name=pay0 pt=96 config-interval=-1 )")
         self.set_shared(False)
@@ -128,9 +136,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clip", action="append", required=True, help="NAME=PATH of an Annex-B H.264 file")
     ap.add_argument("--fps", type=float, default=15.0)
+    ap.add_argument("--stamp-scale", type=float, default=1.0,
+                    help="stamp frames as if time ran at this share of real time (a camera with a wrong clock)")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--ready", help="file to write the bound port to once listening")
     a = ap.parse_args()
+    global STAMP_SCALE
+    STAMP_SCALE = a.stamp_scale
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")

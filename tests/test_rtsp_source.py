@@ -27,14 +27,14 @@ import pytest
 from test_pipeline import ZONE, OkAnalyzer, RecordingSink
 
 from agent.clock import SystemClock
-from agent.core.datatypes import Analysis, Frame
+from agent.core.datatypes import Analysis, Decision, Frame
 from agent.core.events import EventLog
 from agent.core.pipeline import CameraPipeline, PipelineStats
 from agent.core.policy import CameraPolicy
 from agent.errors import DamagedFrameError, SourceError
 from agent.media import avsource
 from agent.media.sources import SourceOpener, open_source
-from agent.vocab import Mode
+from agent.vocab import Action, Mode
 
 REPO = Path(__file__).resolve().parents[1]
 SERVE = REPO / "bench" / "rtsp_serve.py"
@@ -68,13 +68,14 @@ def _clip(path: Path) -> None:
 class Server:
     """bench/rtsp_serve.py serving one clip as `cam`, on a free port or a given one."""
 
-    def __init__(self, t: Path, clip: Path, port: int = 0) -> None:
+    def __init__(self, t: Path, clip: Path, port: int = 0, stamp_scale: float = 1.0) -> None:
         ready = t / f"port-{time.monotonic_ns()}"
         self._log_path = t / "server.log"
         self._log = self._log_path.open("a")
         # scripts/bootstrap installs GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0).
         self._proc = subprocess.Popen(["/usr/bin/python3", str(SERVE), "--clip", f"cam={clip}", "--fps", str(FPS),
-                                       "--port", str(port), "--ready", str(ready)],
+                                       "--port", str(port), "--ready", str(ready),
+                                       "--stamp-scale", str(stamp_scale)],
                                       stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while not ready.exists():
@@ -514,3 +515,25 @@ def test_a_hub_that_cannot_keep_up_withholds_for_lag_and_catches_up(camera: str)
     assert behind[-1] >= 0.75 - 0.005, behind
     assert behind[0] < 0.75, behind
     assert len(sink.frames) >= 10, stats  # it caught up, again and again
+
+
+def test_a_camera_whose_timestamps_run_slow_is_not_withheld_for_ever(clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A camera that stamps its frames at half the real pace (a nominal rate it does not send at)
+    looks half a second further behind every second. The hub catches up, finds every packet has
+    to be waited for, so it is not behind at all, and stops trusting those timestamps: it
+    releases the camera's frames again rather than skip them for ever."""
+    server = Server(clip.parent, clip, stamp_scale=0.5)
+    decisions: list[Decision] = []
+    try:
+        p = CameraPipeline(CameraPolicy("cam", (ZONE,)), [OkAnalyzer()], [RecordingSink()], lambda: Mode.HOME,
+                           EventLog(), clock=SystemClock(), analysis_timeout_s=5.0, max_lag_s=1.0,
+                           on_decision=lambda d, _i: decisions.append(d))
+        with caplog.at_level(logging.WARNING, logger="agent.media.avsource"):
+            _run_for(p, server.url, 7.0)
+    finally:
+        server.stop()
+    lagged = [d.frame_index for d in decisions if any(r.startswith("lag:") for r in d.reasons)]
+    assert lagged, "the timestamps were trusted at first: the stream looked further and further behind"
+    after = [d for d in decisions if d.frame_index > max(lagged)]
+    assert len(after) >= 30 and all(d.action is not Action.WITHHOLD for d in after), decisions[-5:]
+    assert "timestamps run slower" in caplog.text

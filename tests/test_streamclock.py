@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.media.streamclock import RISE_PER_S, StreamClock
+from agent.media.streamclock import LIVE_WAITS, RISE_PER_S, StreamClock
 
 FPS = 15.0
 DT = 1 / FPS
@@ -112,3 +112,58 @@ def test_packets_without_timestamps_change_nothing() -> None:
     assert c.floor_s is None and c.behind_s(3.0, None) == 0.0
     c.arrived(3.0, 1.0)
     assert c.behind_s(9.0, None) == 0.0
+
+
+def test_a_catching_up_reader_that_waits_for_packets_is_caught_up_whatever_their_timestamps() -> None:
+    """A camera that stamps a nominal 30 fps and sends 15: its timestamps run at half speed, and
+    the stream looks half a second further behind every second. Catching up, the reader finds it
+    has to wait for each packet: they come live, and the floor starts again at them."""
+    c = StreamClock()
+    for k in range(60):  # four seconds, read promptly: the timestamps say 2 s behind by now
+        c.arrived(10.0 + k * DT, k * DT / 2, waited_s=DT)
+    assert c.behind_s(10.0 + 59 * DT, 59 * DT / 2) == pytest.approx(59 * DT / 2, abs=0.01)
+    # Catching up now: a waited-for packet could be a stall elsewhere; three in a row are live.
+    for i in range(LIVE_WAITS - 1):
+        now = 10.0 + (60 + i) * DT
+        c.arrived(now, (60 + i) * DT / 2, waited_s=DT, live_wait_s=DT / 2)
+        assert c.behind_s(now, (60 + i) * DT / 2) > 1.9
+    k = 60 + LIVE_WAITS - 1
+    c.arrived(10.0 + k * DT, k * DT / 2, waited_s=DT, live_wait_s=DT / 2)
+    # The floor had to rise by two seconds: these timestamps place no frame any more.
+    assert not c.trusted
+    for j in range(k, k + 100):
+        c.arrived(10.0 + j * DT, j * DT / 2, waited_s=DT)
+        assert c.behind_s(10.0 + j * DT, j * DT / 2) == 0.0
+
+
+def test_a_caught_up_reader_with_right_timestamps_keeps_them() -> None:
+    c = StreamClock()
+    for k in range(30):
+        c.arrived(k * DT + 0.05, k * DT, waited_s=DT)
+    t = 30 * DT + 1.2  # a 1.2 s backlog, drained at 5 ms a packet
+    k = 30
+    while t - 0.05 > k * DT + 0.001:
+        c.arrived(t, k * DT, waited_s=0.0001, live_wait_s=DT / 2)
+        k, t = k + 1, t + 0.005
+    for j in range(k, k + 10):  # caught up: each packet waited for, on time
+        t = j * DT + 0.05 + (0.01 if j % 2 else 0.0)
+        c.arrived(t, j * DT, waited_s=DT * 0.8, live_wait_s=DT / 2)
+        assert c.behind_s(t, j * DT) <= 0.011
+    assert c.trusted
+
+
+def test_a_catching_up_reader_that_finds_packets_waiting_is_still_behind() -> None:
+    c = StreamClock()
+    for k in range(30):
+        c.arrived(k * DT, k * DT, waited_s=DT)
+    # Three seconds of stream waited in the network; catching up, each read returns at once.
+    t = 30 * DT + 3.0
+    for k in range(30, 40):
+        c.arrived(t, k * DT, waited_s=0.0005, live_wait_s=DT / 2)
+        assert c.behind_s(t, k * DT) > 2.3
+        t += 0.001
+    # Reads held up now and then (another thread had the interpreter) are not live packets.
+    for i in range(LIVE_WAITS - 1):
+        c.arrived(t + 0.05 * (i + 1), (40 + i) * DT, waited_s=0.05, live_wait_s=DT / 2)
+    c.arrived(t + 0.2, 45 * DT, waited_s=0.001, live_wait_s=DT / 2)
+    assert c.behind_s(t + 0.2, 45 * DT) > 2.2 and c.trusted

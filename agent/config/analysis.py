@@ -53,7 +53,10 @@ class AnalysisConfig(StrictModel):
         default=2.0, gt=0, description="An analysis of one frame that takes longer withholds the frame."
     )
     max_lag_s: float = Field(
-        default=2.0, gt=0, description="Live sources: a frame older than this when analysed is withheld."
+        default=2.0, gt=0,
+        description="Live sources: a frame older than this (since the camera sent it) when analysed or released is "
+                    "withheld for lag; one read more than half of it behind the camera is withheld unanalysed, and "
+                    "the hub skips to the camera's next key frame to catch up.",
     )
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Activity detection in withhold zones.")
     tamper: TamperConfig = Field(default_factory=TamperConfig, description="Covered-camera detection.")

@@ -36,12 +36,15 @@ Invariants (fail closed):
   agent restarts: the analyzers would watch the old zones.
 - A frame is released only once the next frame is decided (`policy.look_ahead`):
   masked wherever the next one masks foreground, a person or a face, withheld
-  when the next one is withheld for what it shows. The first sliver of someone
+  whenever the next one is withheld. The first sliver of someone
   entering is too thin to tell from noise on its own frame, and plain on the
   next. So one more raw frame is held per camera, a frame interval of latency
   added; a live frame whose next one does not come within `max_lag_s` is
   withheld for lag. Only the end of a source (or a stop) releases a frame on
   its own decision: nothing follows it.
+- A live frame is as old as the camera's timestamps say (`_backlog`), and a
+  frame read more than `_CATCH_UP_AT` of `max_lag_s` behind is withheld for lag
+  unanalysed while the source catches up (`_catch_up`).
 - A frame tap (`set_frame_tap`) sees each frame's outcome after the sinks'
   checks: the `RedactedFrame` that was released, or the withholding
   `Decision`. It never sees a raw frame.

@@ -22,7 +22,8 @@ Invariants:
   `room:<kind>`.
 - Look-ahead (`look_ahead`): a frame is released only once the next frame is
   decided, and it is masked wherever the next frame masks foreground, a person
-  or a face too, or withheld when the next frame is withheld for what it shows.
+  or a face too, or withheld whenever the next frame is withheld (for what it
+  shows, or unjudged: then nothing says this one is clear).
   Someone entering first shows a sliver (one row of hair at an edge, a hand
   round a door) that no layer can tell from noise on its own frame, but that is
   plain one frame later; the trail covers the other direction, where someone

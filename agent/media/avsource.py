@@ -324,6 +324,7 @@ class AVSource:
 
     def _pump(self) -> None:
         """Demux and decode one packet, appending what came out to `_held`."""
+        asked = time.monotonic()
         try:
             packet = self._next_packet()
         except StopIteration:
@@ -335,7 +336,14 @@ class AVSource:
         if self._live:
             now = time.monotonic()
             pts_s = _seconds(packet.pts, packet.time_base)
-            self._clock.arrived(now, pts_s, _seconds(packet.dts, packet.time_base))
+            # While catching up, a packet waited for half a frame interval came live (StreamClock).
+            live_wait = None if self._catch_up is None else 0.5 / self.info.fps
+            trusted = self._clock.trusted
+            self._clock.arrived(now, pts_s, _seconds(packet.dts, packet.time_base), waited_s=now - asked,
+                                live_wait_s=live_wait)
+            if trusted and not self._clock.trusted:
+                log.warning("source %s: its timestamps run slower than its frames come; how far behind the "
+                            "camera this hub is can no longer be measured on this connection", self._spec)
             if self._catch_up is not None and self._skipped(packet, self._clock.behind_s(now, pts_s)):
                 return
         if not self._live and packet.is_corrupt and packet.size and self._cut_short():

@@ -17,7 +17,17 @@ floor other than a quicker packet:
   few frames: hundreds of ms a second) does;
 - a discontinuity: a decode timestamp that goes back (a camera restarting its clock, a new
   stream on the same connection) starts a new floor at that packet. A jump forward lowers the
-  floor by itself.
+  floor by itself;
+- a packet the reader had to wait for, while it catches up: a reader behind its camera finds
+  the next packet already waiting, so three in a row that it had to wait for (`LIVE_WAITS`,
+  each for half a frame interval or more) came live off the network, and the floor starts again
+  at the third. Without it, a camera whose timestamps run slower than its frames (one that stamps
+  a nominal 30 fps and sends 15) would look further behind with every frame, and be skipped for
+  ever. Only while catching up: elsewhere a read held up by other threads could pass for a wait
+  and hide a backlog. With right timestamps a caught-up reader's floor hardly moves; one that
+  has to rise by more than `UNTRUSTED_RISE_S` says the timestamps run slow, and from then on
+  they place no frame (`trusted` False: no backlog is measured, as for a source without
+  timestamps), rather than withhold a fresh picture every few seconds.
 
 Pure: times come in as arguments, in seconds (the hub's monotonic clock, the stream's time
 base), so tests drive it without a stream.
@@ -29,6 +39,10 @@ from dataclasses import dataclass
 
 #: How fast the floor may rise, seconds per second: absorbs a camera clock slower than the hub's.
 RISE_PER_S = 0.001
+#: Packets in a row a catching-up reader had to wait for before it counts as caught up.
+LIVE_WAITS = 3
+#: How far a caught-up reader's floor may rise before the stream's timestamps are not trusted.
+UNTRUSTED_RISE_S = 0.25
 
 
 @dataclass(slots=True)
@@ -38,14 +52,26 @@ class StreamClock:
     floor_s: float | None = None
     _last_arrival_s: float = 0.0
     _last_dts_s: float | None = None
+    _waits: int = 0
+    #: False once the timestamps were found to run slow (see the module): no backlog from them.
+    trusted: bool = True
 
-    def arrived(self, now_s: float, pts_s: float | None, dts_s: float | None = None) -> None:
-        """A packet with presentation time `pts_s` (decode time `dts_s`) was read at `now_s`."""
+    def arrived(self, now_s: float, pts_s: float | None, dts_s: float | None = None, *,
+                waited_s: float = 0.0, live_wait_s: float | None = None) -> None:
+        """A packet with presentation time `pts_s` (decode time `dts_s`) was read at `now_s`,
+        after waiting `waited_s` for it. `live_wait_s` is given while the reader catches up: a
+        wait that long or longer means the packet came live off the network (see the module)."""
         if pts_s is None:
             return
         order = dts_s if dts_s is not None else pts_s
         delay = now_s - pts_s
-        if self.floor_s is None or (self._last_dts_s is not None and order < self._last_dts_s):
+        live = live_wait_s is not None and waited_s >= live_wait_s
+        self._waits = self._waits + 1 if live else 0
+        if self._waits >= LIVE_WAITS and self.floor_s is not None:
+            if delay - self.floor_s > UNTRUSTED_RISE_S:
+                self.trusted = False
+            self.floor_s = delay
+        elif self.floor_s is None or (self._last_dts_s is not None and order < self._last_dts_s):
             self.floor_s = delay
         else:
             risen = self.floor_s + RISE_PER_S * max(0.0, now_s - self._last_arrival_s)
@@ -55,7 +81,7 @@ class StreamClock:
 
     def behind_s(self, now_s: float, pts_s: float | None) -> float:
         """Seconds the frame presented at `pts_s`, read at `now_s`, is later than a prompt read
-        would have had it: 0 when unknown (no timestamps yet)."""
-        if pts_s is None or self.floor_s is None:
+        would have had it: 0 when unknown (no timestamps yet, or none to trust)."""
+        if pts_s is None or self.floor_s is None or not self.trusted:
             return 0.0
         return max(0.0, now_s - (pts_s + self.floor_s))
