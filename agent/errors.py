@@ -104,10 +104,6 @@ class FrameSkipped(FrameDecodeError):
         super().__init__(message)
         self.behind_s = behind_s
 
-    @property
-    def reason(self) -> str:
-        return f"lag:{self.behind_s:.2f}s"
-
 
 class SinkError(AgentError):
     """A sink cannot store or upload redacted output (unwritable dir, full disk, ...)."""

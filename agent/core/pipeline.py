@@ -135,6 +135,11 @@ class PipelineStats:
                 self.reasons[key] = self.reasons.get(key, 0) + 1
 
 
+def _lag_reason(seconds: float) -> str:
+    """The withhold reason of a live frame `seconds` behind its camera (counted as `lag`)."""
+    return f"lag:{seconds:.2f}s"
+
+
 def _backlog(src: FrameSource) -> float:
     """Seconds the frame just read waited before this reader took it (a live source's optional
     `backlog_s()`, from the stream's own timestamps); 0 for a source that cannot say."""
@@ -256,7 +261,7 @@ class CameraPipeline:
     def _lagging(self, frame: Frame, live: bool) -> Decision | None:
         lag = self._clock.monotonic() - frame.captured_monotonic_s
         if live and lag > self._max_lag_s:
-            return Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, (f"lag:{lag:.2f}s",))
+            return Decision(self.camera_id, frame.index, frame.t_s, Action.WITHHOLD, (_lag_reason(lag),))
         return None
 
     def _submit(self, frame: Frame, live: bool) -> PendingAnalysis | Decision:
@@ -535,18 +540,16 @@ class CameraPipeline:
                     while not self._stop.is_set():
                         try:
                             img = src.read()
-                        except FrameSkipped as e:
-                            # Skipped undecoded while the source catches up with its camera.
-                            t_s = self._clock.monotonic() - start
-                            frames.put(Decision(self.camera_id, index, t_s, Action.WITHHOLD, (e.reason,)))
-                            index += 1
-                            continue
                         except FrameDecodeError as e:
                             # A frame the source could not give, or gives as unreliable (a damaged
                             # stretch of a video file): it still gets its decision, WITHHOLD, so the
-                            # decision log and the sinks' timeline have no holes.
-                            damage = self._decode_failed(e, index, damage)
-                            reason = getattr(e, "reason", "decode_error")
+                            # decision log and the sinks' timeline have no holes. One skipped while
+                            # the source catches up with its camera is no damage: withheld for lag.
+                            if isinstance(e, FrameSkipped):
+                                reason = _lag_reason(e.behind_s)
+                            else:
+                                damage = self._decode_failed(e, index, damage)
+                                reason = getattr(e, "reason", "decode_error")
                             t_s = (self._clock.monotonic() - start) if src.info.live else index / src.info.fps
                             frames.put(Decision(self.camera_id, index, t_s, Action.WITHHOLD, (reason,)))
                             index += 1
@@ -615,7 +618,7 @@ class CameraPipeline:
         catch_up = getattr(src, "catch_up", None)
         if callable(catch_up):
             catch_up(self._max_lag_s * _CATCH_UP_AT)
-        return Decision(self.camera_id, index, t_s, Action.WITHHOLD, (f"lag:{backlog_s:.2f}s",))
+        return Decision(self.camera_id, index, t_s, Action.WITHHOLD, (_lag_reason(backlog_s),))
 
     def _decode_failed(self, e: FrameDecodeError, index: int,
                        damage: tuple[int, int, int] | None) -> tuple[int, int, int]:

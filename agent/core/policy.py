@@ -328,7 +328,7 @@ def reason_key(reason: str) -> str:
     own = own_reason(reason)
     if not own.startswith(_MEASURED):
         return reason
-    return reason[: len(reason) - len(own)] + own.split(":", 1)[0]
+    return (AHEAD if reason.startswith(AHEAD) else "") + own.split(":", 1)[0]
 
 
 def _moves(region: MaskRegion) -> bool:

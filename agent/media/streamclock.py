@@ -9,7 +9,7 @@ seconds old as live.
 
 The stream's timestamps say when each frame was sent, on the camera's clock. `StreamClock`
 keeps the least `arrival - stream time` seen, the delay of a packet read as soon as it came
-(`floor`), and a frame is behind by how much later than that it is read. Two things move the
+(`floor`), and a frame is behind by how much later than that it is read. Three things move the
 floor other than a quicker packet:
 - clock drift: a camera's clock may run slower than the hub's, which makes every packet look a
   little later. The floor may rise by `RISE_PER_S` (1 ms a second, ten times a cheap crystal's
