@@ -15,7 +15,8 @@ Each camera count gets two runs on the same streams, each in a fresh process:
   segments) through `bench/live_probe.py`, which observes without changing anything and stops the
   run with SIGTERM after `--seconds`.
 Figures come from the window after `--warmup` seconds (connection, model loading). Per camera:
-frames received (fps, against the 15 fps served), released, withheld for lag (`lag`, and the frame
+frames received (fps, against the 15 fps served), released (and of them `shed`: released under load,
+their face run skipped and the faces of the frames beside them used, `detection.under_load`), withheld for lag (`lag`, and the frame
 before each lag stretch, `ahead:lag`) or busy analysis (`analysis_busy`, `analysis_timeout`),
 capture-to-sealed latency (median, p95: from when the camera sent the frame, by the stream's own
 timestamps, to the sink's write returning, the frame encoded); per run: process CPU
@@ -356,7 +357,7 @@ def report_lean(pairs: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> None
 def report(rows: list[tuple[int, list[str], dict[str, Any], dict[str, Any]]], a: argparse.Namespace) -> None:
     print(f"\nper camera (window {a.seconds - a.warmup:g} s after {a.warmup:g} s warm-up; served at {FPS} fps):")
     print(f"{'cams':>4} {'camera':>6} {'clip':>6} | {'recv fps':>8} {'(decode)':>8} | {'released':>8} "
-          f"{'lag':>5} {'busy':>5} {'other':>5} | {'lat med ms':>10} {'p95 ms':>7} {'max ms':>7}")
+          f"{'shed':>5} | {'lag':>5} {'busy':>5} {'other':>5} | {'lat med ms':>10} {'p95 ms':>7} {'max ms':>7}")
     for n, cams, base, fig in rows:
         window = fig["window_s"]
         for i, clip in enumerate(cams):
@@ -366,7 +367,7 @@ def report(rows: list[tuple[int, list[str], dict[str, Any], dict[str, Any]]], a:
             busy = r.get("analysis_busy", 0) + r.get("analysis_timeout", 0)
             base_fps = list(base["fps"].values())[i]
             print(f"{n:>4} {'cam' + str(i):>6} {clip:>6} | {c['received'] / window:8.2f} {base_fps:8.2f} | "
-                  f"{c['released']:>8} {lag:>5} {busy:>5} {c['withheld'] - lag - busy:>5} | "
+                  f"{c['released']:>8} {c.get('under_load', 0):>5} | {lag:>5} {busy:>5} {c['withheld'] - lag - busy:>5} | "
                   f"{_ms(c.get('latency_median_s')):>10} {_ms(c.get('latency_p95_s')):>7} "
                   f"{_ms(c.get('latency_max_s')):>7}")
             others = {k: v for k, v in r.items() if k not in (*LAG_KINDS, "analysis_busy", "analysis_timeout")}

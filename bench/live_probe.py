@@ -88,7 +88,8 @@ class Probe:
     def cam(self, cam_id: str) -> dict[str, Any]:
         c = self.cams.get(cam_id)
         if c is None:
-            c = self.cams[cam_id] = {"received": 0, "released": 0, "masked": 0, "withheld": 0, "reasons": {}}
+            c = self.cams[cam_id] = {"received": 0, "released": 0, "masked": 0, "withheld": 0, "under_load": 0,
+                                     "reasons": {}}
         return c
 
     def install(self) -> None:
@@ -99,7 +100,7 @@ class Probe:
         # By module path: the package's `seal` is the function, which shadows the module's name.
         hashing = importlib.import_module("agent.crypto.envelope.hashing")
         sealmod = importlib.import_module("agent.crypto.envelope.seal")
-        from agent.core.policy import AHEAD, own_reason
+        from agent.core.policy import AHEAD, UNDER_LOAD, own_reason
         from agent.media import avsource, sources
         from agent.media.video import VideoEncoder
         from agent.storage.sinks.clips import ClipSink
@@ -123,6 +124,8 @@ class Probe:
                     c["reasons"][kind] = c["reasons"].get(kind, 0) + 1
             else:
                 c["released"] += 1
+                if UNDER_LOAD in d.reasons:  # released without a face run of its own (look-ahead's)
+                    c["under_load"] += 1
                 if d.action is Action.MASK:
                     c["masked"] += 1
 

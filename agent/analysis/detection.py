@@ -40,6 +40,15 @@ Invariants (each has a test):
   over the sink): un-latching would release frames of exactly the moments
   the room is in use. In `run` the latch is kept in the camera's scene store,
   so a restart does not un-latch it either; only the owner's relearn does.
+- Under load (`detection.under_load`): once a live frame was read `behind_s`
+  behind its camera (`Frame.behind_s`), the face detector runs on every
+  second frame and the object detector every `object_every_n_frames`, until
+  frames have been read less than half of `behind_s` behind for `calm_s` of
+  stream time. A frame whose face run was skipped for it is marked
+  `Analysis.under_load`; the policy releases it only with the next frame's
+  own faces (`policy.look_ahead`). The state is a function of the frames
+  seen (their `behind_s` and stream time), so both lanes of a camera agree;
+  files (`behind_s` 0) never shed.
 - Time comes only from the injected clock; no sleeping, no wall time.
 """
 
@@ -114,6 +123,15 @@ class _Slot:
 
 
 @dataclass
+class _Load:
+    """Whether the hub is behind this camera (`detection.under_load`), private to one analyzer."""
+
+    on: bool = False
+    calm_since_t_s: float | None = None  # stream time from which frames were read close to the camera
+    shed: int = 0  # frames whose face run was skipped under load, for stats
+
+
+@dataclass
 class _Job:
     """One asynchronous detector run; written by its worker thread once, then `done` is set."""
 
@@ -163,6 +181,10 @@ class DetectionAnalyzer:
         self._store = store
         self.room: str | None = store.room if store is not None else None
         self.scene_cuts = 0
+        self._pressure = _Load()
+        # One lane of a camera tells the log and the events: the faces lane, or the objects lane
+        # when the camera has no face detector (both see the same frames and agree).
+        self._announces = "faces" in roles or not cfg.faces_active
         for slot in self.slots:
             self._load(slot)
 
@@ -175,6 +197,8 @@ class DetectionAnalyzer:
                 "infer_ms": None if s.infer_s is None else round(s.infer_s * 1000, 2),
                 "interval_frames": self._interval(s),
                 "missing": s.missing,
+                "under_load": self._pressure.on,
+                "shed_frames": self._pressure.shed if s.role == "faces" else 0,
             }
             for s in self.slots
         }
@@ -214,6 +238,14 @@ class DetectionAnalyzer:
     # --- cadence -----------------------------------------------------------------
 
     def _interval(self, slot: _Slot) -> int:
+        n = self._configured_interval(slot)
+        if not self._pressure.on:
+            return n
+        # Every second frame and no sparser: a skipped frame then always has a face run on each
+        # side of it, the one before carried and the one after added by look-ahead.
+        return max(n, 2) if slot.role == "faces" else max(n, self.cfg.under_load.object_every_n_frames)
+
+    def _configured_interval(self, slot: _Slot) -> int:
         if slot.role != "objects" or not self.cfg.objects.adaptive:
             return slot.every_n
         oc = self.cfg.objects
@@ -230,6 +262,40 @@ class DetectionAnalyzer:
         if age >= self.cfg.max_detection_age_s * _FORCE_RUN_AGE_REL:
             return True
         return slot.frames_since_run >= self._interval(slot)
+
+    def _weigh_load(self, frame: Frame) -> None:
+        """Enter or leave the under-load state on this frame (`detection.under_load`)."""
+        ul = self.cfg.under_load
+        st = self._pressure
+        if not ul.enabled:
+            return
+        behind = frame.behind_s
+        if not st.on:
+            if behind >= ul.behind_s:
+                st.on, st.calm_since_t_s = True, None
+                self._tell_load(f"the hub read frame {frame.index} {behind:.2f} s behind the camera: the face "
+                                "detector runs on every second frame (each frame between is masked with the "
+                                "faces of the frames beside it) and the object detector every "
+                                f"{ul.object_every_n_frames} frames until it has caught up", behind)
+            return
+        if behind >= ul.behind_s / 2:
+            st.calm_since_t_s = None
+            return
+        if st.calm_since_t_s is None:
+            st.calm_since_t_s = frame.t_s
+        if frame.t_s - st.calm_since_t_s >= ul.calm_s:
+            st.on, st.calm_since_t_s = False, None
+            self._tell_load(f"the hub has kept up with the camera for {ul.calm_s:g} s: the detectors run at "
+                            "their configured cadence again", behind)
+
+    def _tell_load(self, message: str, behind_s: float) -> None:
+        if not self._announces:
+            return
+        kind = "under_load" if self._pressure.on else "load_eased"
+        log.log(logging.WARNING if self._pressure.on else logging.INFO, "camera %s: %s", self.camera_id, message)
+        ev = Event(kind=kind, camera_id=self.camera_id, message=message, monotonic_s=self.clock.monotonic(),
+                   details={"behind_s": round(behind_s, 3)})
+        emit_safely(self.on_event, ev)
 
     def _new_source(self, frame: Frame) -> bool:
         shape = (frame.width_px, frame.height_px)
@@ -262,8 +328,11 @@ class DetectionAnalyzer:
             log.info("camera %s: new source geometry or timeline; dropping carried detections", self.camera_id)
             self._frame_interval_s = None
             self._thumb = None
+            self._pressure.calm_since_t_s = None  # stream time starts again
             for s in self.slots:
                 s.forget()
+        self._weigh_load(frame)
+        shed = False
         if self._scene_cut(frame):
             self.scene_cuts += 1
             log.info("camera %s: scene cut at frame %d; dropping carried detections", self.camera_id, frame.index)
@@ -292,6 +361,8 @@ class DetectionAnalyzer:
                 if not self._run(slot, frame):
                     faults.append(f"detector_error:{slot.model}")
                     continue
+            elif slot.role == "faces" and slot.frames_since_run >= self._configured_interval(slot):
+                shed = True  # its configured cadence would have run it: skipped for the load alone
             age = slot.age_s(frame)
             if age is None:  # cannot happen after a successful run; fail closed anyway
                 faults.append(f"no_detection:{slot.model}")
@@ -304,6 +375,8 @@ class DetectionAnalyzer:
                 )
             else:
                 detections.extend(slot.result)
+        if shed:
+            self._pressure.shed += 1
         if self.room != "bathroom":
             for d in detections:
                 kind = ROOM_LABELS.get(d.label)
@@ -317,6 +390,7 @@ class DetectionAnalyzer:
             faults=tuple(faults),
             detections_age_s=max(ages) if ages else None,
             room=self.room,
+            under_load=shed,
         )
 
     def _run(self, slot: _Slot, frame: Frame) -> bool:

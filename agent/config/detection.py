@@ -265,6 +265,35 @@ class SceneCutConfig(StrictModel):
     )
 
 
+class UnderLoadConfig(StrictModel):
+    enabled: bool = Field(
+        default=True,
+        description="Live cameras: once the hub reads a camera's frames `behind_s` behind it, that camera's "
+        "face detector runs on every second frame, and its object detector every `object_every_n_frames`, "
+        "until the hub has caught up, instead of withholding frames for lag. A frame the face detector "
+        "skips is masked with the faces of both frames beside it (the one before, carried; the one after, "
+        "by look-ahead), its reasons say `under_load`, and it is withheld unless the frame after it was "
+        "judged with a face run of its own. Off: every frame is analysed at the configured cadence, and a "
+        "hub that cannot keep up withholds frames for lag. Files are always analysed at the configured cadence.",
+    )
+    behind_s: float = Field(
+        default=0.25, gt=0, le=30,
+        description="How far behind its camera (seconds, by the camera's own timestamps) the hub may read a "
+        "frame before it sheds detector runs on that camera. Keep it under half of `analysis.max_lag_s`, "
+        "where frames start being withheld for lag.",
+    )
+    calm_s: float = Field(
+        default=10.0, ge=0, le=600,
+        description="Seconds (stream time) the hub must read the camera's frames less than half of "
+        "`behind_s` behind before it runs the detectors at their configured cadence again.",
+    )
+    object_every_n_frames: int = Field(
+        default=10, ge=1, le=300,
+        description="The object detector's interval under load, in frames (never shorter than "
+        "`objects.every_n_frames`). `max_detection_age_s` still forces a run once a result is half that old.",
+    )
+
+
 class PrivateRoomConfig(StrictModel):
     object_margin_rel: float = Field(
         default=0.4, ge=0, le=2,
@@ -324,6 +353,10 @@ class DetectionConfig(StrictModel):
     scene_cut: SceneCutConfig = Field(default_factory=SceneCutConfig, description="Scene-cut detection.")
     private_rooms: PrivateRoomConfig = Field(
         default_factory=PrivateRoomConfig, description="Settings for cameras in a private room (`privacy_room`)."
+    )
+    under_load: UnderLoadConfig = Field(
+        default_factory=UnderLoadConfig,
+        description="What a live camera's detectors do while the hub is behind it (fewer runs, never fewer masks).",
     )
 
     @field_validator("thresholds")

@@ -41,6 +41,10 @@ class Frame:
     t_s: float  # stream time: seconds since the start of this source
     captured_monotonic_s: float  # when the hub captured it, on the injected monotonic clock
     image: Image = field(repr=False, compare=False)
+    #: How far behind its live camera the hub read this frame (seconds, by the camera's own
+    #: timestamps; already counted in `captured_monotonic_s`). 0 for files and for sources that
+    #: cannot say. What a camera's detectors shed under load is chosen by it (`detection.under_load`).
+    behind_s: float = 0.0
     #: The image area-averaged to half its width and height (each output pixel the mean of a 2x2
     #: block), or None when a side is odd or under `HALF_MIN_PX`. Every analyzer and detector
     #: shrinks the frame: they start from this, made once while the frame is fresh in the cache
@@ -113,6 +117,8 @@ class Analysis:
     `foreground_ready` is False while that scene is still being learned (the
     policy withholds). `room` is the private-room kind the object detector has
     seen on this camera (`bathroom`, `bedroom`), latched for the run, or None.
+    `under_load`: the face detector skipped this frame because the hub is behind
+    the live camera; the policy then requires the next frame's faces.
     """
 
     detections: tuple[Detection, ...] = ()
@@ -122,6 +128,7 @@ class Analysis:
     foreground: tuple[ForegroundBlob, ...] = ()
     foreground_ready: bool = True
     room: str | None = None
+    under_load: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -588,7 +588,7 @@ class CameraPipeline:
                         if backlog > self._max_lag_s * _CATCH_UP_AT:
                             frames.put(self._catch_up(src, index, t_s, backlog))
                         else:
-                            frames.put(self._submit(Frame(self.camera_id, index, t_s, now - backlog, img),
+                            frames.put(self._submit(Frame(self.camera_id, index, t_s, now - backlog, img, backlog),
                                                     src.info.live))
                         # The frame is the queue's now: a reference kept here would hold a whole
                         # decoded picture for as long as the next read waits for the camera.

@@ -28,6 +28,11 @@ Invariants:
   round a door) that no layer can tell from noise on its own frame, but that is
   plain one frame later; the trail covers the other direction, where someone
   just was.
+- Under load (`UNDER_LOAD`): a frame whose face run was skipped because the
+  hub is behind a live camera carries the reason `under_load`, and
+  `look_ahead` releases it only when the next frame was judged with a face
+  run of its own (and takes that frame's faces too); otherwise it is withheld
+  (`under_load:unconfirmed`).
 """
 
 from __future__ import annotations
@@ -302,6 +307,8 @@ def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -
 
     if withheld:
         return withhold(*([f"room:{room}"] if room is not None else []), *withheld)
+    if analysis.under_load:
+        reasons.append(UNDER_LOAD)
     # De-duplicate reasons while keeping order, for readable decision logs.
     if regions:
         return Decision(policy.camera_id, frame.index, frame.t_s, Action.MASK, tuple(dict.fromkeys(reasons)),
@@ -311,6 +318,10 @@ def decide(policy: CameraPolicy, frame: Frame, analysis: Analysis, mode: Mode) -
 
 #: Marks a reason a frame has for what the next frame showed (`look_ahead`).
 AHEAD = "ahead:"
+#: The reason of a frame whose face run was skipped under load (`Analysis.under_load`).
+UNDER_LOAD = "under_load"
+#: Its withhold reason when the next frame cannot vouch for its faces (`look_ahead`).
+UNDER_LOAD_UNCONFIRMED = "under_load:unconfirmed"
 
 
 def own_reason(reason: str) -> str:
@@ -355,8 +366,20 @@ def look_ahead(current: Decision, following: Decision | None) -> Decision:
     - withheld unseen or unjudged (lag, a decode error, an analysis fault, learning, a scene cut
       waiting for its objects): nothing says the sliver is not on `current`, so it is not let
       out either (fail closed). That costs one more withheld frame per withheld stretch.
+
+    A frame whose face run was skipped under load (reason `UNDER_LOAD`) has only the faces of the
+    frame before it, carried. It goes out only with the next frame's own faces added: when there
+    is no next frame, or the next one skipped its face run too, it is withheld
+    (`UNDER_LOAD_UNCONFIRMED`). A face that shows on the frame between two runs was, a fifteenth of
+    a second either side, on one of them.
     """
-    if following is None or current.action is Action.WITHHOLD:
+    if current.action is Action.WITHHOLD:
+        return current
+    if UNDER_LOAD in current.reasons and (
+            following is None or (following.action is not Action.WITHHOLD and UNDER_LOAD in following.reasons)):
+        return Decision(current.camera_id, current.frame_index, current.t_s, Action.WITHHOLD,
+                        (UNDER_LOAD_UNCONFIRMED,))
+    if following is None:
         return current
     if following.action is Action.WITHHOLD:
         # All of the next frame's reasons, marked: the log reads as one stretch withheld for them.

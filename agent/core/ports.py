@@ -75,7 +75,8 @@ def merge(parts: list[Analysis]) -> Analysis:
     room = "bathroom" if "bathroom" in rooms else (min(rooms) if rooms else None)
     return Analysis(dets, zones, faults, max(ages) if ages else None,
                     foreground=tuple(b for p in parts for b in p.foreground),
-                    foreground_ready=all(p.foreground_ready for p in parts), room=room)
+                    foreground_ready=all(p.foreground_ready for p in parts), room=room,
+                    under_load=any(p.under_load for p in parts))
 
 
 class Sink(Protocol):
