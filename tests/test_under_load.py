@@ -23,11 +23,14 @@ from agent.analysis.factory import build_detection_analyzer
 from agent.clock import FakeClock
 from agent.config import DetectionConfig, LoadedConfig, parse_config_text
 from agent.core.datatypes import Analysis, Decision, Event, Frame
+from agent.core.health import HealthTracker
+from agent.core.monitor import sample
 from agent.core.pipeline import CameraPipeline
 from agent.core.policy import UNDER_LOAD, UNDER_LOAD_UNCONFIRMED, camera_policy, decide, look_ahead
 from agent.core.ports import SourceInfo, merge
 from agent.core.redact import RedactedFrame
 from agent.detect.base import Detector
+from agent.mqtt.health import camera_document
 from agent.vocab import Action, Mode
 
 IMG = np.zeros((48, 64, 3), np.uint8)
@@ -274,3 +277,19 @@ def test_the_pipeline_sheds_under_load_and_every_released_frame_has_its_face_mas
     assert [f.index for f in sink.frames] == [d.frame_index for d in released]
     assert len(released) >= 26
     assert decisions[-1].frame_index == 29 and decisions[-1].reasons == (UNDER_LOAD_UNCONFIRMED,)
+    # The health report counts them, for the homeowner and the broker.
+    assert pipe.stats.under_load == len(shed)
+    health = HealthTracker(0.0, 0.0).observe([sample(pipe, t)], 1.0).cameras[0]
+    assert health.under_load_frames == len(shed)
+    assert camera_document(health)["under_load_frames"] == len(shed)
+
+
+def test_a_single_frame_skipped_under_load_has_no_next_frame_and_is_withheld() -> None:
+    rig = Rig()
+    pipe = CameraPipeline(_policy(), [rig.analyzer], [Collect()], lambda: Mode.HOME, lambda e: None,
+                          clock=rig.clock)
+    first, _ = pipe.process(Frame("cam", 0, 0.0, rig.clock.monotonic() - 0.5, IMG.copy(), 0.5), live=True)
+    rig.clock.advance(1 / FPS)
+    second, out = pipe.process(Frame("cam", 1, 1 / FPS, rig.clock.monotonic() - 0.5, IMG.copy(), 0.5), live=True)
+    assert first.action is Action.MASK
+    assert second.reasons == (UNDER_LOAD_UNCONFIRMED,) and out is None

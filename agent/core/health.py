@@ -77,6 +77,8 @@ class CameraSample:
     scene: str | None = None
     #: The private room the policy reports for the camera ("bathroom", "bedroom"), None if none.
     private_room: str | None = None
+    #: Released frames whose face run was skipped while the hub was behind the camera.
+    under_load: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,9 @@ class CameraHealth:
     #: camera is withheld on purpose, and restarting the agent would not cure it.
     scene: str = "ok"
     private_room: str | None = None
+    #: Released frames since start whose face run was skipped while the hub was behind the camera
+    #: (`detection.under_load`): a hub that often sheds needs fewer cameras or a faster board.
+    under_load_frames: int = 0
 
     @property
     def scene_note(self) -> str | None:
@@ -214,6 +219,7 @@ class HealthTracker:
             last_decision_age_s=round(now_s - p.last_decision_s, 3),
             scene=s.scene or "ok",
             private_room=s.private_room,
+            under_load_frames=s.under_load,
         )
 
     def _problem(self, s: CameraSample, p: _Progress, now_s: float) -> str | None:

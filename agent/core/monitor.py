@@ -71,7 +71,7 @@ def sample(p: Watched, thread: Alive, file_source: bool = False) -> CameraSample
     alive = thread.is_alive()
     return CameraSample(p.camera_id, alive, s.frames_in, s.withheld, dict(s.reasons),
                         p.analysis_lag_s, p.queued_frames, done=file_source and not alive,
-                        scene=p.scene_state, private_room=p.private_room)
+                        scene=p.scene_state, private_room=p.private_room, under_load=s.under_load)
 
 
 class ServiceMonitor:

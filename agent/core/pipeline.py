@@ -68,7 +68,7 @@ from agent.core import redact
 from agent.core.datatypes import Analysis, Decision, Event, Frame
 from agent.core.events import EventCallback
 from agent.core.lanes import AnalysisRunner, PendingAnalysis
-from agent.core.policy import CameraPolicy, decide, look_ahead, own_reason, reason_key
+from agent.core.policy import UNDER_LOAD, CameraPolicy, decide, look_ahead, own_reason, reason_key
 from agent.core.ports import Analyzer, FrameSource, Sink
 from agent.core.redact import RedactedFrame
 from agent.errors import FrameDecodeError, FrameSkipped, SourceError
@@ -119,6 +119,9 @@ class PipelineStats:
     withheld: int = 0
     decode_errors: int = 0
     sink_errors: int = 0
+    #: Released frames whose face run was skipped because the hub was behind the camera
+    #: (`detection.under_load`; each released with the next frame's faces).
+    under_load: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def count(self, d: Decision) -> None:
@@ -129,6 +132,8 @@ class PipelineStats:
             self.masked += 1
         else:
             self.passed += 1
+        if d.action is not Action.WITHHOLD and UNDER_LOAD in d.reasons:
+            self.under_load += 1
         if d.action is Action.WITHHOLD:
             for r in d.reasons:
                 key = reason_key(r)  # "lag:2.31s" varies per frame: counted as "lag"
@@ -256,7 +261,9 @@ class CameraPipeline:
         """Decide and redact one frame on its own (`run` also looks ahead to the next frame's
         decision; a single frame has none). Never raises; every failure withholds."""
         decision, raw = self._decide(self._submit(frame, live), live)
-        return self._redact(raw, decision)
+        # No next frame to wait for: what look-ahead does at a source's end (a frame whose face
+        # run was skipped under load is withheld).
+        return self._redact(raw, look_ahead(decision, None))
 
     def _lagging(self, frame: Frame, live: bool) -> Decision | None:
         lag = self._clock.monotonic() - frame.captured_monotonic_s

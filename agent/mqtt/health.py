@@ -78,6 +78,7 @@ def camera_document(c: CameraHealth) -> dict[str, Any]:
         "scene": c.scene,
         "scene_note": c.scene_note,
         "private_room": c.private_room or "none",
+        "under_load_frames": c.under_load_frames,
     }
 
 
