@@ -80,6 +80,11 @@ def test_value_templates_read_the_documents() -> None:
     assert render("porch_fps") == "10.0"
     assert render("porch_analysis_lag") == "0.42"
     assert render("porch_withheld_reason") == "zone:door"
+    assert render("porch_under_load_frames") == "0"
+    shed = camera_document(HealthTracker(0.0, 0.0).observe(
+        [CameraSample("porch", True, 30, 1, {}, under_load=14)], 1.0).cameras[0])
+    assert env.from_string(c["porch_under_load_frames"]["value_template"]).render(value_json=shed).strip() == "14"
+    assert c["porch_under_load_frames"]["state_class"] == "total_increasing"
     assert json.loads(render("porch_withheld_reason", "json_attributes_template")) == {
         "zone:door": 15, "mode:away:withhold_all": 5}
 

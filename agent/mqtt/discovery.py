@@ -182,6 +182,11 @@ def health_components(topics: Topics, node: str, cameras: Sequence[tuple[str, st
             sensor(f"{cam_id}_private_room", f"{cam_name} private room", t,
                    "{{ value_json.private_room | default('none') }}", device_class="enum",
                    options=["none", "bathroom", "bedroom"], icon="mdi:shower"),
+            # Frames released with fewer detector runs because the hub was behind the camera: a count
+            # that keeps growing says the hub has more cameras than it can analyse in full.
+            sensor(f"{cam_id}_under_load_frames", f"{cam_name} frames analysed under load", t,
+                   "{{ value_json.under_load_frames | default(0) }}", unit_of_measurement="frames",
+                   state_class="total_increasing", entity_category="diagnostic", icon="mdi:speedometer-slow"),
         ])
     return out
 
