@@ -103,3 +103,17 @@ sinks:
     capsys.readouterr()
     _, warns = run(tmp_path, body, capsys)
     assert len(warns) == 1 and "plaintext" in warns[0]
+
+
+def test_shedding_that_would_start_after_frames_are_withheld_for_lag(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    body = ("cameras:\n  - id: cam\n    source: rtsp://192.0.2.1/stream\n"
+            "analysis:\n  max_lag_s: 1.0\n"
+            "detection:\n  under_load:\n    behind_s: 0.5\n")
+    code, warns = run(tmp_path, body, capsys, "--strict")
+    assert code != 0
+    assert len(warns) == 1 and warns[0].startswith("warning: detection.under_load.behind_s: 0.5 s is not under 0.5 s")
+    assert warns[0].endswith("(config.yaml:9)")
+    # Turned off, or under the catch-up point, nothing to say.
+    assert run(tmp_path, body.replace("behind_s: 0.5", "behind_s: 0.4"), capsys)[1] == []
+    assert run(tmp_path, body + "    enabled: false\n", capsys)[1] == []

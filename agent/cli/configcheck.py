@@ -1,8 +1,9 @@
 """`check-config`'s warnings: things a config that validates still gets wrong.
 
 A file source that does not exist, a source that is not a video (no frame can be read from it),
-an image glob that matches nothing, a recipient value that does not parse, and an encrypted
-sink with a camera that has nobody to seal its clips to. Each warning names the key path and its
+an image glob that matches nothing, a recipient value that does not parse, an encrypted
+sink with a camera that has nobody to seal its clips to, and a hub that would withhold frames for
+lag before it sheds detector runs (`detection.under_load.behind_s`). Each warning names the key path and its
 YAML line, like a validation error. Warnings do not change the exit code unless `--strict`.
 """
 
@@ -25,7 +26,22 @@ def config_warnings(loaded: LoadedConfig) -> list[str]:
         if why:
             out.append((["cameras", j, "source"], why))
     out += _recipient_problems(loaded)
+    out += _load_problems(loaded)
     return [at_key(loaded, loc, msg) for loc, msg in out]
+
+
+def _load_problems(loaded: LoadedConfig) -> list[tuple[Sequence[int | str], str]]:
+    """A hub behind a camera sheds detector runs from `under_load.behind_s`, and withholds frames
+    for lag from `CATCH_UP_AT` of `max_lag_s`: a `behind_s` past that sheds nothing before frames go."""
+    from agent.core.pipeline import CATCH_UP_AT
+
+    ul = loaded.config.detection.under_load
+    catch_up_s = loaded.config.analysis.max_lag_s * CATCH_UP_AT
+    if not ul.enabled or ul.behind_s < catch_up_s:
+        return []
+    return [(["detection", "under_load", "behind_s"],
+             f"{ul.behind_s:g} s is not under {catch_up_s:g} s (half of analysis.max_lag_s), where a hub behind a "
+             "camera starts withholding its frames for lag: it would withhold them before it sheds any detector run")]
 
 
 def _source_problem(loaded: LoadedConfig, source: str, fps: float | None) -> str | None:

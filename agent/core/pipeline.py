@@ -43,7 +43,7 @@ Invariants (fail closed):
   withheld for lag. Only the end of a source (or a stop) releases a frame on
   its own decision: nothing follows it.
 - A live frame is as old as the camera's timestamps say (`_backlog`), and a
-  frame read more than `_CATCH_UP_AT` of `max_lag_s` behind is withheld for lag
+  frame read more than `CATCH_UP_AT` of `max_lag_s` behind is withheld for lag
   unanalysed while the source catches up (`_catch_up`).
 - A frame tap (`set_frame_tap`) sees each frame's outcome after the sinks'
   checks: the `RedactedFrame` that was released, or the withholding
@@ -98,7 +98,7 @@ _BACKOFF_MAX_S = 60.0
 #: frame analysed closer to the limit still has its analysis, the next frame's decision and its
 #: release ahead of it, and is withheld for lag at the end of them: an overloaded hub that spent
 #: its time on such frames only fell further behind, every camera hovering at the limit.
-_CATCH_UP_AT = 0.5
+CATCH_UP_AT = 0.5
 
 #: Tamper faults about the learned scene (`agent.analysis.tamper`), most serious first.
 _SCENE_FAULTS = {"tamper:scene_unreadable": "unreadable", "tamper:moved": "moved",
@@ -592,7 +592,7 @@ class CameraPipeline:
                         # A frame that waited in the network for a reader behind the camera is as
                         # old as that wait, not fresh (`_backlog`).
                         backlog = _backlog(src) if src.info.live else 0.0
-                        if backlog > self._max_lag_s * _CATCH_UP_AT:
+                        if backlog > self._max_lag_s * CATCH_UP_AT:
                             frames.put(self._catch_up(src, index, t_s, backlog))
                         else:
                             frames.put(self._submit(Frame(self.camera_id, index, t_s, now - backlog, img, backlog),
@@ -620,11 +620,11 @@ class CameraPipeline:
             frames.put(None)
 
     def _catch_up(self, src: FrameSource, index: int, t_s: float, backlog_s: float) -> Decision:
-        """A live frame read more than `_CATCH_UP_AT` of `max_lag_s` behind its camera: withheld
+        """A live frame read more than `CATCH_UP_AT` of `max_lag_s` behind its camera: withheld
         for lag unanalysed, and the source asked to catch up (its optional `catch_up`)."""
         catch_up = getattr(src, "catch_up", None)
         if callable(catch_up):
-            catch_up(self._max_lag_s * _CATCH_UP_AT)
+            catch_up(self._max_lag_s * CATCH_UP_AT)
         return Decision(self.camera_id, index, t_s, Action.WITHHOLD, (_lag_reason(backlog_s),))
 
     def _decode_failed(self, e: FrameDecodeError, index: int,
