@@ -537,3 +537,42 @@ def test_a_camera_whose_timestamps_run_slow_is_not_withheld_for_ever(clip: Path,
     after = [d for d in decisions if d.frame_index > max(lagged)]
     assert len(after) >= 30 and all(d.action is not Action.WITHHOLD for d in after), decisions[-5:]
     assert "timestamps run slower" in caplog.text
+
+
+@pytest.mark.parametrize("shed", [True, False], ids=["shedding", "not_shedding"])
+def test_a_hub_behind_its_camera_sheds_face_runs_and_keeps_up(camera: str, shed: bool) -> None:
+    """A face model that takes 100 ms a run cannot keep up with a 15 fps camera (10 runs a
+    second). Shedding (`detection.under_load`, the default) runs it on every second frame once the
+    reader is 0.25 s behind: the hub keeps up, withholds nothing for lag, and every frame it
+    releases masks the face, the skipped ones with the faces of the frames beside them. Without
+    shedding the same hub falls behind and withholds frames for lag."""
+    from detect_support import FakeDetector, det
+
+    from agent.analysis.factory import build_detection_analyzer
+    from agent.config import LoadedConfig, parse_config_text
+    from agent.core.policy import UNDER_LOAD, camera_policy
+
+    cfg = parse_config_text(f"cameras:\n  - id: cam\n    source: {camera}\n"
+                            f"detection:\n  foreground: {{enabled: false}}\n  under_load: {{enabled: {str(shed).lower()}}}\n")
+    policy = camera_policy(LoadedConfig(config=cfg, path=REPO / "config.yaml", sha256=""), cfg.cameras[0])
+    faces = FakeDetector("yunet_s_dynamic", frozenset({"face"}), (det("face", 0.4, 0.1, 0.5, 0.3),))
+    faces.on_call = lambda _img: time.sleep(0.1)
+    objects = FakeDetector("yolox_nano", frozenset({"person"}), ())
+    events = EventLog()
+    analyzer = build_detection_analyzer(cfg.detection, "cam", SystemClock(), events,
+                                        loader=lambda role, _m: faces if role == "faces" else objects)
+    decisions: list[Decision] = []
+    p = CameraPipeline(policy, [analyzer], [RecordingSink()], lambda: Mode.HOME, events, clock=SystemClock(),
+                       analysis_timeout_s=5.0, max_lag_s=1.5, on_decision=lambda d, _i: decisions.append(d))
+    _run_for(p, camera, 8.0)
+    lagged = [d for d in decisions if any(r.startswith(("lag:", "ahead:lag:")) for r in d.reasons)]
+    released = [d for d in decisions if d.action is not Action.WITHHOLD]
+    shed_frames = [d for d in released if UNDER_LOAD in d.reasons]
+    if not shed:
+        assert lagged and not shed_frames, decisions[-5:]
+        return
+    assert not lagged, lagged[:3]
+    assert len(shed_frames) >= 30 and len(released) >= 90, (len(shed_frames), len(released))
+    assert all(any(r.name == "face" for r in d.regions) for d in released)
+    assert faces.calls < len(decisions) * 0.75
+    assert events.counts["under_load"] == 1 and events.counts["load_eased"] == 0
